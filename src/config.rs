@@ -1,0 +1,502 @@
+//! Configuration: defaults, then `tollgate.toml` (or `--config`), then `TOLLGATE_*` variables.
+//!
+//! Everything is validated once, here, into types that cannot hold a bad value. A mistake is a
+//! [`ConfigError`] naming the key and the reason; the binary prints it on one line and exits 2.
+
+use std::fmt;
+use std::net::SocketAddr;
+use std::num::NonZeroU64;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use axum::http::HeaderName;
+use figment::providers::{Env, Format, Serialized, Toml};
+use figment::Figment;
+use serde::{Deserialize, Serialize};
+
+use crate::limiter::OnError;
+use crate::quota::{parse_duration, Algorithm, Policy, PolicyName, Window};
+
+/// The file read from the working directory when no `--config` or `TOLLGATE_CONFIG` names one.
+pub const DEFAULT_FILE: &str = "tollgate.toml";
+
+/// A configuration mistake: which key, and what is wrong with it.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("invalid configuration: {key}: {reason}")]
+pub struct ConfigError {
+    /// The key, dotted (`redis.timeout`, `limits[0].limit`), or the file that could not be read.
+    pub key: String,
+    /// What is wrong, in a sentence fragment.
+    pub reason: String,
+}
+
+impl ConfigError {
+    fn new(key: impl Into<String>, reason: impl Into<String>) -> Self {
+        ConfigError {
+            key: key.into(),
+            reason: reason.into(),
+        }
+    }
+}
+
+/// A value that must never be printed: `Debug` and `Serialize` show `***`.
+#[derive(Clone, PartialEq, Eq, Deserialize)]
+#[serde(transparent)]
+pub struct Secret(String);
+
+impl Secret {
+    /// Wraps a secret value.
+    pub fn new(value: impl Into<String>) -> Self {
+        Secret(value.into())
+    }
+
+    /// The secret itself, for the one place that needs it.
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("\"***\"")
+    }
+}
+
+impl Serialize for Secret {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.serialize_str("***")
+    }
+}
+
+/// The validated configuration of a `tollgate` service.
+#[derive(Clone, Debug)]
+pub struct Settings {
+    /// The address the HTTP server binds.
+    pub listen: SocketAddr,
+    /// The shared store; `None` selects the in-process memory store.
+    pub redis: Option<RedisSettings>,
+    /// The first segment of every Redis key.
+    pub key_prefix: String,
+    /// What decides when Redis cannot.
+    pub on_error: OnError,
+    /// The longest a decision waits on Redis.
+    pub timeout: Duration,
+    /// The request header that names the caller.
+    pub identity_header: HeaderName,
+    /// The policies applied to every limited request, in order.
+    pub policies: Vec<Policy>,
+    /// How logs are written.
+    pub log_format: LogFormat,
+    /// The configuration as it was read, with secrets redacted, for `check-config`.
+    effective: RawConfig,
+}
+
+/// Where Redis is and how to log in to it.
+#[derive(Clone)]
+pub struct RedisSettings {
+    /// The URL, which may itself hold a password, so it is kept secret.
+    url: Secret,
+    /// `redis.password`, which overrides a password in the URL.
+    password: Option<Secret>,
+}
+
+impl fmt::Debug for RedisSettings {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("RedisSettings")
+            .field("url", &redact_url(self.url.expose()))
+            .field("password", &self.password)
+            .finish()
+    }
+}
+
+impl RedisSettings {
+    /// A client configuration for fred.
+    pub fn client_config(&self) -> fred::prelude::Config {
+        let mut config = fred::prelude::Config::from_url(self.url.expose())
+            .expect("the URL was validated when the configuration was loaded");
+        if let Some(password) = &self.password {
+            config.password = Some(password.expose().to_owned());
+        }
+        config
+    }
+
+    /// The URL with any password replaced by `***`, for logs.
+    pub fn redacted_url(&self) -> String {
+        redact_url(self.url.expose())
+    }
+}
+
+/// How log lines are written.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum LogFormat {
+    /// Human-readable lines.
+    Text,
+    /// One JSON object per line.
+    Json,
+}
+
+impl Settings {
+    /// Loads the layered configuration: defaults, the file, then the environment.
+    ///
+    /// `file` is the `--config` path; without it, `TOLLGATE_CONFIG`, then `tollgate.toml` in the
+    /// working directory if it exists. A `.env` file in the working directory is read into the
+    /// environment first, without overriding variables already set.
+    pub fn load(file: Option<&Path>) -> Result<Settings, ConfigError> {
+        match dotenvy::from_path(".env") {
+            Ok(()) => {}
+            Err(error) if error.not_found() => {}
+            Err(error) => return Err(ConfigError::new(".env", error.to_string())),
+        }
+        let file = match file {
+            Some(path) => Some(path.to_owned()),
+            None => std::env::var_os("TOLLGATE_CONFIG").map(PathBuf::from),
+        };
+        let figment = match &file {
+            Some(path) if !path.is_file() => {
+                return Err(ConfigError::new(
+                    path.display().to_string(),
+                    "no such configuration file",
+                ))
+            }
+            Some(path) => layered(path),
+            None => layered(Path::new(DEFAULT_FILE)),
+        };
+        Settings::from_figment(figment)
+    }
+
+    /// Extracts and validates settings from any figment, so tests can layer their own sources.
+    pub fn from_figment(figment: Figment) -> Result<Settings, ConfigError> {
+        let raw: RawConfig = figment.extract().map_err(from_figment_error)?;
+        raw.validate()
+    }
+
+    /// The effective configuration as TOML, with every secret shown as `***`.
+    pub fn effective_toml(&self) -> String {
+        toml::to_string(&self.effective).expect("the configuration serializes to TOML")
+    }
+}
+
+/// Defaults, then the TOML file at `path` (if it exists), then `TOLLGATE_*` variables.
+pub fn layered(path: &Path) -> Figment {
+    let mut figment = Figment::from(Serialized::defaults(RawConfig::default()));
+    if path.is_file() {
+        figment = figment.merge(Toml::file_exact(path));
+    }
+    figment.merge(Env::prefixed("TOLLGATE_").split("__").ignore(&["config"]))
+}
+
+/// The configuration as written, before validation.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawConfig {
+    listen: String,
+    redis: RawRedis,
+    identity: RawIdentity,
+    limits: Vec<RawLimit>,
+    log: RawLog,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawRedis {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    url: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    password: Option<Secret>,
+    key_prefix: String,
+    on_error: String,
+    timeout: String,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawIdentity {
+    header: String,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawLimit {
+    name: String,
+    #[serde(default = "default_algorithm")]
+    algorithm: String,
+    limit: u64,
+    window: String,
+    #[serde(default = "default_cost")]
+    cost: u64,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawLog {
+    format: String,
+}
+
+fn default_algorithm() -> String {
+    Algorithm::FixedWindow.as_str().into()
+}
+
+fn default_cost() -> u64 {
+    1
+}
+
+impl Default for RawConfig {
+    fn default() -> Self {
+        RawConfig {
+            listen: "127.0.0.1:8000".into(),
+            redis: RawRedis {
+                url: None,
+                password: None,
+                key_prefix: "tollgate".into(),
+                on_error: OnError::Allow.as_str().into(),
+                timeout: "100ms".into(),
+            },
+            identity: RawIdentity {
+                header: "x-user".into(),
+            },
+            limits: vec![RawLimit {
+                name: "per_minute".into(),
+                algorithm: default_algorithm(),
+                limit: 3,
+                window: "1m".into(),
+                cost: 1,
+            }],
+            log: RawLog {
+                format: "text".into(),
+            },
+        }
+    }
+}
+
+impl RawConfig {
+    fn validate(self) -> Result<Settings, ConfigError> {
+        let listen = self.listen.parse().map_err(|_| {
+            ConfigError::new(
+                "listen",
+                format!(
+                    "{:?} is not an IP address and port, like \"127.0.0.1:8000\"",
+                    self.listen
+                ),
+            )
+        })?;
+        let redis = self.redis.validate_connection()?;
+        let key_prefix = validate_prefix(&self.redis.key_prefix)?;
+        let on_error = match self.redis.on_error.as_str() {
+            "allow" => OnError::Allow,
+            "deny" => OnError::Deny,
+            other => {
+                return Err(ConfigError::new(
+                    "redis.on_error",
+                    format!("{other:?} is not one of \"allow\", \"deny\""),
+                ))
+            }
+        };
+        let timeout = parse_duration(&self.redis.timeout)
+            .map_err(|reason| ConfigError::new("redis.timeout", reason))?;
+        if timeout.is_zero() {
+            return Err(ConfigError::new("redis.timeout", "must be longer than 0"));
+        }
+        let identity_header =
+            HeaderName::from_bytes(self.identity.header.as_bytes()).map_err(|_| {
+                ConfigError::new(
+                    "identity.header",
+                    format!("{:?} is not a valid HTTP header name", self.identity.header),
+                )
+            })?;
+        let policies = validate_limits(&self.limits)?;
+        let log_format = match self.log.format.as_str() {
+            "text" => LogFormat::Text,
+            "json" => LogFormat::Json,
+            other => {
+                return Err(ConfigError::new(
+                    "log.format",
+                    format!("{other:?} is not one of \"text\", \"json\""),
+                ))
+            }
+        };
+        let mut effective = self;
+        if let Some(url) = &mut effective.redis.url {
+            *url = redact_url(url);
+        }
+        Ok(Settings {
+            listen,
+            redis,
+            key_prefix,
+            on_error,
+            timeout,
+            identity_header,
+            policies,
+            log_format,
+            effective,
+        })
+    }
+}
+
+impl RawRedis {
+    fn validate_connection(&self) -> Result<Option<RedisSettings>, ConfigError> {
+        let Some(url) = &self.url else {
+            return Ok(None);
+        };
+        // Never echo the URL in an error: it may hold the password.
+        let scheme = url.split_once("://").map(|(scheme, _)| scheme);
+        if !matches!(scheme, Some("redis" | "rediss")) {
+            return Err(ConfigError::new(
+                "redis.url",
+                "is not a Redis URL: it must start with redis:// or rediss://",
+            ));
+        }
+        if let Err(error) = fred::prelude::Config::from_url(url) {
+            return Err(ConfigError::new(
+                "redis.url",
+                format!("is not a valid Redis URL ({})", error.details()),
+            ));
+        }
+        Ok(Some(RedisSettings {
+            url: Secret::new(url.clone()),
+            password: self.password.clone(),
+        }))
+    }
+}
+
+fn validate_prefix(prefix: &str) -> Result<String, ConfigError> {
+    if prefix.is_empty() || prefix.contains(['{', '}']) || prefix.contains(char::is_whitespace) {
+        return Err(ConfigError::new(
+            "redis.key_prefix",
+            "must be non-empty, without spaces or braces (braces would change the hash tag)",
+        ));
+    }
+    Ok(prefix.to_owned())
+}
+
+fn validate_limits(limits: &[RawLimit]) -> Result<Vec<Policy>, ConfigError> {
+    let mut policies: Vec<Policy> = Vec::with_capacity(limits.len());
+    for (i, raw) in limits.iter().enumerate() {
+        let key = |field: &str| format!("limits[{i}].{field}");
+        let name = PolicyName::new(&raw.name).map_err(|r| ConfigError::new(key("name"), r))?;
+        if policies.iter().any(|p| p.name() == &name) {
+            return Err(ConfigError::new(
+                key("name"),
+                format!("duplicate policy name {:?}", raw.name),
+            ));
+        }
+        let algorithm = Algorithm::parse(&raw.algorithm).ok_or_else(|| {
+            ConfigError::new(
+                key("algorithm"),
+                format!(
+                    "unknown algorithm {:?}; known: \"fixed_window\"",
+                    raw.algorithm
+                ),
+            )
+        })?;
+        let limit = NonZeroU64::new(raw.limit)
+            .ok_or_else(|| ConfigError::new(key("limit"), "must be at least 1"))?;
+        let window = Window::parse(&raw.window).map_err(|r| ConfigError::new(key("window"), r))?;
+        let cost = NonZeroU64::new(raw.cost)
+            .ok_or_else(|| ConfigError::new(key("cost"), "must be at least 1"))?;
+        let policy = Policy::new(name, algorithm, limit, window)
+            .with_cost(cost)
+            .map_err(|r| ConfigError::new(key("cost"), r))?;
+        policies.push(policy);
+    }
+    Ok(policies)
+}
+
+/// `redis://user:secret@host:6379/0` becomes `redis://user:***@host:6379/0`.
+pub fn redact_url(url: &str) -> String {
+    let Some((scheme, rest)) = url.split_once("://") else {
+        return "***".into();
+    };
+    let authority_end = rest.find('/').unwrap_or(rest.len());
+    let (authority, path) = rest.split_at(authority_end);
+    match authority.rsplit_once('@') {
+        Some((userinfo, host)) => {
+            let user = userinfo.split_once(':').map_or(userinfo, |(user, _)| user);
+            format!("{scheme}://{user}:***@{host}{path}")
+        }
+        None => url.to_owned(),
+    }
+}
+
+/// Turns figment's error into one line that names the key.
+fn from_figment_error(error: figment::Error) -> ConfigError {
+    use figment::error::Kind;
+    let mut path = render_path(&error.path);
+    let reason = match &error.kind {
+        Kind::UnknownField(field, expected) => {
+            path = if path.is_empty() {
+                field.clone()
+            } else {
+                format!("{path}.{field}")
+            };
+            format!("unknown key; expected one of: {}", expected.join(", "))
+        }
+        Kind::MissingField(field) => {
+            path = if path.is_empty() {
+                field.to_string()
+            } else {
+                format!("{path}.{field}")
+            };
+            "is required".to_owned()
+        }
+        other => other.to_string(),
+    };
+    let source = error
+        .metadata
+        .as_ref()
+        .map(|m| match &m.source {
+            Some(source) => format!(" (from {source})"),
+            None => format!(" (from {})", m.name),
+        })
+        .unwrap_or_default();
+    let key = if path.is_empty() {
+        "<root>".into()
+    } else {
+        path
+    };
+    ConfigError::new(key, format!("{reason}{source}"))
+}
+
+/// `["limits", "0", "limit"]` becomes `limits[0].limit`.
+fn render_path(path: &[String]) -> String {
+    let mut out = String::new();
+    for segment in path {
+        if segment.chars().all(|c| c.is_ascii_digit()) && !out.is_empty() {
+            out.push_str(&format!("[{segment}]"));
+        } else {
+            if !out.is_empty() {
+                out.push('.');
+            }
+            out.push_str(segment);
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A password in the URL is redacted, and a URL without one is left alone.
+    #[test]
+    fn urls_are_redacted() {
+        assert_eq!(
+            redact_url("redis://:hunter2@127.0.0.1:6379/0"),
+            "redis://:***@127.0.0.1:6379/0"
+        );
+        assert_eq!(
+            redact_url("rediss://app:hunter2@redis.example:6380"),
+            "rediss://app:***@redis.example:6380"
+        );
+        assert_eq!(
+            redact_url("redis://127.0.0.1:6379"),
+            "redis://127.0.0.1:6379"
+        );
+    }
+
+    /// Figment's array paths render as `limits[0].limit`.
+    #[test]
+    fn paths_render_with_indices() {
+        let path = ["limits", "0", "limit"].map(String::from);
+        assert_eq!(render_path(&path), "limits[0].limit");
+    }
+}

@@ -1,0 +1,103 @@
+//! The one currency of tollgate: what the store decided, carried unchanged to headers and logs.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use crate::quota::Policy;
+
+/// The answer for one request, over every policy that applied to it.
+///
+/// Policies are decided all-or-nothing: either all admit and each consumes its cost, or the
+/// request is denied and nothing is consumed anywhere.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Decision {
+    /// Whether the request may pass.
+    pub allowed: bool,
+    /// One entry per policy that applied, in configuration order.
+    pub policies: Vec<PolicyDecision>,
+}
+
+/// What one policy said about one request.
+#[derive(Clone, Debug, PartialEq)]
+pub struct PolicyDecision {
+    /// The policy, for its name and window in headers and logs.
+    pub policy: Arc<Policy>,
+    /// Whether this policy alone would admit the request.
+    pub allowed: bool,
+    /// The policy's quota per window.
+    pub limit: u64,
+    /// Quota left in the current window after this request.
+    pub remaining: u64,
+    /// Time until this policy would admit the request; zero when it admits now.
+    pub retry_after: Duration,
+    /// Time until the current window ends and the quota is whole again.
+    pub reset_after: Duration,
+}
+
+impl Decision {
+    /// The longest wait among the policies that denied; zero when the request is allowed.
+    pub fn retry_after(&self) -> Duration {
+        self.policies
+            .iter()
+            .map(|p| p.retry_after)
+            .max()
+            .unwrap_or_default()
+    }
+
+    /// The policy closest to exhaustion, the one `X-RateLimit-*` headers describe.
+    ///
+    /// Denying policies come first, then the smallest share of quota left, then the later reset.
+    pub fn tightest(&self) -> Option<&PolicyDecision> {
+        self.policies.iter().min_by(|a, b| {
+            // remaining/limit compared without division: a.r * b.l vs b.r * a.l.
+            let share = |x: &PolicyDecision, y: &PolicyDecision| {
+                u128::from(x.remaining) * u128::from(y.limit)
+            };
+            a.allowed
+                .cmp(&b.allowed)
+                .then(share(a, b).cmp(&share(b, a)))
+                .then(b.reset_after.cmp(&a.reset_after))
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::quota::{Algorithm, PolicyName, Window};
+    use std::num::NonZeroU64;
+
+    fn decided(name: &str, limit: u64, remaining: u64, retry_ms: u64) -> PolicyDecision {
+        let policy = Policy::new(
+            PolicyName::new(name).unwrap(),
+            Algorithm::FixedWindow,
+            NonZeroU64::new(limit).unwrap(),
+            Window::from_millis(60_000).unwrap(),
+        );
+        PolicyDecision {
+            policy: Arc::new(policy),
+            allowed: retry_ms == 0,
+            limit,
+            remaining,
+            retry_after: Duration::from_millis(retry_ms),
+            reset_after: Duration::from_millis(30_000),
+        }
+    }
+
+    /// The tightest policy is the one with the smallest share left, and a denier beats all.
+    #[test]
+    fn tightest_is_closest_to_exhaustion() {
+        let decision = Decision {
+            allowed: true,
+            policies: vec![decided("wide", 1000, 100, 0), decided("narrow", 10, 5, 0)],
+        };
+        assert_eq!(decision.tightest().unwrap().policy.name().as_str(), "wide");
+
+        let decision = Decision {
+            allowed: false,
+            policies: vec![decided("a", 10, 0, 0), decided("b", 10, 3, 2_000)],
+        };
+        assert_eq!(decision.tightest().unwrap().policy.name().as_str(), "b");
+        assert_eq!(decision.retry_after(), Duration::from_millis(2_000));
+    }
+}

@@ -1,0 +1,87 @@
+//! The `tollgate` service: its router, its handlers, and the server loop.
+
+mod access_log;
+mod handlers;
+
+use std::future::Future;
+use std::sync::Arc;
+
+use axum::http::HeaderName;
+use axum::routing::get;
+use axum::Router;
+use tokio::net::TcpListener;
+
+use crate::config::Settings;
+use crate::key::KeyBuilder;
+use crate::limiter::Limiter;
+use crate::middleware::RateLimitLayer;
+use crate::store::{MemoryStore, RedisStore, Store, StoreError};
+
+/// What the handlers share.
+#[derive(Clone, Debug)]
+pub struct AppState {
+    /// The limiter, for `/readyz` to ask its store.
+    pub limiter: Arc<Limiter>,
+    /// The header that names the caller, which `/user` echoes.
+    pub identity: HeaderName,
+}
+
+/// The service's routes: `/user` behind the limiter, `/healthz` and `/readyz` not limited.
+pub fn router(state: AppState) -> Router {
+    let limit = RateLimitLayer::new(state.limiter.clone()).identity_header(state.identity.clone());
+    let limited = Router::new()
+        .route("/user", get(handlers::user))
+        .route_layer(limit);
+    Router::new()
+        .merge(limited)
+        .route("/healthz", get(handlers::healthz))
+        .route("/readyz", get(handlers::readyz))
+        .with_state(state)
+        .layer(axum::middleware::from_fn(access_log::access_log))
+}
+
+/// Builds the store and limiter that `settings` describe.
+///
+/// Connecting to Redis never fails for an unreachable server: the service starts and serves
+/// under `redis.on_error` until Redis answers.
+pub async fn limiter(settings: &Settings) -> Result<Limiter, StoreError> {
+    let store: Arc<dyn Store> = match &settings.redis {
+        Some(redis) => {
+            tracing::info!(url = %redis.redacted_url(), "using the redis store");
+            Arc::new(RedisStore::connect(redis.client_config(), settings.timeout).await?)
+        }
+        None => {
+            tracing::info!(
+                "using the in-memory store: limits are per instance; set redis.url \
+                 (TOLLGATE_REDIS__URL) to share them across instances"
+            );
+            Arc::new(MemoryStore::new())
+        }
+    };
+    if settings.policies.is_empty() {
+        tracing::warn!("no [[limits]] are configured: nothing is limited");
+    }
+    Ok(Limiter::new(store, settings.policies.clone())
+        .with_keys(KeyBuilder::new(settings.key_prefix.clone()))
+        .with_on_error(settings.on_error))
+}
+
+/// The whole service for `settings`, ready to serve.
+pub async fn app(settings: &Settings) -> Result<Router, StoreError> {
+    let limiter = limiter(settings).await?;
+    Ok(router(AppState {
+        limiter: Arc::new(limiter),
+        identity: settings.identity_header.clone(),
+    }))
+}
+
+/// Serves `router` on `listener` until `shutdown` completes, then drains open requests.
+pub async fn run(
+    listener: TcpListener,
+    router: Router,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    axum::serve(listener, router)
+        .with_graceful_shutdown(shutdown)
+        .await
+}

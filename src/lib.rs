@@ -1,0 +1,38 @@
+//! tollgate: a rate limiter for HTTP services, deciding atomically inside Redis with Lua scripts.
+//!
+//! It is a service you run (`tollgate`) and a tower layer you embed in an axum app.
+//!
+//! # Layout
+//! - [`quota`]: validated policy values: name, algorithm, limit, window, cost.
+//! - [`decision`]: [`Decision`], the one currency from the store to headers and logs.
+//! - [`key`]: the one place that names Redis keys, `<prefix>:{<sha256 hex>}:<policy>`.
+//! - [`algorithm`]: the Rust reference of each algorithm, which the Lua scripts must match.
+//! - [`store`]: the [`Store`] trait and its backends, [`RedisStore`] (Lua, EVALSHA, NOSCRIPT
+//!   reload) and [`MemoryStore`] (one instance).
+//! - [`limiter`]: caller to keys to store to [`Verdict`], applying the failure mode.
+//! - [`middleware`]: [`RateLimitLayer`], which turns verdicts into 429s and headers.
+//! - [`http`]: the service's router, handlers and server loop.
+//! - [`config`]: figment layering and validation into [`Settings`].
+//! - [`telemetry`]: log setup.
+//!
+//! The Lua scripts live in `lua/` and are embedded in the binary.
+#![warn(missing_docs)]
+
+pub mod algorithm;
+pub mod config;
+pub mod decision;
+pub mod http;
+pub mod key;
+pub mod limiter;
+pub mod middleware;
+pub mod quota;
+pub mod store;
+pub mod telemetry;
+
+pub use config::{ConfigError, Settings};
+pub use decision::{Decision, PolicyDecision};
+pub use key::KeyBuilder;
+pub use limiter::{Limiter, OnError, Verdict};
+pub use middleware::RateLimitLayer;
+pub use quota::{Algorithm, Policy, PolicyName, Window};
+pub use store::{Clock, MemoryStore, RedisStore, Store, StoreError};

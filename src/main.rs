@@ -1,0 +1,110 @@
+//! The `tollgate` binary: read the configuration, then serve, print it, or name keys.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+use tokio::net::TcpListener;
+use tollgate::config::Settings;
+use tollgate::key::{CallerTag, KeyBuilder};
+
+/// A rate limiter for HTTP services, deciding atomically in Redis.
+#[derive(Debug, Parser)]
+#[command(name = "tollgate", version)]
+struct Cli {
+    /// The configuration file (default: $TOLLGATE_CONFIG, then ./tollgate.toml if present).
+    #[arg(long, global = true, value_name = "PATH")]
+    config: Option<PathBuf>,
+    #[command(subcommand)]
+    command: Option<Command>,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Serve HTTP (the default).
+    Serve,
+    /// Print the effective configuration, secrets redacted, and exit.
+    CheckConfig,
+    /// Print the Redis key of each policy for USER, for `redis-cli GET` or `PTTL`.
+    Key {
+        /// The caller's name, as the identity header carries it.
+        user: String,
+    },
+}
+
+/// Exit code for a configuration mistake, the same as for a command-line mistake.
+const EXIT_CONFIG: u8 = 2;
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let settings = match Settings::load(cli.config.as_deref()) {
+        Ok(settings) => settings,
+        Err(error) => {
+            eprintln!("tollgate: {error}");
+            return ExitCode::from(EXIT_CONFIG);
+        }
+    };
+    match cli.command.unwrap_or(Command::Serve) {
+        Command::CheckConfig => {
+            print!("{}", settings.effective_toml());
+            ExitCode::SUCCESS
+        }
+        Command::Key { user } => {
+            let keys = KeyBuilder::new(settings.key_prefix.clone());
+            let tag = CallerTag::of(user.as_bytes());
+            for policy in &settings.policies {
+                println!("{}", keys.key(&tag, policy.name()));
+            }
+            ExitCode::SUCCESS
+        }
+        Command::Serve => serve(settings),
+    }
+}
+
+fn serve(settings: Settings) -> ExitCode {
+    tollgate::telemetry::init(settings.log_format);
+    let runtime = tokio::runtime::Runtime::new().expect("the tokio runtime starts");
+    let served = runtime.block_on(async {
+        let app = tollgate::http::app(&settings)
+            .await
+            .map_err(|e| format!("cannot start the store: {e}"))?;
+        let listener = TcpListener::bind(settings.listen)
+            .await
+            .map_err(|e| format!("cannot listen on {}: {e}", settings.listen))?;
+        tracing::info!(listen = %settings.listen, "tollgate is serving");
+        tollgate::http::run(listener, app, shutdown_signal())
+            .await
+            .map_err(|e| format!("server error: {e}"))
+    });
+    match served {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(message) => {
+            tracing::error!("{message}");
+            eprintln!("tollgate: {message}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// Completes on ctrl-c or SIGTERM, so open requests drain before the process exits.
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let terminate = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut signal) => {
+                signal.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let terminate = std::future::pending::<()>();
+    tokio::select! {
+        () = ctrl_c => {},
+        () = terminate => {},
+    }
+    tracing::info!("shutting down");
+}

@@ -1,0 +1,144 @@
+//! Renders a [`Decision`] as response headers.
+//!
+//! - `RateLimit-Policy` and `RateLimit`, Structured Field lists with one item per policy, as in
+//!   draft-ietf-httpapi-ratelimit-headers-11: `"per_minute";q=3;w=60` and `"per_minute";r=0;t=42`.
+//! - `X-RateLimit-Limit`, `X-RateLimit-Remaining`, `X-RateLimit-Reset` (seconds), describing the
+//!   policy closest to exhaustion: the names GitHub and most clients know.
+//! - On denials only, `Retry-After` (whole seconds, rounded up, at least 1) and the original
+//!   example's `X-Rate-Limit` (the limit).
+
+use std::fmt::Write;
+use std::time::Duration;
+
+use axum::http::{HeaderMap, HeaderName, HeaderValue};
+
+use crate::decision::Decision;
+
+/// `RateLimit-Policy`: the quota policies that applied.
+pub const RATELIMIT_POLICY: HeaderName = HeaderName::from_static("ratelimit-policy");
+/// `RateLimit`: what is left of each policy's quota.
+pub const RATELIMIT: HeaderName = HeaderName::from_static("ratelimit");
+/// `X-RateLimit-Limit`: the tightest policy's quota.
+pub const X_RATELIMIT_LIMIT: HeaderName = HeaderName::from_static("x-ratelimit-limit");
+/// `X-RateLimit-Remaining`: what is left of the tightest policy's quota.
+pub const X_RATELIMIT_REMAINING: HeaderName = HeaderName::from_static("x-ratelimit-remaining");
+/// `X-RateLimit-Reset`: seconds until the tightest policy's window ends.
+pub const X_RATELIMIT_RESET: HeaderName = HeaderName::from_static("x-ratelimit-reset");
+/// `X-Rate-Limit`: the limit, on denials, as the original FastAPI example sent it.
+pub const X_RATE_LIMIT: HeaderName = HeaderName::from_static("x-rate-limit");
+
+/// Adds the headers every limited response carries, admitted or denied.
+pub fn apply(headers: &mut HeaderMap, decision: &Decision) {
+    headers.insert(RATELIMIT_POLICY, policy_list(decision));
+    headers.insert(RATELIMIT, quota_list(decision));
+    if let Some(tightest) = decision.tightest() {
+        headers.insert(X_RATELIMIT_LIMIT, tightest.limit.into());
+        headers.insert(X_RATELIMIT_REMAINING, tightest.remaining.into());
+        headers.insert(X_RATELIMIT_RESET, secs_ceil(tightest.reset_after).into());
+    }
+}
+
+/// Adds what a denial carries on top of [`apply`].
+pub fn apply_denial(headers: &mut HeaderMap, decision: &Decision) {
+    apply(headers, decision);
+    headers.insert(
+        axum::http::header::RETRY_AFTER,
+        retry_after_secs(decision.retry_after()).into(),
+    );
+    if let Some(tightest) = decision.tightest() {
+        headers.insert(X_RATE_LIMIT, tightest.limit.into());
+    }
+}
+
+/// Whole seconds for `Retry-After`: rounded up, so a client that waits is admitted, and at least 1.
+pub fn retry_after_secs(wait: Duration) -> u64 {
+    secs_ceil(wait).max(1)
+}
+
+fn secs_ceil(duration: Duration) -> u64 {
+    (duration.as_millis() as u64).div_ceil(1000)
+}
+
+/// `"per_minute";q=3;w=60, "per_day";q=1000;w=86400`
+fn policy_list(decision: &Decision) -> HeaderValue {
+    let mut list = String::new();
+    for (i, p) in decision.policies.iter().enumerate() {
+        let sep = if i == 0 { "" } else { ", " };
+        let window = p.policy.window().as_secs_ceil();
+        let _ = write!(
+            list,
+            "{sep}\"{}\";q={};w={window}",
+            p.policy.name(),
+            p.limit
+        );
+    }
+    header_value(list)
+}
+
+/// `"per_minute";r=0;t=42, "per_day";r=990;t=3600`
+fn quota_list(decision: &Decision) -> HeaderValue {
+    let mut list = String::new();
+    for (i, p) in decision.policies.iter().enumerate() {
+        let sep = if i == 0 { "" } else { ", " };
+        let reset = secs_ceil(p.reset_after);
+        let _ = write!(
+            list,
+            "{sep}\"{}\";r={};t={reset}",
+            p.policy.name(),
+            p.remaining
+        );
+    }
+    header_value(list)
+}
+
+fn header_value(text: String) -> HeaderValue {
+    // Policy names are restricted to header-safe ASCII when they are built.
+    HeaderValue::try_from(text).expect("policy names are header-safe")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::decision::PolicyDecision;
+    use crate::quota::Policy;
+    use std::sync::Arc;
+
+    fn decision(remaining: u64, reset_ms: u64, retry_ms: u64) -> Decision {
+        let policy: Policy = "per_minute: 3 per 1m".parse().unwrap();
+        Decision {
+            allowed: retry_ms == 0,
+            policies: vec![PolicyDecision {
+                policy: Arc::new(policy),
+                allowed: retry_ms == 0,
+                limit: 3,
+                remaining,
+                retry_after: Duration::from_millis(retry_ms),
+                reset_after: Duration::from_millis(reset_ms),
+            }],
+        }
+    }
+
+    /// A denial carries every header, with seconds rounded up.
+    #[test]
+    fn denial_headers_render_as_specified() {
+        let mut headers = HeaderMap::new();
+        apply_denial(&mut headers, &decision(0, 41_001, 41_001));
+        let get = |name: &str| headers.get(name).unwrap().to_str().unwrap().to_owned();
+        assert_eq!(get("ratelimit-policy"), "\"per_minute\";q=3;w=60");
+        assert_eq!(get("ratelimit"), "\"per_minute\";r=0;t=42");
+        assert_eq!(get("retry-after"), "42");
+        assert_eq!(get("x-rate-limit"), "3");
+        assert_eq!(get("x-ratelimit-limit"), "3");
+        assert_eq!(get("x-ratelimit-remaining"), "0");
+        assert_eq!(get("x-ratelimit-reset"), "42");
+    }
+
+    /// Retry-After is never 0, even a millisecond before the window turns.
+    #[test]
+    fn retry_after_is_at_least_one_second() {
+        assert_eq!(retry_after_secs(Duration::from_millis(1)), 1);
+        assert_eq!(retry_after_secs(Duration::ZERO), 1);
+        assert_eq!(retry_after_secs(Duration::from_millis(1_000)), 1);
+        assert_eq!(retry_after_secs(Duration::from_millis(1_001)), 2);
+    }
+}

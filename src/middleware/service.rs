@@ -1,0 +1,98 @@
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+
+use axum::extract::Request;
+use axum::http::HeaderName;
+use axum::response::Response;
+use tower::Service;
+
+use crate::limiter::{Limiter, OnError, Verdict};
+use crate::middleware::{headers, response};
+
+/// Checks each request against the limiter before it reaches `inner`.
+#[derive(Clone, Debug)]
+pub struct RateLimit<S> {
+    inner: S,
+    limiter: Arc<Limiter>,
+    identity: HeaderName,
+}
+
+/// The future of a [`RateLimit`] call: the store's decision, then the inner service if admitted.
+pub type ResponseFuture<E> = Pin<Box<dyn Future<Output = Result<Response, E>> + Send>>;
+
+impl<S> RateLimit<S> {
+    /// Limits `inner` with `limiter`, naming callers by the `identity` header.
+    pub fn new(inner: S, limiter: Arc<Limiter>, identity: HeaderName) -> Self {
+        RateLimit {
+            inner,
+            limiter,
+            identity,
+        }
+    }
+
+    /// The wrapped service.
+    pub fn get_ref(&self) -> &S {
+        &self.inner
+    }
+
+    /// The wrapped service, mutably.
+    pub fn get_mut(&mut self) -> &mut S {
+        &mut self.inner
+    }
+
+    /// Unwraps the inner service.
+    pub fn into_inner(self) -> S {
+        self.inner
+    }
+}
+
+impl<S> Service<Request> for RateLimit<S>
+where
+    S: Service<Request, Response = Response> + Clone + Send + 'static,
+    S::Future: Send,
+{
+    type Response = Response;
+    type Error = S::Error;
+    type Future = ResponseFuture<S::Error>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, request: Request) -> Self::Future {
+        // The clone is not ready; the one that was polled ready serves this request.
+        let clone = self.inner.clone();
+        let mut inner = std::mem::replace(&mut self.inner, clone);
+        let limiter = self.limiter.clone();
+        // An empty header names nobody, exactly like an absent one.
+        let caller = request
+            .headers()
+            .get(&self.identity)
+            .filter(|value| !value.is_empty())
+            .cloned();
+        Box::pin(async move {
+            match limiter.check(caller.as_ref().map(|v| v.as_bytes())).await {
+                Verdict::Unidentified | Verdict::Degraded(OnError::Allow) => {
+                    inner.call(request).await
+                }
+                Verdict::Decided(decision) if decision.allowed => {
+                    let mut response = inner.call(request).await?;
+                    headers::apply(response.headers_mut(), &decision);
+                    Ok(response)
+                }
+                Verdict::Decided(decision) => {
+                    // Debug, not info: a flood of denials must not flood the logs.
+                    tracing::debug!(
+                        policy = decision.tightest().map(|p| p.policy.name().as_str()),
+                        retry_after_ms = decision.retry_after().as_millis() as u64,
+                        "denied"
+                    );
+                    Ok(response::too_many_requests(&decision))
+                }
+                Verdict::Degraded(OnError::Deny) => Ok(response::store_unavailable()),
+            }
+        })
+    }
+}

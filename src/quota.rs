@@ -1,0 +1,265 @@
+//! Validated policy values: a policy that exists can admit at least one request.
+
+use std::fmt;
+use std::num::NonZeroU64;
+use std::sync::Arc;
+use std::time::Duration;
+
+/// The counting algorithm a policy uses; each has one Lua script and one Rust reference.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Algorithm {
+    /// Counts requests in windows aligned to multiples of the window length since the Unix epoch.
+    FixedWindow,
+}
+
+impl Algorithm {
+    /// The name used in configuration, in logs and in the Lua file name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Algorithm::FixedWindow => "fixed_window",
+        }
+    }
+
+    /// Parses a configuration name; `None` for an algorithm tollgate does not know.
+    pub fn parse(name: &str) -> Option<Self> {
+        match name {
+            "fixed_window" => Some(Algorithm::FixedWindow),
+            _ => None,
+        }
+    }
+}
+
+/// A policy's name: the last segment of its Redis keys and the item name in `RateLimit` headers.
+///
+/// Only ASCII letters, digits, `_`, `-` and `.` are allowed, so the name is safe in a key and in
+/// a Structured Field string without escaping.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct PolicyName(Arc<str>);
+
+impl PolicyName {
+    /// Checks `name`; the error says what is wrong with it.
+    pub fn new(name: &str) -> Result<Self, String> {
+        if name.is_empty() {
+            return Err("must not be empty".into());
+        }
+        if name.len() > 64 {
+            return Err("must be at most 64 characters".into());
+        }
+        if let Some(bad) = name
+            .chars()
+            .find(|c| !(c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.')))
+        {
+            return Err(format!(
+                "{bad:?} is not allowed; use ASCII letters, digits, '_', '-' and '.'"
+            ));
+        }
+        Ok(PolicyName(name.into()))
+    }
+
+    /// The name as text.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Display for PolicyName {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// One rate limit: at most `limit` units of cost per `window`, per caller.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Policy {
+    name: PolicyName,
+    algorithm: Algorithm,
+    limit: NonZeroU64,
+    window: Window,
+    cost: NonZeroU64,
+}
+
+impl Policy {
+    /// A policy whose requests each cost 1.
+    pub fn new(name: PolicyName, algorithm: Algorithm, limit: NonZeroU64, window: Window) -> Self {
+        Policy {
+            name,
+            algorithm,
+            limit,
+            window,
+            cost: NonZeroU64::MIN,
+        }
+    }
+
+    /// Sets the weight of one request; a cost above the limit could never be admitted.
+    pub fn with_cost(mut self, cost: NonZeroU64) -> Result<Self, String> {
+        if cost > self.limit {
+            return Err(format!(
+                "cost {cost} is above the limit {}, so no request could ever be admitted",
+                self.limit
+            ));
+        }
+        self.cost = cost;
+        Ok(self)
+    }
+
+    /// The name, used in keys and headers.
+    pub fn name(&self) -> &PolicyName {
+        &self.name
+    }
+
+    /// How requests are counted.
+    pub fn algorithm(&self) -> Algorithm {
+        self.algorithm
+    }
+
+    /// The quota per window.
+    pub fn limit(&self) -> u64 {
+        self.limit.get()
+    }
+
+    /// The window length.
+    pub fn window(&self) -> Window {
+        self.window
+    }
+
+    /// How much of the quota one request spends.
+    pub fn cost(&self) -> u64 {
+        self.cost.get()
+    }
+}
+
+impl std::str::FromStr for Policy {
+    type Err = String;
+
+    /// Parses the short form `"<name>: <limit> per <window>"`, a fixed window of cost 1, as in
+    /// `"per_minute: 3 per 1m"`: handy for library users and tests.
+    fn from_str(text: &str) -> Result<Self, String> {
+        let (name, rule) = text
+            .split_once(':')
+            .ok_or_else(|| format!("{text:?} is not \"<name>: <limit> per <window>\""))?;
+        let (limit, window) = rule
+            .split_once(" per ")
+            .ok_or_else(|| format!("{text:?} is not \"<name>: <limit> per <window>\""))?;
+        let limit = limit
+            .trim()
+            .parse::<NonZeroU64>()
+            .map_err(|_| format!("{limit:?} is not a positive whole number"))?;
+        Ok(Policy::new(
+            PolicyName::new(name.trim())?,
+            Algorithm::FixedWindow,
+            limit,
+            Window::parse(window)?,
+        ))
+    }
+}
+
+/// A window length: a whole, positive number of milliseconds.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Window(NonZeroU64);
+
+impl Window {
+    /// A window of `ms` milliseconds; `None` for zero.
+    pub fn from_millis(ms: u64) -> Option<Self> {
+        NonZeroU64::new(ms).map(Window)
+    }
+
+    /// Parses `"100ms"`, `"30s"`, `"1m"`, `"2h"` or `"1d"`; the error says what is wrong.
+    pub fn parse(text: &str) -> Result<Self, String> {
+        parse_duration(text)
+            .and_then(|d| u64::try_from(d.as_millis()).map_err(|_| "is too long".into()))
+            .and_then(|ms| Window::from_millis(ms).ok_or_else(|| "must be longer than 0".into()))
+    }
+
+    /// The length in milliseconds.
+    pub fn as_millis(self) -> u64 {
+        self.0.get()
+    }
+
+    /// The length in whole seconds, rounded up, as `RateLimit-Policy`'s `w` wants it.
+    pub fn as_secs_ceil(self) -> u64 {
+        self.0.get().div_ceil(1000)
+    }
+
+    /// The length as a `Duration`.
+    pub fn as_duration(self) -> Duration {
+        Duration::from_millis(self.0.get())
+    }
+}
+
+/// Parses a duration written as a whole number and a unit: `ms`, `s`, `m`, `h` or `d`.
+pub fn parse_duration(text: &str) -> Result<Duration, String> {
+    let text = text.trim();
+    let split = text.find(|c: char| !c.is_ascii_digit()).ok_or_else(|| {
+        format!("{text:?} has no unit; write it like \"100ms\", \"30s\" or \"1m\"")
+    })?;
+    let (number, unit) = text.split_at(split);
+    let number: u64 = number
+        .parse()
+        .map_err(|_| format!("{text:?} does not start with a whole number"))?;
+    let unit_ms: u64 = match unit {
+        "ms" => 1,
+        "s" => 1_000,
+        "m" => 60_000,
+        "h" => 3_600_000,
+        "d" => 86_400_000,
+        _ => {
+            return Err(format!(
+                "{text:?} has an unknown unit {unit:?}; use ms, s, m, h or d"
+            ))
+        }
+    };
+    number
+        .checked_mul(unit_ms)
+        .map(Duration::from_millis)
+        .ok_or_else(|| format!("{text:?} is too long"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Durations parse in every unit and reject what is not a duration.
+    #[test]
+    fn durations_parse_with_units() {
+        assert_eq!(parse_duration("100ms"), Ok(Duration::from_millis(100)));
+        assert_eq!(parse_duration("1m"), Ok(Duration::from_secs(60)));
+        assert_eq!(parse_duration("2h"), Ok(Duration::from_secs(7200)));
+        assert_eq!(parse_duration("1d"), Ok(Duration::from_secs(86_400)));
+        assert!(parse_duration("60").is_err());
+        assert!(parse_duration("m").is_err());
+        assert!(parse_duration("1 fortnight").is_err());
+        assert!(Window::parse("0s").is_err());
+    }
+
+    /// A cost above the limit is refused, because such a policy could never admit anything.
+    #[test]
+    fn cost_above_limit_is_refused() {
+        let policy = Policy::new(
+            PolicyName::new("p").unwrap(),
+            Algorithm::FixedWindow,
+            NonZeroU64::new(3).unwrap(),
+            Window::from_millis(1000).unwrap(),
+        );
+        assert!(policy
+            .clone()
+            .with_cost(NonZeroU64::new(4).unwrap())
+            .is_err());
+        assert_eq!(
+            policy
+                .with_cost(NonZeroU64::new(3).unwrap())
+                .unwrap()
+                .cost(),
+            3
+        );
+    }
+
+    /// Policy names that would need escaping in a key or a header are refused.
+    #[test]
+    fn policy_names_are_header_and_key_safe() {
+        assert!(PolicyName::new("per_minute").is_ok());
+        assert!(PolicyName::new("").is_err());
+        assert!(PolicyName::new("a b").is_err());
+        assert!(PolicyName::new("a\"b").is_err());
+        assert!(PolicyName::new("{x}").is_err());
+    }
+}

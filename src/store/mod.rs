@@ -1,0 +1,66 @@
+//! The backends that count requests, behind one trait.
+//!
+//! Both stores implement the same semantics and give the same decision for the same sequence of
+//! requests and times: [`redis::RedisStore`] shares limits across instances through Lua scripts,
+//! [`memory::MemoryStore`] counts in process for a single instance and is the Rust reference the
+//! scripts are tested against.
+
+pub mod memory;
+pub mod redis;
+
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::time::Duration;
+
+use crate::decision::Decision;
+use crate::quota::Policy;
+
+pub use memory::MemoryStore;
+pub use redis::RedisStore;
+
+/// A boxed future, so that stores can be chosen at run time behind `dyn Store`.
+pub type StoreFuture<'a, T> = Pin<Box<dyn Future<Output = Result<T, StoreError>> + Send + 'a>>;
+
+/// One policy to check for one caller: the policy and the key that holds its count.
+#[derive(Clone, Debug)]
+pub struct Check {
+    /// The caller's key for this policy, from [`crate::key::KeyBuilder`].
+    pub key: String,
+    /// The policy to apply.
+    pub policy: Arc<Policy>,
+}
+
+/// Whose clock decides which window a request falls in.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Clock {
+    /// The store's own clock: Redis `TIME`, or this process's clock for the memory store.
+    ///
+    /// Production always uses it, so app servers' clocks never split a window.
+    Store,
+    /// A fixed time in Unix milliseconds, for deterministic contract tests.
+    At(u64),
+}
+
+/// Counts requests against policies, atomically per decision.
+pub trait Store: Send + Sync + 'static {
+    /// Decides every check together: all admit and consume their cost, or none consumes.
+    fn decide<'a>(&'a self, checks: &'a [Check], clock: Clock) -> StoreFuture<'a, Decision>;
+
+    /// Succeeds when the store can decide right now.
+    fn ready(&self) -> StoreFuture<'_, ()>;
+}
+
+/// Why a store could not decide.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// The store did not answer within the deadline.
+    #[error("the store did not answer within {0:?}")]
+    Timeout(Duration),
+    /// Redis answered with an error or could not be reached.
+    #[error("redis: {0}")]
+    Redis(String),
+    /// The store answered something the decision cannot be read from.
+    #[error("unexpected reply from the store: {0}")]
+    Reply(String),
+}
