@@ -164,6 +164,13 @@ impl Settings {
         Settings::from_figment(figment)
     }
 
+    /// Defaults overlaid with the TOML in `text`, and nothing else: for tests and embedders.
+    pub fn from_toml(text: &str) -> Result<Settings, ConfigError> {
+        let figment =
+            Figment::from(Serialized::defaults(RawConfig::default())).merge(Toml::string(text));
+        Settings::from_figment(figment)
+    }
+
     /// Extracts and validates settings from any figment, so tests can layer their own sources.
     pub fn from_figment(figment: Figment) -> Result<Settings, ConfigError> {
         let raw: RawConfig = figment.extract().map_err(from_figment_error)?;

@@ -1,0 +1,232 @@
+//! End to end over TCP: the original example's behaviour, on both stores.
+
+mod support;
+
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use support::{header, RedisServer, TestApp};
+
+/// Which store a shared behavioural test runs against.
+enum Backend {
+    Memory,
+    Redis(RedisServer),
+}
+
+impl Backend {
+    fn redis() -> Self {
+        Backend::Redis(RedisServer::start())
+    }
+
+    /// A service with the default policy (3 per minute), or `limits_toml` instead.
+    async fn app(&self, limits_toml: &str) -> TestApp {
+        let redis = match self {
+            Backend::Memory => String::new(),
+            Backend::Redis(server) => format!("[redis]\nurl = \"{}\"\n", server.url()),
+        };
+        TestApp::with_toml(&format!("{redis}\n{limits_toml}")).await
+    }
+
+    /// After each Redis test: nothing is left without a TTL.
+    async fn finish(self) {
+        if let Backend::Redis(server) = self {
+            server.assert_every_key_has_ttl().await;
+        }
+    }
+}
+
+/// Runs one behavioural test against the memory store and against Redis.
+macro_rules! on_both_stores {
+    ($test:ident) => {
+        mod $test {
+            #[tokio::test]
+            async fn memory() {
+                let backend = super::Backend::Memory;
+                super::$test(&backend).await;
+                backend.finish().await;
+            }
+
+            #[tokio::test]
+            async fn redis() {
+                let backend = super::Backend::redis();
+                super::$test(&backend).await;
+                backend.finish().await;
+            }
+        }
+    };
+}
+
+/// Waits out the last two seconds of a minute, so a scenario is not split across two windows.
+///
+/// Windows are aligned to the Unix epoch on the machine's clock (Redis runs on the same one).
+async fn clear_of_minute_boundary() {
+    let ms = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as u64;
+    let left = 60_000 - ms % 60_000;
+    if left < 2_000 {
+        tokio::time::sleep(Duration::from_millis(left + 10)).await;
+    }
+}
+
+/// The original's scenario: 200, 200, 200, then 429 with its body and every header.
+async fn original_scenario(backend: &Backend) {
+    let app = backend.app("").await;
+    let client = reqwest::Client::new();
+    clear_of_minute_boundary().await;
+    for _ in 0..3 {
+        let response = app.get_user(&client, "joe").await;
+        assert_eq!(response.status(), 200);
+        assert_eq!(response.text().await.unwrap(), "\"joe\"");
+    }
+    let denied = app.get_user(&client, "joe").await;
+    assert_eq!(denied.status(), 429);
+    assert_eq!(header(&denied, "content-type"), "application/json");
+    let retry_after: u64 = header(&denied, "retry-after").parse().unwrap();
+    assert!((1..=60).contains(&retry_after), "Retry-After {retry_after}");
+    assert_eq!(header(&denied, "x-rate-limit"), "3");
+    assert_eq!(
+        header(&denied, "ratelimit-policy"),
+        "\"per_minute\";q=3;w=60"
+    );
+    assert_eq!(
+        header(&denied, "ratelimit"),
+        format!("\"per_minute\";r=0;t={retry_after}")
+    );
+    assert_eq!(header(&denied, "x-ratelimit-limit"), "3");
+    assert_eq!(header(&denied, "x-ratelimit-remaining"), "0");
+    assert_eq!(
+        header(&denied, "x-ratelimit-reset"),
+        retry_after.to_string()
+    );
+    assert_eq!(
+        denied.text().await.unwrap(),
+        r#"{"detail":"User Rate Limit Exceeded"}"#
+    );
+}
+on_both_stores!(original_scenario);
+
+/// Admitted responses carry the headers, and the remaining quota counts down.
+async fn admitted_headers_count_down(backend: &Backend) {
+    let app = backend
+        .app("[[limits]]\nname = \"per_minute\"\nlimit = 5\nwindow = \"1m\"\n")
+        .await;
+    let client = reqwest::Client::new();
+    clear_of_minute_boundary().await;
+    for remaining in (0..5).rev() {
+        let response = app.get_user(&client, "ann").await;
+        assert_eq!(response.status(), 200);
+        assert_eq!(
+            header(&response, "ratelimit-policy"),
+            "\"per_minute\";q=5;w=60"
+        );
+        let quota = header(&response, "ratelimit");
+        assert!(
+            quota.starts_with(&format!("\"per_minute\";r={remaining};t=")),
+            "RateLimit {quota} should have r={remaining}"
+        );
+        assert_eq!(header(&response, "x-ratelimit-limit"), "5");
+        assert_eq!(
+            header(&response, "x-ratelimit-remaining"),
+            remaining.to_string()
+        );
+        let reset: u64 = header(&response, "x-ratelimit-reset").parse().unwrap();
+        assert!((1..=60).contains(&reset), "X-RateLimit-Reset {reset}");
+        assert!(response.headers().get("retry-after").is_none());
+    }
+}
+on_both_stores!(admitted_headers_count_down);
+
+/// A request without the identity header, or with an empty one, is not limited.
+async fn anonymous_requests_are_not_limited(backend: &Backend) {
+    let app = backend.app("").await;
+    let client = reqwest::Client::new();
+    for _ in 0..10 {
+        let response = client.get(app.url("/user")).send().await.unwrap();
+        assert_eq!(response.status(), 200);
+        assert!(response.headers().get("ratelimit").is_none());
+        assert_eq!(response.text().await.unwrap(), "null");
+        let empty = app.get_user(&client, "").await;
+        assert_eq!(empty.status(), 200);
+        assert!(empty.headers().get("ratelimit").is_none());
+    }
+    if let Backend::Redis(server) = backend {
+        assert_eq!(
+            server.keys().await,
+            Vec::<String>::new(),
+            "no key is written"
+        );
+    }
+}
+on_both_stores!(anonymous_requests_are_not_limited);
+
+/// Health endpoints are never limited, even for a caller who is.
+async fn health_endpoints_are_not_limited(backend: &Backend) {
+    let app = backend
+        .app("[[limits]]\nname = \"tiny\"\nlimit = 1\nwindow = \"1h\"\n")
+        .await;
+    let client = reqwest::Client::new();
+    assert_eq!(app.get_user(&client, "bob").await.status(), 200);
+    assert_eq!(app.get_user(&client, "bob").await.status(), 429);
+    for path in ["/healthz", "/readyz"] {
+        for _ in 0..5 {
+            let response = client
+                .get(app.url(path))
+                .header("x-user", "bob")
+                .send()
+                .await
+                .unwrap();
+            assert_eq!(response.status(), 200, "{path}");
+            assert!(response.headers().get("ratelimit").is_none(), "{path}");
+        }
+    }
+}
+on_both_stores!(health_endpoints_are_not_limited);
+
+/// `identity.header` changes which header names the caller, and `/user` echoes that header.
+async fn identity_header_is_configurable(backend: &Backend) {
+    let app = backend
+        .app("[identity]\nheader = \"x-api-key\"\n[[limits]]\nname = \"k\"\nlimit = 1\nwindow = \"1h\"\n")
+        .await;
+    let client = reqwest::Client::new();
+    let get = |key: &'static str| {
+        client
+            .get(app.url("/user"))
+            .header("x-api-key", key)
+            .header("x-user", "ignored")
+            .send()
+    };
+    let first = get("k1").await.unwrap();
+    assert_eq!(first.status(), 200);
+    assert_eq!(first.text().await.unwrap(), "\"k1\"");
+    assert_eq!(get("k1").await.unwrap().status(), 429);
+    assert_eq!(get("k2").await.unwrap().status(), 200);
+}
+on_both_stores!(identity_header_is_configurable);
+
+/// The Redis key is exactly `tollgate:{sha256 hex}:<policy>`, holds the count, and has a TTL.
+#[tokio::test]
+async fn redis_key_is_named_as_documented() {
+    let redis = RedisServer::start();
+    let app = TestApp::with_toml(&support::redis_toml(&redis, 3, "1m", "allow")).await;
+    let client = reqwest::Client::new();
+    clear_of_minute_boundary().await;
+    app.get_user(&client, "joe").await;
+    app.get_user(&client, "joe").await;
+    let key =
+        "tollgate:{78675cc176081372c43abab3ea9fb70c74381eb02dc6e93fb6d44d161da6eeb3}:per_minute";
+    assert_eq!(redis.keys().await, vec![key.to_string()]);
+    let conn = redis.client().await;
+    let value: String = fred::prelude::KeysInterface::get(&conn, key).await.unwrap();
+    let (count, start) = value.split_once(':').unwrap();
+    assert_eq!(count, "2");
+    assert_eq!(
+        start.parse::<u64>().unwrap() % 60_000,
+        0,
+        "window start is minute-aligned"
+    );
+    let pttl: i64 = fred::prelude::KeysInterface::pttl(&conn, key)
+        .await
+        .unwrap();
+    assert!(pttl > 0 && pttl <= 60_000, "PTTL {pttl}");
+}

@@ -1,0 +1,246 @@
+//! What the integration tests share: a real `redis-server` per test, and the real service on a
+//! free port.
+//!
+//! Each test that needs Redis starts its own server (about 10 ms), so tests that stop, restart or
+//! flush Redis never disturb each other, and none ever touches a server it did not start.
+#![allow(dead_code)]
+
+use std::net::{SocketAddr, TcpListener as StdListener};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use fred::prelude::*;
+use tokio::net::TcpListener;
+use tokio::sync::oneshot;
+use tollgate::config::Settings;
+
+/// A `redis-server` on a free loopback port, killed on drop.
+pub struct RedisServer {
+    port: u16,
+    child: Option<Child>,
+}
+
+impl RedisServer {
+    /// Starts a server with no persistence and waits until it answers PING.
+    pub fn start() -> Self {
+        for _ in 0..5 {
+            let port = free_port();
+            let mut server = RedisServer { port, child: None };
+            if server.spawn() {
+                return server;
+            }
+        }
+        panic!("redis-server did not start on a free port after 5 tries");
+    }
+
+    /// `redis://127.0.0.1:<port>`.
+    pub fn url(&self) -> String {
+        format!("redis://127.0.0.1:{}", self.port)
+    }
+
+    /// The port it listens on.
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
+    /// Kills the server, as a crash or an outage would.
+    pub fn stop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    /// Starts the server again on the same port, empty.
+    pub fn restart(&mut self) {
+        self.stop();
+        assert!(
+            self.spawn(),
+            "redis-server did not restart on port {}",
+            self.port
+        );
+    }
+
+    /// Spawns on `self.port`; false if it exited before answering (the port was taken).
+    fn spawn(&mut self) -> bool {
+        let child = Command::new("redis-server")
+            .args(["--port", &self.port.to_string()])
+            .args(["--bind", "127.0.0.1", "--save", "", "--appendonly", "no"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn();
+        let mut child = match child {
+            Ok(child) => child,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => panic!(
+                "redis-server is not on PATH: install it (Debian/Ubuntu: apt-get install redis-server)"
+            ),
+            Err(e) => panic!("cannot start redis-server: {e}"),
+        };
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while Instant::now() < deadline {
+            if let Ok(Some(_)) = child.try_wait() {
+                return false;
+            }
+            if ping(self.port) {
+                self.child = Some(child);
+                return true;
+            }
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        let _ = child.kill();
+        panic!(
+            "redis-server on port {} did not answer PING within 10 s",
+            self.port
+        );
+    }
+
+    /// A fresh fred client connected to this server, to inspect what tollgate left.
+    pub async fn client(&self) -> Client {
+        let client = Builder::from_config(Config::from_url(&self.url()).unwrap())
+            .build()
+            .unwrap();
+        client.init().await.expect("test client connects");
+        client
+    }
+
+    /// Every key in the server, by SCAN.
+    pub async fn keys(&self) -> Vec<String> {
+        let client = self.client().await;
+        let mut cursor = "0".to_string();
+        let mut keys = Vec::new();
+        loop {
+            let (next, page): (String, Vec<String>) = client
+                .custom(
+                    fred::types::CustomCommand::new_static("SCAN", None, false),
+                    vec![cursor.clone(), "COUNT".into(), "1000".into()],
+                )
+                .await
+                .unwrap();
+            keys.extend(page);
+            if next == "0" {
+                return keys;
+            }
+            cursor = next;
+        }
+    }
+
+    /// Asserts that every key has a TTL: the invariant that rules out permanent lockouts.
+    pub async fn assert_every_key_has_ttl(&self) {
+        let client = self.client().await;
+        for key in self.keys().await {
+            let pttl: i64 = client.pttl(&key).await.unwrap();
+            assert!(pttl > 0, "key {key} has no TTL (PTTL {pttl})");
+        }
+    }
+}
+
+impl Drop for RedisServer {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+/// PING over a raw socket, so readiness does not depend on the client under test.
+fn ping(port: u16) -> bool {
+    use std::io::{Read, Write};
+    let Ok(mut stream) = std::net::TcpStream::connect(("127.0.0.1", port)) else {
+        return false;
+    };
+    let _ = stream.set_read_timeout(Some(Duration::from_millis(200)));
+    let mut reply = [0u8; 7];
+    stream.write_all(b"PING\r\n").is_ok()
+        && stream.read_exact(&mut reply).is_ok()
+        && &reply == b"+PONG\r\n"
+}
+
+fn free_port() -> u16 {
+    StdListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("a free port")
+}
+
+/// The real service on a free port, shut down on drop.
+pub struct TestApp {
+    /// Where it listens.
+    pub addr: SocketAddr,
+    shutdown: Option<oneshot::Sender<()>>,
+}
+
+impl TestApp {
+    /// Serves the service that `settings` describe.
+    pub async fn spawn(settings: &Settings) -> Self {
+        let router = tollgate::http::app(settings).await.expect("the app builds");
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let (tx, rx) = oneshot::channel::<()>();
+        tokio::spawn(tollgate::http::run(listener, router, async {
+            let _ = rx.await;
+        }));
+        TestApp {
+            addr,
+            shutdown: Some(tx),
+        }
+    }
+
+    /// Serves the TOML configuration `toml` (over the defaults).
+    pub async fn with_toml(toml: &str) -> Self {
+        Self::spawn(&settings(toml)).await
+    }
+
+    /// `http://<addr><path>`.
+    pub fn url(&self, path: &str) -> String {
+        format!("http://{}{}", self.addr, path)
+    }
+
+    /// `GET /user` as `user`.
+    pub async fn get_user(&self, client: &reqwest::Client, user: &str) -> reqwest::Response {
+        client
+            .get(self.url("/user"))
+            .header("x-user", user)
+            .send()
+            .await
+            .expect("the service answers")
+    }
+}
+
+impl Drop for TestApp {
+    fn drop(&mut self) {
+        if let Some(tx) = self.shutdown.take() {
+            let _ = tx.send(());
+        }
+    }
+}
+
+/// Settings from TOML over the defaults, failing the test on a mistake.
+pub fn settings(toml: &str) -> Settings {
+    Settings::from_toml(toml).unwrap_or_else(|e| panic!("test configuration: {e}"))
+}
+
+/// TOML for a Redis-backed service with one fixed-window policy.
+pub fn redis_toml(redis: &RedisServer, limit: u64, window: &str, on_error: &str) -> String {
+    format!(
+        r#"
+[redis]
+url = "{}"
+on_error = "{on_error}"
+
+[[limits]]
+name = "per_minute"
+limit = {limit}
+window = "{window}"
+"#,
+        redis.url()
+    )
+}
+
+/// A header of `response` as text.
+pub fn header(response: &reqwest::Response, name: &str) -> String {
+    response
+        .headers()
+        .get(name)
+        .unwrap_or_else(|| panic!("missing header {name}"))
+        .to_str()
+        .unwrap()
+        .to_owned()
+}
