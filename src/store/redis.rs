@@ -38,7 +38,10 @@ impl RedisStore {
     ///
     /// An unreachable Redis is not an error here: the service must still start and serve under
     /// its failure mode, and decisions resume once the client reconnects.
-    pub async fn connect(config: Config, timeout: Duration) -> Result<Self, StoreError> {
+    pub async fn connect(mut config: Config, timeout: Duration) -> Result<Self, StoreError> {
+        // Retry a first connection that fails exactly like one lost later, so a Redis that is
+        // down at startup is picked up when it comes up.
+        config.fail_fast = false;
         let client = Builder::from_config(config)
             .with_performance_config(|perf| {
                 // Commands that time out are marked so, and fred never writes them later:

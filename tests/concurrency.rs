@@ -1,0 +1,110 @@
+//! Atomicity under concurrency, over real HTTP against a real Redis.
+
+mod support;
+
+use std::sync::Arc;
+
+use fred::prelude::KeysInterface;
+use support::{RedisServer, TestApp};
+use tokio::task::JoinSet;
+
+/// Sends `n` concurrent `GET /user` as `user` and counts the 200s; any other status but 429 fails.
+async fn admitted_of(app: &TestApp, client: &reqwest::Client, user: &str, n: usize) -> usize {
+    let mut requests = JoinSet::new();
+    for _ in 0..n {
+        let (client, url, user) = (client.clone(), app.url("/user"), user.to_owned());
+        requests.spawn(async move {
+            client
+                .get(url)
+                .header("x-user", user)
+                .send()
+                .await
+                .unwrap()
+                .status()
+        });
+    }
+    let mut admitted = 0;
+    while let Some(status) = requests.join_next().await {
+        match status.unwrap().as_u16() {
+            200 => admitted += 1,
+            429 => {}
+            other => panic!("unexpected status {other}"),
+        }
+    }
+    admitted
+}
+
+/// 200 concurrent requests from one user against a limit of 50 admit exactly 50, and the key
+/// then holds 50 with a TTL in (0, window].
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_requests_admit_exactly_the_limit() {
+    let redis = RedisServer::start();
+    let app = TestApp::with_toml(&support::redis_toml_with_timeout(
+        &redis, 50, "1h", "deny", "10s",
+    ))
+    .await;
+    let client = reqwest::Client::new();
+
+    assert_eq!(admitted_of(&app, &client, "crowd", 200).await, 50);
+
+    let keys = redis.keys().await;
+    assert_eq!(keys.len(), 1);
+    let conn = redis.client().await;
+    let value: String = conn.get(&keys[0]).await.unwrap();
+    assert!(value.starts_with("50:"), "the key holds {value}");
+    let pttl: i64 = conn.pttl(&keys[0]).await.unwrap();
+    assert!(pttl > 0 && pttl <= 3_600_000, "PTTL {pttl}");
+}
+
+/// 1,000 users each sending limit+1 requests at once are each admitted exactly `limit` times.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn many_callers_each_get_exactly_their_limit() {
+    const USERS: usize = 1_000;
+    const LIMIT: usize = 3;
+    let redis = RedisServer::start();
+    let app = Arc::new(
+        TestApp::with_toml(&support::redis_toml_with_timeout(
+            &redis, 3, "1h", "deny", "10s",
+        ))
+        .await,
+    );
+    let client = reqwest::Client::new();
+
+    let mut users = JoinSet::new();
+    for user in 0..USERS {
+        let (app, client) = (app.clone(), client.clone());
+        users.spawn(async move {
+            let admitted = admitted_of(&app, &client, &format!("user-{user}"), LIMIT + 1).await;
+            (user, admitted)
+        });
+    }
+    while let Some(result) = users.join_next().await {
+        let (user, admitted) = result.unwrap();
+        assert_eq!(admitted, LIMIT, "user-{user} was admitted {admitted} times");
+    }
+    assert_eq!(redis.keys().await.len(), USERS);
+    redis.assert_every_key_has_ttl().await;
+}
+
+/// Two services sharing one Redis share the limit: their admitted total equals it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_instances_share_one_limit() {
+    let redis = RedisServer::start();
+    let toml = support::redis_toml_with_timeout(&redis, 10, "1h", "deny", "10s");
+    let (a, b) = (
+        TestApp::with_toml(&toml).await,
+        TestApp::with_toml(&toml).await,
+    );
+    let client = reqwest::Client::new();
+
+    let (from_a, from_b) = tokio::join!(
+        admitted_of(&a, &client, "shared", 15),
+        admitted_of(&b, &client, "shared", 15)
+    );
+    assert_eq!(
+        from_a + from_b,
+        10,
+        "a admitted {from_a}, b admitted {from_b}"
+    );
+    redis.assert_every_key_has_ttl().await;
+}
