@@ -3,7 +3,7 @@
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use crate::decision::Decision;
 use crate::key::{CallerTag, KeyBuilder};
@@ -48,10 +48,8 @@ pub struct Limiter {
     policies: Vec<Arc<Policy>>,
     keys: KeyBuilder,
     on_error: OnError,
-    /// Unix-epoch-free milliseconds (since `started`) of the last store-failure warning, so an
-    /// outage logs once a second rather than once a request.
-    last_warning_ms: AtomicU64,
-    started: Instant,
+    /// An outage logs once a second rather than once a request.
+    failure_warnings: Throttle,
 }
 
 impl std::fmt::Debug for Limiter {
@@ -72,8 +70,7 @@ impl Limiter {
             policies: policies.into_iter().map(Arc::new).collect(),
             keys: KeyBuilder::new("tollgate"),
             on_error: OnError::default(),
-            last_warning_ms: AtomicU64::new(u64::MAX),
-            started: Instant::now(),
+            failure_warnings: Throttle::new(Duration::from_secs(1)),
         }
     }
 
@@ -133,16 +130,61 @@ impl Limiter {
 
     /// Logs a store failure, at most once a second.
     fn warn_throttled(&self, error: &StoreError) {
-        let now = self.started.elapsed().as_millis() as u64;
-        let last = self.last_warning_ms.load(Ordering::Relaxed);
-        let due = last == u64::MAX || now.saturating_sub(last) >= 1000;
-        if due
-            && self
-                .last_warning_ms
-                .compare_exchange(last, now, Ordering::Relaxed, Ordering::Relaxed)
-                .is_ok()
-        {
-            tracing::warn!(%error, on_error = self.on_error.as_str(), "store failed; the failure mode decides");
+        if self.failure_warnings.ready() {
+            tracing::warn!(
+                %error,
+                on_error = self.on_error.as_str(),
+                "store failed; the failure mode decides"
+            );
         }
+    }
+}
+
+/// Lets one event through per interval, without a lock, for log lines on the hot path.
+#[derive(Debug)]
+struct Throttle {
+    interval_ms: u64,
+    started: Instant,
+    /// Milliseconds since `started` of the last event let through; `u64::MAX` before the first.
+    last_ms: AtomicU64,
+}
+
+impl Throttle {
+    fn new(interval: Duration) -> Self {
+        Throttle {
+            interval_ms: interval.as_millis() as u64,
+            started: Instant::now(),
+            last_ms: AtomicU64::new(u64::MAX),
+        }
+    }
+
+    /// Whether an event may pass now; at most one caller wins per interval.
+    fn ready(&self) -> bool {
+        self.ready_at(self.started.elapsed().as_millis() as u64)
+    }
+
+    fn ready_at(&self, now_ms: u64) -> bool {
+        let last = self.last_ms.load(Ordering::Relaxed);
+        let due = last == u64::MAX || now_ms.saturating_sub(last) >= self.interval_ms;
+        due && self
+            .last_ms
+            .compare_exchange(last, now_ms, Ordering::Relaxed, Ordering::Relaxed)
+            .is_ok()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The throttle lets the first event through, then one per interval.
+    #[test]
+    fn throttle_passes_one_event_per_interval() {
+        let throttle = Throttle::new(Duration::from_secs(1));
+        assert!(throttle.ready_at(5));
+        assert!(!throttle.ready_at(6));
+        assert!(!throttle.ready_at(1_004));
+        assert!(throttle.ready_at(1_005));
+        assert!(!throttle.ready_at(1_500));
     }
 }

@@ -1,16 +1,24 @@
 //! The tower layer that puts a [`Limiter`](crate::limiter::Limiter) in front of an axum service.
 //!
-//! ```no_run
+//! ```
 //! use std::sync::Arc;
-//! use axum::{routing::get, Router};
-//! use tollgate::{Limiter, MemoryStore, RateLimitLayer, Policy};
+//! use axum::{body::Body, http::Request, routing::get, Router};
+//! use tollgate::{Limiter, MemoryStore, Policy, RateLimitLayer};
+//! use tower::ServiceExt;
 //!
-//! # async fn demo() {
-//! let policy: Policy = "per_minute: 3 per 1m".parse().unwrap();
+//! # #[tokio::main(flavor = "current_thread")]
+//! # async fn main() {
+//! let policy: Policy = "per_hour: 3 per 1h".parse().unwrap();
 //! let limiter = Limiter::new(Arc::new(MemoryStore::new()), vec![policy]);
-//! let app: Router = Router::new()
+//! let app = Router::new()
 //!     .route("/user", get(|| async { "hello" }))
 //!     .layer(RateLimitLayer::new(Arc::new(limiter)));
+//!
+//! let joe = || Request::get("/user").header("x-user", "joe").body(Body::empty()).unwrap();
+//! for _ in 0..3 {
+//!     assert_eq!(app.clone().oneshot(joe()).await.unwrap().status(), 200);
+//! }
+//! assert_eq!(app.oneshot(joe()).await.unwrap().status(), 429);
 //! # }
 //! ```
 
