@@ -6,7 +6,7 @@
 use std::fmt;
 use std::net::SocketAddr;
 use std::num::NonZeroU64;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::time::Duration;
 
 use axum::http::HeaderName;
@@ -31,12 +31,22 @@ pub struct ConfigError {
 }
 
 impl ConfigError {
+    /// A mistake at `key`; a reason spread over several lines is joined into one.
     fn new(key: impl Into<String>, reason: impl Into<String>) -> Self {
         ConfigError {
             key: key.into(),
-            reason: reason.into(),
+            reason: one_line(&reason.into()),
         }
     }
+}
+
+/// The non-empty lines of `text`, trimmed and joined with `; `: an error is one line.
+fn one_line(text: &str) -> String {
+    text.lines()
+        .map(str::trim)
+        .filter(|line| !line.is_empty())
+        .collect::<Vec<_>>()
+        .join("; ")
 }
 
 /// A value that must never be printed: `Debug` and `Serialize` show `***`.
@@ -114,6 +124,9 @@ impl RedisSettings {
     pub fn client_config(&self) -> fred::prelude::Config {
         let mut config = fred::prelude::Config::from_url(self.url.expose())
             .expect("the URL was validated when the configuration was loaded");
+        // fred's default gives up for good when the first connection fails; Redis being down at
+        // startup must instead be retried, so that decisions resume when it comes up.
+        config.fail_fast = false;
         if let Some(password) = &self.password {
             config.password = Some(password.expose().to_owned());
         }
@@ -142,23 +155,19 @@ impl Settings {
     /// working directory if it exists. A `.env` file in the working directory is read into the
     /// environment first, without overriding variables already set.
     pub fn load(file: Option<&Path>) -> Result<Settings, ConfigError> {
-        match dotenvy::from_path(".env") {
-            Ok(()) => {}
-            Err(error) if error.not_found() => {}
-            Err(error) => return Err(ConfigError::new(".env", error.to_string())),
-        }
+        load_dotenv(Path::new(".env"))?;
         let file = match file {
-            Some(path) => Some(path.to_owned()),
-            None => std::env::var_os("TOLLGATE_CONFIG").map(PathBuf::from),
+            Some(path) => Some(("--config", path.to_owned())),
+            None => std::env::var_os("TOLLGATE_CONFIG").map(|p| ("TOLLGATE_CONFIG", p.into())),
         };
         let figment = match &file {
-            Some(path) if !path.is_file() => {
+            Some((source, path)) if !path.is_file() => {
                 return Err(ConfigError::new(
-                    path.display().to_string(),
-                    "no such configuration file",
+                    *source,
+                    format!("{}: no such configuration file", path.display()),
                 ))
             }
-            Some(path) => layered(path),
+            Some((_, path)) => layered(path),
             None => layered(Path::new(DEFAULT_FILE)),
         };
         Settings::from_figment(figment)
@@ -183,13 +192,59 @@ impl Settings {
     }
 }
 
+/// The variable that holds the Redis password, read as it is written.
+const PASSWORD_VAR: &str = "TOLLGATE_REDIS__PASSWORD";
+
 /// Defaults, then the TOML file at `path` (if it exists), then `TOLLGATE_*` variables.
 pub fn layered(path: &Path) -> Figment {
     let mut figment = Figment::from(Serialized::defaults(RawConfig::default()));
     if path.is_file() {
         figment = figment.merge(Toml::file_exact(path));
     }
-    figment.merge(Env::prefixed("TOLLGATE_").split("__").ignore(&["config"]))
+    // figment reads variables as TOML values, so `007` would become the number 7, and a type
+    // error would echo it: the password is taken verbatim, as a string, instead.
+    figment = figment.merge(
+        Env::prefixed("TOLLGATE_")
+            .split("__")
+            .ignore(&["config", "redis.password"]),
+    );
+    match password_from_env() {
+        Some(password) => figment.merge(Serialized::default("redis.password", password)),
+        None => figment,
+    }
+}
+
+/// `TOLLGATE_REDIS__PASSWORD`, matched without regard to case, as figment matches the others.
+fn password_from_env() -> Option<String> {
+    std::env::vars_os().find_map(|(name, value)| {
+        name.to_str()
+            .filter(|name| name.eq_ignore_ascii_case(PASSWORD_VAR))
+            .map(|_| value.to_string_lossy().into_owned())
+    })
+}
+
+/// Reads `.env` into the environment, without overriding variables already set.
+///
+/// A line that cannot be parsed is reported by number only: it may hold the password.
+fn load_dotenv(path: &Path) -> Result<(), ConfigError> {
+    let key = path.display().to_string();
+    match dotenvy::from_path(path) {
+        Ok(()) => Ok(()),
+        Err(error) if error.not_found() => Ok(()),
+        Err(dotenvy::Error::LineParse(line, _)) => {
+            let first = line.lines().next().unwrap_or_default().trim_end();
+            let number = std::fs::read_to_string(path)
+                .ok()
+                .and_then(|text| text.lines().position(|l| l.trim_end() == first))
+                .map_or_else(|| "a line".to_owned(), |n| format!("line {}", n + 1));
+            Err(ConfigError::new(
+                key,
+                format!("{number} cannot be parsed (its text is not shown: it may hold a secret)"),
+            ))
+        }
+        Err(dotenvy::Error::Io(error)) => Err(ConfigError::new(key, error.to_string())),
+        Err(_) => Err(ConfigError::new(key, "cannot be read")),
+    }
 }
 
 /// The configuration as written, before validation.
@@ -352,6 +407,14 @@ impl RawRedis {
                 "is not a Redis URL: it must start with redis:// or rediss://",
             ));
         }
+        // fred is built without a TLS feature, and then connects to a rediss:// URL in plain
+        // text, AUTH and password included. Refuse it until a TLS feature is enabled.
+        if scheme == Some("rediss") {
+            return Err(ConfigError::new(
+                "redis.url",
+                "rediss:// needs TLS, which this build of tollgate does not include",
+            ));
+        }
         if let Err(error) = fred::prelude::Config::from_url(url) {
             return Err(ConfigError::new(
                 "redis.url",
@@ -424,43 +487,77 @@ pub fn redact_url(url: &str) -> String {
     }
 }
 
-/// Turns figment's error into one line that names the key.
+/// Turns figment's error into one line that names the key, and never shows a secret.
 fn from_figment_error(error: figment::Error) -> ConfigError {
     use figment::error::Kind;
     let mut path = render_path(&error.path);
-    let reason = match &error.kind {
-        Kind::UnknownField(field, expected) => {
+    let mut with_field = |field: &str| {
+        // figment's path already ends with an unknown field, but not with a missing one.
+        if error.path.last().map(String::as_str) != Some(field) {
             path = if path.is_empty() {
-                field.clone()
+                field.to_owned()
             } else {
                 format!("{path}.{field}")
             };
+        }
+    };
+    let reason = match &error.kind {
+        Kind::UnknownField(field, expected) => {
+            with_field(field);
             format!("unknown key; expected one of: {}", expected.join(", "))
         }
         Kind::MissingField(field) => {
-            path = if path.is_empty() {
-                field.to_string()
-            } else {
-                format!("{path}.{field}")
-            };
+            with_field(field);
             "is required".to_owned()
         }
+        // A TOML syntax error quotes the offending line, which may be the password's.
+        Kind::Message(message) => message
+            .lines()
+            .filter(|line| !is_source_excerpt(line))
+            .collect::<Vec<_>>()
+            .join("\n"),
+        Kind::InvalidType(_, expected) if may_hold_secret(&path) => {
+            let expected = expected_kind(expected);
+            format!("has the wrong type, expected {expected} (the value is not shown)")
+        }
+        Kind::InvalidType(actual, expected) => {
+            format!("found {actual}, expected {}", expected_kind(expected))
+        }
+        _ if may_hold_secret(&path) => "is invalid (the value is not shown)".to_owned(),
         other => other.to_string(),
     };
-    let source = error
-        .metadata
-        .as_ref()
-        .map(|m| match &m.source {
-            Some(source) => format!(" (from {source})"),
-            None => format!(" (from {})", m.name),
-        })
-        .unwrap_or_default();
-    let key = if path.is_empty() {
-        "<root>".into()
+    let source = error.metadata.as_ref().map(|m| match &m.source {
+        Some(source) => source.to_string(),
+        None => m.name.to_string(),
+    });
+    match (path.is_empty(), source) {
+        (true, Some(source)) => ConfigError::new(source, reason),
+        (true, None) => ConfigError::new("<root>", reason),
+        (false, Some(source)) => ConfigError::new(path, format!("{reason} (from {source})")),
+        (false, None) => ConfigError::new(path, reason),
+    }
+}
+
+/// serde's `struct RawRedis` is a TOML table to the reader of the message.
+fn expected_kind(expected: &str) -> &str {
+    if expected.starts_with("struct ") {
+        "a table"
     } else {
-        path
-    };
-    ConfigError::new(key, format!("{reason}{source}"))
+        expected
+    }
+}
+
+/// Whether a value at `path` may hold the password: the URL, the password, or what holds them.
+fn may_hold_secret(path: &str) -> bool {
+    matches!(path, "" | "redis" | "redis.url" | "redis.password")
+}
+
+/// Whether `line` is part of the source excerpt a TOML error draws (`2 | text`, `  |   ^`).
+fn is_source_excerpt(line: &str) -> bool {
+    line.trim_start()
+        .trim_start_matches(|c: char| c.is_ascii_digit())
+        .trim_start()
+        .starts_with('|')
 }
 
 /// `["limits", "0", "limit"]` becomes `limits[0].limit`.

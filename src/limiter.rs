@@ -34,8 +34,9 @@ impl OnError {
 /// The outcome of checking one request.
 #[derive(Debug)]
 pub enum Verdict {
-    /// The request names no caller: it passes, and nothing is counted.
-    Unidentified,
+    /// The request names no caller, or no policy is configured: it passes, and nothing is
+    /// counted.
+    Unlimited,
     /// The store decided.
     Decided(Decision),
     /// The store failed, and the failure mode decides.
@@ -116,8 +117,8 @@ impl Limiter {
 
     /// Checks one request from `caller` (`None` when the request names none).
     pub async fn check(&self, caller: Option<&[u8]>) -> Verdict {
-        let Some(caller) = caller else {
-            return Verdict::Unidentified;
+        let Some(caller) = caller.filter(|_| !self.policies.is_empty()) else {
+            return Verdict::Unlimited;
         };
         match self.decide(caller, Clock::Store).await {
             Ok(decision) => Verdict::Decided(decision),

@@ -23,7 +23,7 @@ impl Backend {
             Backend::Memory => String::new(),
             Backend::Redis(server) => format!("[redis]\nurl = \"{}\"\n", server.url()),
         };
-        TestApp::with_toml(&format!("{redis}\n{limits_toml}")).await
+        TestApp::with_toml(&format!("{limits_toml}\n{redis}")).await
     }
 
     /// After each Redis test: nothing is left without a TTL.
@@ -230,3 +230,18 @@ async fn redis_key_is_named_as_documented() {
         .unwrap();
     assert!(pttl > 0 && pttl <= 60_000, "PTTL {pttl}");
 }
+
+/// With `limits = []` nothing is limited and no rate-limit header is sent: the benchmark baseline.
+async fn no_limits_means_no_limiting(backend: &Backend) {
+    let app = backend.app("limits = []\n").await;
+    let client = reqwest::Client::new();
+    for _ in 0..10 {
+        let response = app.get_user(&client, "joe").await;
+        assert_eq!(response.status(), 200);
+        assert!(response.headers().get("ratelimit-policy").is_none());
+    }
+    if let Backend::Redis(server) = backend {
+        assert_eq!(server.keys().await, Vec::<String>::new());
+    }
+}
+on_both_stores!(no_limits_means_no_limiting);

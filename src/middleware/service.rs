@@ -74,7 +74,7 @@ where
             .cloned();
         Box::pin(async move {
             match limiter.check(caller.as_ref().map(|v| v.as_bytes())).await {
-                Verdict::Unidentified | Verdict::Degraded(OnError::Allow) => {
+                Verdict::Unlimited | Verdict::Degraded(OnError::Allow) => {
                     inner.call(request).await
                 }
                 Verdict::Decided(decision) if decision.allowed => {
