@@ -29,6 +29,11 @@ pub mod quota;
 pub mod store;
 pub mod telemetry;
 
+/// The README's Rust examples, compiled and run as doctests so they cannot drift from the code.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+pub struct ReadmeDoctests;
+
 pub use config::{ConfigError, Settings};
 pub use decision::{Decision, PolicyDecision};
 pub use key::KeyBuilder;
