@@ -124,9 +124,6 @@ impl RedisSettings {
     pub fn client_config(&self) -> fred::prelude::Config {
         let mut config = fred::prelude::Config::from_url(self.url.expose())
             .expect("the URL was validated when the configuration was loaded");
-        // fred's default gives up for good when the first connection fails; Redis being down at
-        // startup must instead be retried, so that decisions resume when it comes up.
-        config.fail_fast = false;
         if let Some(password) = &self.password {
             config.password = Some(password.expose().to_owned());
         }
@@ -405,14 +402,6 @@ impl RawRedis {
             return Err(ConfigError::new(
                 "redis.url",
                 "is not a Redis URL: it must start with redis:// or rediss://",
-            ));
-        }
-        // fred is built without a TLS feature, and then connects to a rediss:// URL in plain
-        // text, AUTH and password included. Refuse it until a TLS feature is enabled.
-        if scheme == Some("rediss") {
-            return Err(ConfigError::new(
-                "redis.url",
-                "rediss:// needs TLS, which this build of tollgate does not include",
             ));
         }
         if let Err(error) = fred::prelude::Config::from_url(url) {

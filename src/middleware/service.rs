@@ -74,9 +74,7 @@ where
             .cloned();
         Box::pin(async move {
             match limiter.check(caller.as_ref().map(|v| v.as_bytes())).await {
-                Verdict::Unlimited | Verdict::Degraded(OnError::Allow) => {
-                    inner.call(request).await
-                }
+                Verdict::Unlimited | Verdict::Degraded(OnError::Allow) => inner.call(request).await,
                 Verdict::Decided(decision) if decision.allowed => {
                     let mut response = inner.call(request).await?;
                     headers::apply(response.headers_mut(), &decision);

@@ -1,0 +1,857 @@
+//! Configuration, through the real binary: the layering order, every mistake rejected with its
+//! key, the password kept out of every output, and `tollgate key`.
+//!
+//! Every run of `tollgate` gets a fresh working directory and an environment holding only `PATH`
+//! and what the test sets, so the developer's own `TOLLGATE_*` variables never leak in. No Redis
+//! is needed: where the service must talk to one, a fake that refuses every password stands in.
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::process::{Child, Command, Output, Stdio};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{mpsc, Arc, Mutex};
+use std::thread;
+use std::time::{Duration, Instant};
+
+use tempfile::TempDir;
+use tollgate::config::Settings;
+use tollgate::OnError;
+
+/// The password the tests configure, and look for everywhere it must not be.
+const PASSWORD: &str = "hunter2";
+
+/// The key of `joe` under the default policy, as the issue spells it.
+const JOE_KEY: &str =
+    "tollgate:{78675cc176081372c43abab3ea9fb70c74381eb02dc6e93fb6d44d161da6eeb3}:per_minute";
+
+/// The example file from the issue, verbatim.
+const EXAMPLE: &str = r#"listen = "127.0.0.1:8000"
+
+[redis]
+url = "redis://127.0.0.1:6379"
+key_prefix = "tollgate"
+on_error = "allow"
+timeout = "100ms"
+
+[identity]
+header = "x-user"
+
+[[limits]]
+name = "per_minute"
+algorithm = "fixed_window"
+limit = 3
+window = "1m"
+"#;
+
+/// A working directory for the binary, deleted on drop.
+struct Dir(TempDir);
+
+impl Dir {
+    fn new() -> Self {
+        Dir(tempfile::tempdir().expect("a temporary directory"))
+    }
+
+    /// Writes `text` to `name` in the directory.
+    fn file(self, name: &str, text: &str) -> Self {
+        std::fs::write(self.0.path().join(name), text).expect("the file is written");
+        self
+    }
+
+    /// `tollgate ARGS` run here, with only `PATH` and `env` in its environment.
+    fn command(&self, args: &[&str], env: &[(&str, &str)]) -> Command {
+        let mut command = Command::new(env!("CARGO_BIN_EXE_tollgate"));
+        command
+            .args(args)
+            .current_dir(self.0.path())
+            .env_clear()
+            .env("PATH", std::env::var_os("PATH").unwrap_or_default())
+            .envs(env.iter().copied())
+            .stdin(Stdio::null());
+        command
+    }
+
+    /// Runs `tollgate ARGS` to completion; a run that does not end within 10 s is killed and
+    /// fails the test, so a server that wrongly starts cannot hang the suite.
+    fn run(&self, args: &[&str], env: &[(&str, &str)]) -> Output {
+        let mut child = self
+            .command(args, env)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("the tollgate binary runs");
+        let (sender, pipes) = mpsc::channel();
+        let stdout = child.stdout.take().expect("stdout is piped");
+        let stderr = child.stderr.take().expect("stderr is piped");
+        for (is_stdout, mut pipe) in [
+            (true, Box::new(stdout) as Box<dyn Read + Send>),
+            (false, Box::new(stderr)),
+        ] {
+            let sender = sender.clone();
+            thread::spawn(move || {
+                let mut bytes = Vec::new();
+                let _ = pipe.read_to_end(&mut bytes);
+                let _ = sender.send((is_stdout, bytes));
+            });
+        }
+        let deadline = Instant::now() + Duration::from_secs(10);
+        let mut output = Output {
+            status: Default::default(),
+            stdout: Vec::new(),
+            stderr: Vec::new(),
+        };
+        for _ in 0..2 {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match pipes.recv_timeout(left) {
+                Ok((true, bytes)) => output.stdout = bytes,
+                Ok((false, bytes)) => output.stderr = bytes,
+                Err(_) => {
+                    let _ = child.kill();
+                    let _ = child.wait();
+                    panic!("tollgate {args:?} did not exit within 10 s");
+                }
+            }
+        }
+        output.status = child.wait().expect("tollgate exits");
+        output
+    }
+
+    /// `tollgate check-config`, which must succeed, parsed back from TOML.
+    fn effective(&self, args: &[&str], env: &[(&str, &str)]) -> toml::Table {
+        let mut args = args.to_vec();
+        args.push("check-config");
+        let output = self.run(&args, env);
+        assert!(
+            output.status.success(),
+            "check-config failed: {}",
+            text(&output.stderr)
+        );
+        text(&output.stdout)
+            .parse()
+            .expect("check-config prints TOML")
+    }
+
+    /// Asserts that a mistake stops both `check-config` and the server with exit code 2 and one
+    /// line on stderr naming `key`, and that the server stops before binding its port.
+    fn assert_rejected(&self, args: &[&str], env: &[(&str, &str)], key: &str) {
+        // Held for the whole check: a server that got past the configuration would fail to bind
+        // it and exit 1, not 2, so exit code 2 proves it stopped before binding.
+        let held = TcpListener::bind("127.0.0.1:0").expect("a free port");
+        let listen = held.local_addr().expect("a bound address").to_string();
+        let mut serve_env = env.to_vec();
+        if !env.iter().any(|(name, _)| *name == "TOLLGATE_LISTEN") {
+            serve_env.push(("TOLLGATE_LISTEN", &listen));
+        }
+        let mut check_args = args.to_vec();
+        check_args.push("check-config");
+        for (what, output) in [
+            ("check-config", self.run(&check_args, env)),
+            ("serve", self.run(args, &serve_env)),
+        ] {
+            let stderr = text(&output.stderr);
+            assert_eq!(output.status.code(), Some(2), "{what}: {stderr}");
+            assert_eq!(stderr.lines().count(), 1, "{what}: not one line: {stderr}");
+            assert!(
+                stderr.contains(&format!(" {key}: ")),
+                "{what}: {key} is not named: {stderr}"
+            );
+            assert!(
+                output.stdout.is_empty(),
+                "{what} printed: {}",
+                text(&output.stdout)
+            );
+        }
+    }
+
+    /// Starts serving, with every log enabled, and waits until the log says it is serving.
+    fn serve(&self, env: &[(&str, &str)]) -> Serving {
+        let listen = format!("127.0.0.1:{}", free_port());
+        let mut env = env.to_vec();
+        env.extend([("TOLLGATE_LISTEN", listen.as_str()), ("RUST_LOG", "trace")]);
+        let mut child = self
+            .command(&[], &env)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("tollgate starts");
+        let (sender, lines) = mpsc::channel();
+        let stdout = child.stdout.take().expect("stdout is piped");
+        let stderr = child.stderr.take().expect("stderr is piped");
+        let readers = vec![
+            forward_lines(stdout, sender.clone()),
+            forward_lines(stderr, sender),
+        ];
+        let mut serving = Serving {
+            child,
+            lines,
+            readers,
+            output: String::new(),
+        };
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match serving.lines.recv_timeout(left) {
+                Ok(line) => {
+                    let ready = line.contains("tollgate is serving");
+                    serving.output.push_str(&line);
+                    serving.output.push('\n');
+                    if ready {
+                        return serving;
+                    }
+                }
+                Err(_) => panic!("tollgate did not start serving: {}", serving.stop()),
+            }
+        }
+    }
+}
+
+/// A running `tollgate`, killed on drop.
+struct Serving {
+    child: Child,
+    lines: mpsc::Receiver<String>,
+    readers: Vec<thread::JoinHandle<()>>,
+    output: String,
+}
+
+impl Serving {
+    /// Kills the server and returns everything it wrote, on stdout and stderr.
+    fn stop(&mut self) -> String {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        for reader in std::mem::take(&mut self.readers) {
+            reader.join().expect("the reader thread ends");
+        }
+        for line in self.lines.try_iter() {
+            self.output.push_str(&line);
+            self.output.push('\n');
+        }
+        self.output.clone()
+    }
+}
+
+impl Drop for Serving {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Sends each line read from `pipe` down `lines`, until the pipe closes.
+fn forward_lines(
+    pipe: impl Read + Send + 'static,
+    lines: mpsc::Sender<String>,
+) -> thread::JoinHandle<()> {
+    thread::spawn(move || {
+        for line in BufReader::new(pipe).lines().map_while(Result::ok) {
+            if lines.send(line).is_err() {
+                break;
+            }
+        }
+    })
+}
+
+/// A loopback port that nothing listens on right now.
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|listener| listener.local_addr())
+        .expect("a free port")
+        .port()
+}
+
+fn text(bytes: &[u8]) -> String {
+    String::from_utf8_lossy(bytes).into_owned()
+}
+
+/// `table["a"]["b"]` as a string, for `path` `["a", "b"]`.
+fn lookup<'a>(table: &'a toml::Table, path: &[&str]) -> Option<&'a str> {
+    let (last, parents) = path.split_last()?;
+    let mut table = table;
+    for parent in parents {
+        table = table.get(*parent)?.as_table()?;
+    }
+    table.get(*last)?.as_str()
+}
+
+/// Stands in for Redis: records what each connection sends first, and refuses every password.
+struct FakeRedis {
+    port: u16,
+    received: Arc<Mutex<Vec<u8>>>,
+    stop: Arc<AtomicBool>,
+}
+
+impl FakeRedis {
+    fn start() -> Self {
+        let listener = TcpListener::bind("127.0.0.1:0").expect("a free port");
+        let port = listener.local_addr().expect("a bound address").port();
+        let received = Arc::new(Mutex::new(Vec::new()));
+        let stop = Arc::new(AtomicBool::new(false));
+        let (log, stopped) = (received.clone(), stop.clone());
+        thread::spawn(move || {
+            for stream in listener.incoming() {
+                if stopped.load(Ordering::SeqCst) {
+                    break;
+                }
+                let Ok(mut stream) = stream else { continue };
+                let _ = stream.set_read_timeout(Some(Duration::from_secs(1)));
+                let mut buffer = [0; 4096];
+                if let Ok(n) = stream.read(&mut buffer) {
+                    log.lock().unwrap().extend_from_slice(&buffer[..n]);
+                }
+                let _ = stream.write_all(b"-WRONGPASS invalid username-password pair\r\n");
+            }
+        });
+        FakeRedis {
+            port,
+            received,
+            stop,
+        }
+    }
+
+    /// `redis://<userinfo>127.0.0.1:<port>/`.
+    fn url(&self, userinfo: &str) -> String {
+        format!("redis://{userinfo}127.0.0.1:{}/", self.port)
+    }
+
+    /// Everything the clients sent, as text.
+    fn received(&self) -> String {
+        text(&self.received.lock().unwrap())
+    }
+}
+
+impl Drop for FakeRedis {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::SeqCst);
+        // Wakes the accept loop so that it sees the flag.
+        let _ = TcpStream::connect(("127.0.0.1", self.port));
+    }
+}
+
+/// Asserts that `output` does not contain `secret`.
+fn assert_hidden(secret: &str, output: &str, what: &str) {
+    assert!(
+        !output.contains(secret),
+        "{what} shows the password: {output}"
+    );
+}
+
+// --- Layering ----------------------------------------------------------------------------------
+
+/// Without a file or a variable, the documented defaults apply and the memory store is chosen.
+#[test]
+fn defaults_apply_without_a_file_or_variables() {
+    let effective = Dir::new().effective(&[], &[]);
+    assert_eq!(lookup(&effective, &["listen"]), Some("127.0.0.1:8000"));
+    assert_eq!(lookup(&effective, &["redis", "url"]), None);
+    assert_eq!(
+        lookup(&effective, &["redis", "key_prefix"]),
+        Some("tollgate")
+    );
+    assert_eq!(lookup(&effective, &["redis", "on_error"]), Some("allow"));
+    assert_eq!(lookup(&effective, &["redis", "timeout"]), Some("100ms"));
+    assert_eq!(lookup(&effective, &["identity", "header"]), Some("x-user"));
+    let limits = effective["limits"].as_array().expect("limits is an array");
+    assert_eq!(limits.len(), 1);
+    assert_eq!(limits[0]["name"].as_str(), Some("per_minute"));
+    assert_eq!(limits[0]["limit"].as_integer(), Some(3));
+    assert_eq!(limits[0]["window"].as_str(), Some("1m"));
+}
+
+/// `tollgate.toml` overrides the defaults, and `TOLLGATE_*` variables (`__` nesting) override it,
+/// key by key, leaving the file's other keys in place.
+#[test]
+fn variables_override_the_file_which_overrides_the_defaults() {
+    let dir = Dir::new().file(
+        "tollgate.toml",
+        "listen = \"127.0.0.1:9001\"\n[redis]\nkey_prefix = \"file\"\non_error = \"deny\"\n",
+    );
+    let from_file = dir.effective(&[], &[]);
+    assert_eq!(lookup(&from_file, &["listen"]), Some("127.0.0.1:9001"));
+    assert_eq!(lookup(&from_file, &["redis", "key_prefix"]), Some("file"));
+    assert_eq!(lookup(&from_file, &["redis", "on_error"]), Some("deny"));
+    assert_eq!(lookup(&from_file, &["redis", "timeout"]), Some("100ms"));
+
+    let env = [
+        ("TOLLGATE_LISTEN", "127.0.0.1:9002"),
+        ("TOLLGATE_REDIS__KEY_PREFIX", "env"),
+        ("TOLLGATE_REDIS__URL", "redis://127.0.0.1:6390"),
+    ];
+    let from_env = dir.effective(&[], &env);
+    assert_eq!(lookup(&from_env, &["listen"]), Some("127.0.0.1:9002"));
+    assert_eq!(lookup(&from_env, &["redis", "key_prefix"]), Some("env"));
+    assert_eq!(
+        lookup(&from_env, &["redis", "url"]),
+        Some("redis://127.0.0.1:6390")
+    );
+    assert_eq!(lookup(&from_env, &["redis", "on_error"]), Some("deny"));
+    assert_eq!(lookup(&from_env, &["redis", "timeout"]), Some("100ms"));
+}
+
+/// `TOLLGATE_CONFIG` names the file to read instead of `./tollgate.toml`.
+#[test]
+fn tollgate_config_names_the_file() {
+    let dir = Dir::new()
+        .file("tollgate.toml", "[redis]\nkey_prefix = \"cwd\"\n")
+        .file("named.toml", "[redis]\nkey_prefix = \"named\"\n");
+    let effective = dir.effective(&[], &[("TOLLGATE_CONFIG", "named.toml")]);
+    assert_eq!(lookup(&effective, &["redis", "key_prefix"]), Some("named"));
+}
+
+/// `--config` wins over `TOLLGATE_CONFIG` and over `./tollgate.toml`.
+#[test]
+fn the_config_flag_wins_over_tollgate_config() {
+    let dir = Dir::new()
+        .file("tollgate.toml", "[redis]\nkey_prefix = \"cwd\"\n")
+        .file("named.toml", "[redis]\nkey_prefix = \"named\"\n")
+        .file("flag.toml", "[redis]\nkey_prefix = \"flag\"\n");
+    let effective = dir.effective(
+        &["--config", "flag.toml"],
+        &[("TOLLGATE_CONFIG", "named.toml")],
+    );
+    assert_eq!(lookup(&effective, &["redis", "key_prefix"]), Some("flag"));
+}
+
+/// `--config` is accepted before a subcommand and after it, for `key` and `check-config`.
+#[test]
+fn the_config_flag_works_before_and_after_a_subcommand() {
+    let dir = Dir::new().file("my.toml", "[redis]\nkey_prefix = \"mine\"\n");
+    for args in [
+        &["--config", "my.toml", "key", "joe"][..],
+        &["key", "joe", "--config", "my.toml"][..],
+    ] {
+        let output = dir.run(args, &[]);
+        assert!(
+            output.status.success(),
+            "{args:?}: {}",
+            text(&output.stderr)
+        );
+        let stdout = text(&output.stdout);
+        assert!(stdout.starts_with("mine:{"), "{args:?}: {stdout}");
+    }
+    for args in [
+        &["--config", "my.toml", "check-config"][..],
+        &["check-config", "--config", "my.toml"][..],
+    ] {
+        let output = dir.run(args, &[]);
+        assert!(
+            output.status.success(),
+            "{args:?}: {}",
+            text(&output.stderr)
+        );
+        let stdout = text(&output.stdout);
+        assert!(
+            stdout.contains("key_prefix = \"mine\""),
+            "{args:?}: {stdout}"
+        );
+    }
+}
+
+/// A `.env` file in the working directory is read, but never overrides a real variable.
+#[test]
+fn dotenv_is_read_but_never_overrides_the_environment() {
+    let dir = Dir::new().file(
+        ".env",
+        "TOLLGATE_LISTEN=127.0.0.1:9100\nTOLLGATE_REDIS__KEY_PREFIX=dotenv\n",
+    );
+    let effective = dir.effective(&[], &[("TOLLGATE_LISTEN", "127.0.0.1:9200")]);
+    assert_eq!(lookup(&effective, &["listen"]), Some("127.0.0.1:9200"));
+    assert_eq!(lookup(&effective, &["redis", "key_prefix"]), Some("dotenv"));
+}
+
+/// The example file in the issue loads as written, with the values it states.
+#[test]
+fn the_example_file_loads_as_written() {
+    let settings = Settings::from_toml(EXAMPLE).expect("the example is valid");
+    assert_eq!(settings.listen.to_string(), "127.0.0.1:8000");
+    assert_eq!(
+        settings.redis.as_ref().map(|r| r.redacted_url()),
+        Some("redis://127.0.0.1:6379".to_owned())
+    );
+    assert_eq!(settings.key_prefix, "tollgate");
+    assert_eq!(settings.on_error, OnError::Allow);
+    assert_eq!(settings.timeout, Duration::from_millis(100));
+    assert_eq!(settings.identity_header.as_str(), "x-user");
+    let [policy] = &settings.policies[..] else {
+        panic!("one policy expected: {:?}", settings.policies);
+    };
+    assert_eq!(policy.name().as_str(), "per_minute");
+    assert_eq!(policy.limit(), 3);
+    assert_eq!(policy.window().as_millis(), 60_000);
+
+    let dir = Dir::new().file("tollgate.toml", EXAMPLE);
+    let effective = dir.effective(&[], &[]);
+    assert_eq!(
+        lookup(&effective, &["redis", "url"]),
+        Some("redis://127.0.0.1:6379")
+    );
+}
+
+// --- Mistakes ----------------------------------------------------------------------------------
+
+/// An unknown top-level key is rejected and named.
+#[test]
+fn an_unknown_top_level_key_is_rejected() {
+    Dir::new()
+        .file("tollgate.toml", "colour = \"blue\"\n")
+        .assert_rejected(&[], &[], "colour");
+}
+
+/// An unknown nested key is rejected and named with its table.
+#[test]
+fn an_unknown_nested_key_is_rejected() {
+    Dir::new()
+        .file("tollgate.toml", "[redis]\nurll = \"redis://127.0.0.1\"\n")
+        .assert_rejected(&[], &[], "redis.urll");
+}
+
+/// An unknown key set through a `TOLLGATE_*` variable is rejected and named.
+#[test]
+fn an_unknown_key_from_a_variable_is_rejected() {
+    Dir::new().assert_rejected(
+        &[],
+        &[("TOLLGATE_REDIS__URLL", "redis://127.0.0.1")],
+        "redis.urll",
+    );
+}
+
+/// A limit of 0 is rejected and named.
+#[test]
+fn a_limit_of_zero_is_rejected() {
+    Dir::new()
+        .file(
+            "tollgate.toml",
+            "[[limits]]\nname = \"p\"\nlimit = 0\nwindow = \"1m\"\n",
+        )
+        .assert_rejected(&[], &[], "limits[0].limit");
+}
+
+/// A window that does not parse is rejected and named.
+#[test]
+fn an_unparsable_window_is_rejected() {
+    Dir::new()
+        .file(
+            "tollgate.toml",
+            "[[limits]]\nname = \"p\"\nlimit = 3\nwindow = \"a while\"\n",
+        )
+        .assert_rejected(&[], &[], "limits[0].window");
+}
+
+/// A policy name used twice is rejected, naming the second.
+#[test]
+fn a_duplicate_policy_name_is_rejected() {
+    let policy = "[[limits]]\nname = \"p\"\nlimit = 3\nwindow = \"1m\"\n";
+    Dir::new()
+        .file("tollgate.toml", &format!("{policy}{policy}"))
+        .assert_rejected(&[], &[], "limits[1].name");
+}
+
+/// An algorithm tollgate does not know is rejected and named.
+#[test]
+fn an_unknown_algorithm_is_rejected() {
+    Dir::new()
+        .file(
+            "tollgate.toml",
+            "[[limits]]\nname = \"p\"\nalgorithm = \"leaky_bucket\"\nlimit = 3\nwindow = \"1m\"\n",
+        )
+        .assert_rejected(&[], &[], "limits[0].algorithm");
+}
+
+/// A URL that is not a Redis URL is rejected, from the file or from a variable.
+#[test]
+fn a_url_that_is_not_redis_is_rejected() {
+    for url in [
+        "http://127.0.0.1:6379/",
+        "postgres://127.0.0.1/app",
+        "127.0.0.1",
+    ] {
+        Dir::new()
+            .file("tollgate.toml", &format!("[redis]\nurl = \"{url}\"\n"))
+            .assert_rejected(&[], &[], "redis.url");
+        Dir::new().assert_rejected(&[], &[("TOLLGATE_REDIS__URL", url)], "redis.url");
+    }
+}
+
+/// A `redis.on_error` other than allow or deny is rejected and named.
+#[test]
+fn a_bad_on_error_is_rejected() {
+    Dir::new()
+        .file("tollgate.toml", "[redis]\non_error = \"maybe\"\n")
+        .assert_rejected(&[], &[], "redis.on_error");
+    Dir::new().assert_rejected(
+        &[],
+        &[("TOLLGATE_REDIS__ON_ERROR", "maybe")],
+        "redis.on_error",
+    );
+}
+
+/// A `redis.timeout` that is not a duration, or is zero, is rejected and named.
+#[test]
+fn a_bad_timeout_is_rejected() {
+    for timeout in ["\"soon\"", "\"100\"", "\"0ms\"", "100"] {
+        Dir::new()
+            .file("tollgate.toml", &format!("[redis]\ntimeout = {timeout}\n"))
+            .assert_rejected(&[], &[], "redis.timeout");
+    }
+}
+
+/// Every other validated key rejects a bad value with its name.
+#[test]
+fn other_bad_values_are_rejected() {
+    for (toml, key) in [
+        ("[identity]\nheader = \"x user\"\n", "identity.header"),
+        ("[log]\nformat = \"xml\"\n", "log.format"),
+        ("[redis]\nkey_prefix = \"a{b}\"\n", "redis.key_prefix"),
+        (
+            "[[limits]]\nname = \"p\"\nlimit = 3\nwindow = \"1m\"\ncost = 0\n",
+            "limits[0].cost",
+        ),
+        (
+            "[[limits]]\nname = \"p\"\nwindow = \"1m\"\n",
+            "limits[0].limit",
+        ),
+    ] {
+        Dir::new()
+            .file("tollgate.toml", toml)
+            .assert_rejected(&[], &[], key);
+    }
+    // The file's `listen` would give way to the held port: set the mistake where it wins.
+    Dir::new().assert_rejected(&[], &[("TOLLGATE_LISTEN", "localhost:8000")], "listen");
+}
+
+/// A `--config` or `TOLLGATE_CONFIG` file that does not exist is rejected, naming where it came
+/// from.
+#[test]
+fn a_missing_config_file_is_rejected() {
+    Dir::new().assert_rejected(&["--config", "missing.toml"], &[], "--config");
+    Dir::new().assert_rejected(
+        &[],
+        &[("TOLLGATE_CONFIG", "missing.toml")],
+        "TOLLGATE_CONFIG",
+    );
+}
+
+/// A TOML syntax error is one line naming the file, not a multi-line excerpt.
+#[test]
+fn a_toml_syntax_error_is_one_line() {
+    Dir::new()
+        .file("tollgate.toml", "listen = \n")
+        .assert_rejected(&[], &[], "tollgate.toml");
+}
+
+// --- The password ------------------------------------------------------------------------------
+
+/// `Debug` of the settings never shows a password, neither `redis.password` nor one in the URL.
+#[test]
+fn debug_never_shows_the_password() {
+    let settings = Settings::from_toml(&format!(
+        "[redis]\nurl = \"redis://app:{PASSWORD}@127.0.0.1:6379/0\"\npassword = \"s3cr3t-pw\"\n"
+    ))
+    .expect("the configuration is valid");
+    for shown in [
+        format!("{settings:?}"),
+        format!("{settings:#?}"),
+        settings.effective_toml(),
+        settings
+            .redis
+            .as_ref()
+            .expect("redis is set")
+            .redacted_url(),
+    ] {
+        assert_hidden(PASSWORD, &shown, "Debug");
+        assert_hidden("s3cr3t-pw", &shown, "Debug");
+    }
+    assert!(format!("{settings:?}").contains("redis://app:***@127.0.0.1:6379/0"));
+}
+
+/// An error about a value that holds the password never shows it, and is one line.
+#[test]
+fn errors_never_show_the_password() {
+    let mistakes = [
+        format!("[redis]\nurl = \"http://:{PASSWORD}@127.0.0.1:6379/\"\n"),
+        format!("[redis]\nurl = \"postgres://app:{PASSWORD}@db/app\"\n"),
+        format!("[redis]\nurl = \"redis://:{PASSWORD}@127.0.0.1:port/\"\n"),
+        format!("[redis]\nurl = \"redis://:{PASSWORD}@/\"\n"),
+        format!("[redis]\nurl = [\"redis://:{PASSWORD}@127.0.0.1/\"]\n"),
+        format!("redis = \"redis://:{PASSWORD}@127.0.0.1/\"\n"),
+        format!("[redis]\npassword = \"{PASSWORD}\n"),
+        "[redis]\npassword = 20250101\n".to_owned(),
+    ];
+    for toml in &mistakes {
+        let error = Settings::from_toml(toml).expect_err(toml);
+        for shown in [error.to_string(), format!("{error:?}")] {
+            assert_hidden(PASSWORD, &shown, "the error");
+            assert_hidden("20250101", &shown, "the error");
+            assert!(!shown.contains('\n'), "not one line: {shown}");
+        }
+    }
+}
+
+/// A `.env` line that cannot be parsed is reported by number, without its text.
+#[test]
+fn a_broken_dotenv_line_is_reported_without_its_text() {
+    let dir = Dir::new().file(
+        ".env",
+        &format!("TOLLGATE_LISTEN=127.0.0.1:9000\nTOLLGATE_REDIS__PASSWORD=\"{PASSWORD}\n"),
+    );
+    dir.assert_rejected(&[], &[], ".env");
+    let output = dir.run(&["check-config"], &[]);
+    let stderr = text(&output.stderr);
+    assert_hidden(PASSWORD, &stderr, "the error");
+    assert!(stderr.contains("line 2"), "{stderr}");
+}
+
+/// `redis.password` from the file reaches Redis, and never appears in `check-config` or logs.
+#[test]
+fn a_password_from_the_file_never_appears() {
+    let redis = FakeRedis::start();
+    let dir = Dir::new().file(
+        "tollgate.toml",
+        &format!(
+            "[redis]\nurl = \"{}\"\npassword = \"{PASSWORD}\"\n",
+            redis.url("")
+        ),
+    );
+    assert_password_is_used_but_hidden(&dir, &[], &redis);
+}
+
+/// `TOLLGATE_REDIS__PASSWORD` reaches Redis, and never appears in `check-config` or logs.
+#[test]
+fn a_password_from_the_environment_never_appears() {
+    let redis = FakeRedis::start();
+    let url = redis.url("");
+    let env = [
+        ("TOLLGATE_REDIS__URL", url.as_str()),
+        ("TOLLGATE_REDIS__PASSWORD", PASSWORD),
+    ];
+    assert_password_is_used_but_hidden(&Dir::new(), &env, &redis);
+}
+
+/// A password in `.env` reaches Redis, and never appears in `check-config` or logs.
+#[test]
+fn a_password_from_dotenv_never_appears() {
+    let redis = FakeRedis::start();
+    let dir = Dir::new().file(
+        ".env",
+        &format!(
+            "TOLLGATE_REDIS__URL={}\nTOLLGATE_REDIS__PASSWORD={PASSWORD}\n",
+            redis.url("")
+        ),
+    );
+    assert_password_is_used_but_hidden(&dir, &[], &redis);
+}
+
+/// A password inside the URL reaches Redis, and never appears in `check-config` or logs.
+#[test]
+fn a_password_in_the_url_never_appears() {
+    let redis = FakeRedis::start();
+    let url = redis.url(&format!(":{PASSWORD}@"));
+    assert_password_is_used_but_hidden(&Dir::new(), &[("TOLLGATE_REDIS__URL", &url)], &redis);
+}
+
+/// With Redis on a closed port, the logs (fred's included) never show the URL's password.
+#[test]
+fn a_password_in_the_url_never_appears_while_redis_is_down() {
+    let url = format!("redis://:{PASSWORD}@127.0.0.1:{}/", free_port());
+    let logs = Dir::new().serve(&[("TOLLGATE_REDIS__URL", &url)]).stop();
+    assert!(logs.contains("fred"), "fred's logs are missing: {logs}");
+    assert_hidden(PASSWORD, &logs, "the log");
+}
+
+/// `rediss://` opens with a TLS handshake, so the password is never sent in plain text.
+#[test]
+fn a_rediss_url_speaks_tls_not_plain_text() {
+    let redis = FakeRedis::start();
+    let url = format!("rediss://:{PASSWORD}@127.0.0.1:{}/", redis.port);
+    let logs = Dir::new().serve(&[("TOLLGATE_REDIS__URL", &url)]).stop();
+    assert_hidden(PASSWORD, &logs, "the log");
+    let received = redis.received.lock().unwrap().clone();
+    // 0x16 is a TLS handshake record: the ClientHello, where plain Redis would begin with `*`.
+    assert_eq!(received.first(), Some(&0x16), "not TLS: {received:?}");
+    assert_hidden(PASSWORD, &text(&received), "the wire");
+}
+
+/// The password is taken from the environment as written, not as a TOML value: `007` stays
+/// `007`, where figment would make it the number 7 and reject it.
+#[test]
+fn a_numeric_password_from_the_environment_is_sent_as_written() {
+    let redis = FakeRedis::start();
+    let url = redis.url("");
+    let env = [
+        ("TOLLGATE_REDIS__URL", url.as_str()),
+        ("TOLLGATE_REDIS__PASSWORD", "007"),
+    ];
+    let dir = Dir::new();
+    let effective = dir.effective(&[], &env);
+    assert_eq!(lookup(&effective, &["redis", "password"]), Some("***"));
+    dir.serve(&env).stop();
+    assert!(
+        redis.received().contains("$3\r\n007\r\n"),
+        "AUTH 007 was not sent: {:?}",
+        redis.received()
+    );
+}
+
+/// Asserts that the configured password is sent to Redis but shown by neither `check-config`
+/// nor the service's logs.
+fn assert_password_is_used_but_hidden(dir: &Dir, env: &[(&str, &str)], redis: &FakeRedis) {
+    let output = dir.run(&["check-config"], env);
+    assert!(output.status.success(), "{}", text(&output.stderr));
+    let shown = text(&output.stdout);
+    assert_hidden(PASSWORD, &shown, "check-config");
+    assert!(shown.contains("***"), "no redaction shown: {shown}");
+
+    let logs = dir.serve(env).stop();
+    assert!(logs.contains("fred"), "fred's logs are missing: {logs}");
+    assert_hidden(PASSWORD, &logs, "the log");
+    assert!(
+        redis.received().contains(PASSWORD),
+        "the password never reached Redis: {:?}",
+        redis.received()
+    );
+}
+
+// --- Redis at startup --------------------------------------------------------------------------
+
+/// Regression: Redis down at startup is retried until it answers (fred's `fail_fast` gave up).
+#[test]
+fn redis_down_at_startup_is_retried() {
+    let port = free_port();
+    let url = format!("redis://127.0.0.1:{port}/");
+    let mut serving = Dir::new().serve(&[("TOLLGATE_REDIS__URL", &url)]);
+
+    // Redis "comes up" only now: the client must connect to it without a restart.
+    let listener = TcpListener::bind(("127.0.0.1", port)).expect("the port is still free");
+    let (accepted, accept) = mpsc::channel();
+    thread::spawn(move || {
+        let _ = accepted.send(listener.accept().is_ok());
+    });
+    let reconnected = accept.recv_timeout(Duration::from_secs(5)).unwrap_or(false);
+    let logs = serving.stop();
+    assert!(reconnected, "tollgate never retried Redis: {logs}");
+}
+
+// --- Keys --------------------------------------------------------------------------------------
+
+/// `tollgate key joe` prints the documented key of the default policy, and nothing else.
+#[test]
+fn key_prints_the_documented_key() {
+    let output = Dir::new().run(&["key", "joe"], &[]);
+    assert!(output.status.success(), "{}", text(&output.stderr));
+    assert_eq!(text(&output.stdout), format!("{JOE_KEY}\n"));
+}
+
+/// `tollgate key` prints one line per configured policy, in order, under `redis.key_prefix`.
+#[test]
+fn key_prints_one_line_per_policy_under_the_prefix() {
+    let dir = Dir::new().file(
+        "tollgate.toml",
+        "[redis]\nkey_prefix = \"app\"\n\
+         [[limits]]\nname = \"per_second\"\nlimit = 5\nwindow = \"1s\"\n\
+         [[limits]]\nname = \"per_hour\"\nlimit = 100\nwindow = \"1h\"\n",
+    );
+    let output = dir.run(&["key", "joe"], &[]);
+    assert!(output.status.success(), "{}", text(&output.stderr));
+    let tag = "{78675cc176081372c43abab3ea9fb70c74381eb02dc6e93fb6d44d161da6eeb3}";
+    assert_eq!(
+        text(&output.stdout),
+        format!("app:{tag}:per_second\napp:{tag}:per_hour\n")
+    );
+}
