@@ -229,6 +229,7 @@ async fn redis_key_is_named_as_documented() {
         .await
         .unwrap();
     assert!(pttl > 0 && pttl <= 60_000, "PTTL {pttl}");
+    redis.assert_every_key_has_ttl().await;
 }
 
 /// With `limits = []` nothing is limited and no rate-limit header is sent: the benchmark baseline.

@@ -128,6 +128,7 @@ async fn redis_down_at_startup() {
     redis.restart();
     until_redis_decides(&app, &client, "late").await;
     assert_limit_exact(&app, &client, "later", 2).await;
+    redis.assert_every_key_has_ttl().await;
 }
 
 /// A stalled Redis (CLIENT PAUSE) holds no request much past `redis.timeout`.
