@@ -14,7 +14,7 @@
 -- Reply: { allowed, remaining_1, reset_after_ms_1, retry_after_ms_1, remaining_2, ... }
 --   allowed           1 when every policy admits, and each then consumes its cost;
 --                     0 when any policy denies, and then nothing is consumed anywhere.
---   remaining_i       quota left in policy i's current window after this call.
+--   remaining_i       quota left in policy i's current window after this call, at least 0.
 --   reset_after_ms_i  milliseconds until policy i's current window ends.
 --   retry_after_ms_i  0 when policy i admits; otherwise milliseconds until it would.
 -- Integers only: Redis truncates Lua numbers, and a nil would end the reply early.
@@ -62,7 +62,8 @@ for i, key in ipairs(KEYS) do
   if not w.fits then
     retry_after = w.reset_after
   end
-  reply[#reply + 1] = w.limit - count
+  -- A count above the limit (the limit was lowered mid-window) leaves nothing, not less.
+  reply[#reply + 1] = math.max(0, w.limit - count)
   reply[#reply + 1] = w.reset_after
   reply[#reply + 1] = retry_after
 end

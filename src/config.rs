@@ -453,6 +453,7 @@ fn validate_limits(limits: &[RawLimit]) -> Result<Vec<Policy>, ConfigError> {
         let cost = NonZeroU64::new(raw.cost)
             .ok_or_else(|| ConfigError::new(key("cost"), "must be at least 1"))?;
         let policy = Policy::new(name, algorithm, limit, window)
+            .map_err(|r| ConfigError::new(key("limit"), r))?
             .with_cost(cost)
             .map_err(|r| ConfigError::new(key("cost"), r))?;
         policies.push(policy);

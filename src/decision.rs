@@ -73,7 +73,8 @@ mod tests {
             Algorithm::FixedWindow,
             NonZeroU64::new(limit).unwrap(),
             Window::from_millis(60_000).unwrap(),
-        );
+        )
+        .unwrap();
         PolicyDecision {
             policy: Arc::new(policy),
             allowed: retry_ms == 0,

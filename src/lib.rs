@@ -28,6 +28,7 @@ pub mod middleware;
 pub mod quota;
 pub mod store;
 pub mod telemetry;
+mod throttle;
 
 /// The README's Rust examples, compiled and run as doctests so they cannot drift from the code.
 #[cfg(doctest)]

@@ -1,14 +1,14 @@
 //! The limiter: from a caller's name to a verdict, through the keys, the store and the failure
 //! mode. It knows nothing of HTTP responses; the middleware renders its verdicts.
 
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use crate::decision::Decision;
 use crate::key::{CallerTag, KeyBuilder};
 use crate::quota::Policy;
 use crate::store::{Check, Clock, Store, StoreError};
+use crate::throttle::Throttle;
 
 /// What happens to a request when the store cannot decide.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
@@ -138,54 +138,5 @@ impl Limiter {
                 "store failed; the failure mode decides"
             );
         }
-    }
-}
-
-/// Lets one event through per interval, without a lock, for log lines on the hot path.
-#[derive(Debug)]
-struct Throttle {
-    interval_ms: u64,
-    started: Instant,
-    /// Milliseconds since `started` of the last event let through; `u64::MAX` before the first.
-    last_ms: AtomicU64,
-}
-
-impl Throttle {
-    fn new(interval: Duration) -> Self {
-        Throttle {
-            interval_ms: interval.as_millis() as u64,
-            started: Instant::now(),
-            last_ms: AtomicU64::new(u64::MAX),
-        }
-    }
-
-    /// Whether an event may pass now; at most one caller wins per interval.
-    fn ready(&self) -> bool {
-        self.ready_at(self.started.elapsed().as_millis() as u64)
-    }
-
-    fn ready_at(&self, now_ms: u64) -> bool {
-        let last = self.last_ms.load(Ordering::Relaxed);
-        let due = last == u64::MAX || now_ms.saturating_sub(last) >= self.interval_ms;
-        due && self
-            .last_ms
-            .compare_exchange(last, now_ms, Ordering::Relaxed, Ordering::Relaxed)
-            .is_ok()
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    /// The throttle lets the first event through, then one per interval.
-    #[test]
-    fn throttle_passes_one_event_per_interval() {
-        let throttle = Throttle::new(Duration::from_secs(1));
-        assert!(throttle.ready_at(5));
-        assert!(!throttle.ready_at(6));
-        assert!(!throttle.ready_at(1_004));
-        assert!(throttle.ready_at(1_005));
-        assert!(!throttle.ready_at(1_500));
     }
 }

@@ -78,16 +78,32 @@ pub struct Policy {
     cost: NonZeroU64,
 }
 
+/// The largest limit: Lua numbers are doubles, exact for integers up to 2^53, and the scripts
+/// add costs to counts; 10^12 leaves ample room.
+pub const MAX_LIMIT: u64 = 1_000_000_000_000;
+
+/// The longest window, 100 years in milliseconds: far beyond any real quota, and small enough
+/// that a Unix time plus a window stays exact in Lua.
+pub const MAX_WINDOW_MS: u64 = 100 * 365 * 86_400_000;
+
 impl Policy {
-    /// A policy whose requests each cost 1.
-    pub fn new(name: PolicyName, algorithm: Algorithm, limit: NonZeroU64, window: Window) -> Self {
-        Policy {
+    /// A policy whose requests each cost 1; refused when the limit is above [`MAX_LIMIT`].
+    pub fn new(
+        name: PolicyName,
+        algorithm: Algorithm,
+        limit: NonZeroU64,
+        window: Window,
+    ) -> Result<Self, String> {
+        if limit.get() > MAX_LIMIT {
+            return Err(format!("{limit} is above the largest limit, {MAX_LIMIT}"));
+        }
+        Ok(Policy {
             name,
             algorithm,
             limit,
             window,
             cost: NonZeroU64::MIN,
-        }
+        })
     }
 
     /// Sets the weight of one request; a cost above the limit could never be admitted.
@@ -144,12 +160,12 @@ impl std::str::FromStr for Policy {
             .trim()
             .parse::<NonZeroU64>()
             .map_err(|_| format!("{limit:?} is not a positive whole number"))?;
-        Ok(Policy::new(
+        Policy::new(
             PolicyName::new(name.trim())?,
             Algorithm::FixedWindow,
             limit,
             Window::parse(window)?,
-        ))
+        )
     }
 }
 
@@ -158,16 +174,27 @@ impl std::str::FromStr for Policy {
 pub struct Window(NonZeroU64);
 
 impl Window {
-    /// A window of `ms` milliseconds; `None` for zero.
+    /// A window of `ms` milliseconds; `None` for zero or more than [`MAX_WINDOW_MS`].
+    ///
+    /// Library users may pick any number of milliseconds; headers then round the window up to
+    /// whole seconds, as `RateLimit-Policy` counts in seconds.
     pub fn from_millis(ms: u64) -> Option<Self> {
-        NonZeroU64::new(ms).map(Window)
+        NonZeroU64::new(ms)
+            .filter(|ms| ms.get() <= MAX_WINDOW_MS)
+            .map(Window)
     }
 
-    /// Parses `"100ms"`, `"30s"`, `"1m"`, `"2h"` or `"1d"`; the error says what is wrong.
+    /// Parses a configured window, `"30s"`, `"1m"`, `"2h"` or `"1d"`: a whole number of seconds,
+    /// so that `RateLimit-Policy` advertises it exactly. The error says what is wrong.
     pub fn parse(text: &str) -> Result<Self, String> {
-        parse_duration(text)
-            .and_then(|d| u64::try_from(d.as_millis()).map_err(|_| "is too long".into()))
-            .and_then(|ms| Window::from_millis(ms).ok_or_else(|| "must be longer than 0".into()))
+        let ms = u64::try_from(parse_duration(text)?.as_millis()).unwrap_or(u64::MAX);
+        if ms == 0 || ms % 1000 != 0 {
+            return Err(format!(
+                "{text:?} is not a whole, positive number of seconds (RateLimit-Policy counts in \
+                 seconds)"
+            ));
+        }
+        Window::from_millis(ms).ok_or_else(|| format!("{text:?} is longer than 100 years"))
     }
 
     /// The length in milliseconds.
@@ -229,6 +256,12 @@ mod tests {
         assert!(parse_duration("m").is_err());
         assert!(parse_duration("1 fortnight").is_err());
         assert!(Window::parse("0s").is_err());
+        assert!(Window::parse("1500ms").is_err(), "not whole seconds");
+        assert!(Window::parse("36501d").is_err(), "over 100 years");
+        assert_eq!(
+            Window::parse("30000d").unwrap().as_millis(),
+            30_000 * 86_400_000
+        );
     }
 
     /// A cost above the limit is refused, because such a policy could never admit anything.
@@ -239,7 +272,8 @@ mod tests {
             Algorithm::FixedWindow,
             NonZeroU64::new(3).unwrap(),
             Window::from_millis(1000).unwrap(),
-        );
+        )
+        .unwrap();
         assert!(policy
             .clone()
             .with_cost(NonZeroU64::new(4).unwrap())
@@ -251,6 +285,22 @@ mod tests {
                 .cost(),
             3
         );
+    }
+
+    /// Limits beyond what Lua's doubles count exactly are refused.
+    #[test]
+    fn limits_are_bounded_for_lua() {
+        let at = |limit: u64| {
+            Policy::new(
+                PolicyName::new("p").unwrap(),
+                Algorithm::FixedWindow,
+                NonZeroU64::new(limit).unwrap(),
+                Window::from_millis(1000).unwrap(),
+            )
+        };
+        assert!(at(MAX_LIMIT).is_ok());
+        assert!(at(MAX_LIMIT + 1).is_err());
+        assert!(at(u64::MAX).is_err());
     }
 
     /// Policy names that would need escaping in a key or a header are refused.

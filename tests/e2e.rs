@@ -13,8 +13,8 @@ enum Backend {
 }
 
 impl Backend {
-    fn redis() -> Self {
-        Backend::Redis(RedisServer::start())
+    async fn redis() -> Self {
+        Backend::Redis(RedisServer::start().await)
     }
 
     /// A service with the default policy (3 per minute), or `limits_toml` instead.
@@ -47,7 +47,7 @@ macro_rules! on_both_stores {
 
             #[tokio::test]
             async fn redis() {
-                let backend = super::Backend::redis();
+                let backend = super::Backend::redis().await;
                 super::$test(&backend).await;
                 backend.finish().await;
             }
@@ -149,6 +149,11 @@ async fn anonymous_requests_are_not_limited(backend: &Backend) {
         let empty = app.get_user(&client, "").await;
         assert_eq!(empty.status(), 200);
         assert!(empty.headers().get("ratelimit").is_none());
+        assert_eq!(
+            empty.text().await.unwrap(),
+            "null",
+            "an empty name is nobody"
+        );
     }
     if let Backend::Redis(server) = backend {
         assert_eq!(
@@ -163,7 +168,7 @@ on_both_stores!(anonymous_requests_are_not_limited);
 /// Health endpoints are never limited, even for a caller who is.
 async fn health_endpoints_are_not_limited(backend: &Backend) {
     let app = backend
-        .app("[[limits]]\nname = \"tiny\"\nlimit = 1\nwindow = \"1h\"\n")
+        .app("[[limits]]\nname = \"tiny\"\nlimit = 1\nwindow = \"30000d\"\n")
         .await;
     let client = reqwest::Client::new();
     assert_eq!(app.get_user(&client, "bob").await.status(), 200);
@@ -186,7 +191,7 @@ on_both_stores!(health_endpoints_are_not_limited);
 /// `identity.header` changes which header names the caller, and `/user` echoes that header.
 async fn identity_header_is_configurable(backend: &Backend) {
     let app = backend
-        .app("[identity]\nheader = \"x-api-key\"\n[[limits]]\nname = \"k\"\nlimit = 1\nwindow = \"1h\"\n")
+        .app("[identity]\nheader = \"x-api-key\"\n[[limits]]\nname = \"k\"\nlimit = 1\nwindow = \"30000d\"\n")
         .await;
     let client = reqwest::Client::new();
     let get = |key: &'static str| {
@@ -207,7 +212,7 @@ on_both_stores!(identity_header_is_configurable);
 /// The Redis key is exactly `tollgate:{sha256 hex}:<policy>`, holds the count, and has a TTL.
 #[tokio::test]
 async fn redis_key_is_named_as_documented() {
-    let redis = RedisServer::start();
+    let redis = RedisServer::start().await;
     let app = TestApp::with_toml(&support::redis_toml(&redis, 3, "1m", "allow")).await;
     let client = reqwest::Client::new();
     clear_of_minute_boundary().await;

@@ -30,8 +30,14 @@ async fn until_redis_decides(app: &TestApp, client: &reqwest::Client, user: &str
 /// ever appears.
 #[tokio::test]
 async fn script_flush_between_requests_is_invisible() {
-    let redis = RedisServer::start();
-    let app = TestApp::with_toml(&support::redis_toml(&redis, 5, "1h", "deny")).await;
+    let redis = RedisServer::start().await;
+    let app = TestApp::with_toml(&support::redis_toml(
+        &redis,
+        5,
+        support::NO_BOUNDARY,
+        "deny",
+    ))
+    .await;
     let conn = redis.client().await;
     let client = reqwest::Client::new();
     let mut statuses = Vec::new();
@@ -47,8 +53,14 @@ async fn script_flush_between_requests_is_invisible() {
 /// restart on the same port, limiting resumes within a second, without restarting tollgate.
 #[tokio::test]
 async fn redis_restart_under_allow() {
-    let mut redis = RedisServer::start();
-    let app = TestApp::with_toml(&support::redis_toml(&redis, 3, "1h", "allow")).await;
+    let mut redis = RedisServer::start().await;
+    let app = TestApp::with_toml(&support::redis_toml(
+        &redis,
+        3,
+        support::NO_BOUNDARY,
+        "allow",
+    ))
+    .await;
     let client = reqwest::Client::new();
     assert_eq!(app.get_user(&client, "ann").await.status(), 200);
 
@@ -60,7 +72,7 @@ async fn redis_restart_under_allow() {
     }
     assert_readyz_unavailable(&app, &client).await;
 
-    redis.restart();
+    redis.restart().await;
     let resumed = until_redis_decides(&app, &client, "carl").await;
     assert!(
         resumed < Duration::from_secs(1),
@@ -83,8 +95,14 @@ async fn redis_restart_under_allow() {
 /// `Retry-After: 1`; after a restart, limiting resumes within a second.
 #[tokio::test]
 async fn redis_restart_under_deny() {
-    let mut redis = RedisServer::start();
-    let app = TestApp::with_toml(&support::redis_toml(&redis, 3, "1h", "deny")).await;
+    let mut redis = RedisServer::start().await;
+    let app = TestApp::with_toml(&support::redis_toml(
+        &redis,
+        3,
+        support::NO_BOUNDARY,
+        "deny",
+    ))
+    .await;
     let client = reqwest::Client::new();
     assert_eq!(app.get_user(&client, "ann").await.status(), 200);
 
@@ -105,7 +123,7 @@ async fn redis_restart_under_deny() {
     );
     assert_readyz_unavailable(&app, &client).await;
 
-    redis.restart();
+    redis.restart().await;
     let resumed = until_redis_decides(&app, &client, "carl").await;
     assert!(
         resumed < Duration::from_secs(1),
@@ -120,12 +138,18 @@ async fn redis_restart_under_deny() {
 #[tokio::test]
 async fn redis_down_at_startup() {
     let mut redis = RedisServer::not_started();
-    let app = TestApp::with_toml(&support::redis_toml(&redis, 2, "1h", "allow")).await;
+    let app = TestApp::with_toml(&support::redis_toml(
+        &redis,
+        2,
+        support::NO_BOUNDARY,
+        "allow",
+    ))
+    .await;
     let client = reqwest::Client::new();
     assert_eq!(app.get_user(&client, "early").await.status(), 200);
     assert_readyz_unavailable(&app, &client).await;
 
-    redis.restart();
+    redis.restart().await;
     until_redis_decides(&app, &client, "late").await;
     assert_limit_exact(&app, &client, "later", 2).await;
     redis.assert_every_key_has_ttl().await;
@@ -134,8 +158,14 @@ async fn redis_down_at_startup() {
 /// A stalled Redis (CLIENT PAUSE) holds no request much past `redis.timeout`.
 #[tokio::test]
 async fn stalled_redis_is_cut_off_at_the_deadline() {
-    let redis = RedisServer::start();
-    let app = TestApp::with_toml(&support::redis_toml(&redis, 100, "1h", "allow")).await;
+    let redis = RedisServer::start().await;
+    let app = TestApp::with_toml(&support::redis_toml(
+        &redis,
+        100,
+        support::NO_BOUNDARY,
+        "allow",
+    ))
+    .await;
     let client = reqwest::Client::new();
     assert_eq!(app.get_user(&client, "warm").await.status(), 200);
 
@@ -154,6 +184,15 @@ async fn stalled_redis_is_cut_off_at_the_deadline() {
     assert!(!response.headers().contains_key("ratelimit"));
     // The pause lasts 2 s; the deadline is 100 ms. The margin is for a debug build on 2 cores.
     assert!(waited < Duration::from_millis(600), "held for {waited:?}");
+
+    let _: () = conn
+        .custom(
+            fred::types::CustomCommand::new_static("CLIENT", None, false),
+            vec!["UNPAUSE"],
+        )
+        .await
+        .unwrap();
+    redis.assert_every_key_has_ttl().await;
 }
 
 async fn assert_readyz_unavailable(app: &TestApp, client: &reqwest::Client) {

@@ -22,6 +22,7 @@ fn policy(name: &str, limit: u64, window_ms: u64, cost: u64) -> Arc<Policy> {
         NonZeroU64::new(limit).unwrap(),
         Window::from_millis(window_ms).unwrap(),
     )
+    .unwrap()
     .with_cost(NonZeroU64::new(cost).unwrap())
     .unwrap();
     Arc::new(policy)
@@ -57,7 +58,7 @@ macro_rules! on_both_stores {
 
             #[tokio::test]
             async fn redis() {
-                let server = super::RedisServer::start();
+                let server = super::RedisServer::start().await;
                 super::$test(&super::redis_store(&server).await).await;
                 server.assert_every_key_has_ttl().await;
             }
@@ -142,6 +143,24 @@ async fn policies_are_all_or_nothing(store: &dyn Store) {
 }
 on_both_stores!(policies_are_all_or_nothing);
 
+/// A limit lowered mid-window denies a caller already over it, with nothing remaining, rather
+/// than failing: counts above the limit are possible after a configuration change.
+async fn a_lowered_limit_denies_callers_over_it(store: &dyn Store) {
+    let five = checks("cut", &[policy("hourly", 5, 3_600_000, 1)]);
+    for _ in 0..5 {
+        assert!(store.decide(&five, Clock::At(T0)).await.unwrap().allowed);
+    }
+    let three = checks("cut", &[policy("hourly", 3, 3_600_000, 1)]);
+    let denied = store.decide(&three, Clock::At(T0)).await.unwrap();
+    assert!(!denied.allowed);
+    assert_eq!(denied.policies[0].remaining, 0);
+    assert_eq!(
+        denied.retry_after(),
+        Duration::from_millis(3_600_000 - T0 % 3_600_000)
+    );
+}
+on_both_stores!(a_lowered_limit_denies_callers_over_it);
+
 async fn remaining_after(store: &dyn Store, checks: &[Check], at: u64) -> (bool, u64) {
     let decision = store.decide(checks, Clock::At(at)).await.unwrap();
     (decision.allowed, decision.policies[0].remaining)
@@ -151,7 +170,7 @@ async fn remaining_after(store: &dyn Store, checks: &[Check], at: u64) -> (bool,
 /// of (time, caller, cost), across window boundaries.
 #[tokio::test]
 async fn lua_script_matches_the_rust_reference() {
-    let server = RedisServer::start();
+    let server = RedisServer::start().await;
     let redis = redis_store(&server).await;
     let memory = MemoryStore::new();
     let mut rng = XorShift(0x9e37_79b9_7f4a_7c15);
@@ -193,7 +212,7 @@ async fn lua_script_matches_the_rust_reference() {
 /// Every key the script writes has a TTL in (0, window], set in the same call.
 #[tokio::test]
 async fn every_write_sets_a_ttl_within_the_window() {
-    let server = RedisServer::start();
+    let server = RedisServer::start().await;
     let redis = redis_store(&server).await;
     let conn = server.client().await;
     let per_second = policy("per_second", 100, 1_000, 1);
@@ -205,6 +224,7 @@ async fn every_write_sets_a_ttl_within_the_window() {
             .unwrap();
         assert!(pttl > 0 && pttl <= 1_000, "PTTL {pttl}");
     }
+    server.assert_every_key_has_ttl().await;
 }
 
 /// A small deterministic generator, so a failing sequence replays exactly.

@@ -74,6 +74,7 @@ mod tests {
             NonZeroU64::new(limit).unwrap(),
             Window::from_millis(60_000).unwrap(),
         )
+        .unwrap()
     }
 
     /// Windows align to the epoch, so a count from the previous minute does not carry over.

@@ -4,11 +4,12 @@ use axum::Json;
 use serde_json::{json, Value};
 
 use crate::http::AppState;
+use crate::middleware::extract;
 
-/// The original example's endpoint: the caller's name as a JSON string, or `null`.
+/// The original example's endpoint: the caller's name as a JSON string, or `null` when the
+/// request names nobody (the same rule the limiter applies).
 pub async fn user(State(state): State<AppState>, headers: HeaderMap) -> Json<Option<String>> {
-    let caller = headers
-        .get(&state.identity)
+    let caller = extract::caller(&headers, &state.identity)
         .map(|value| String::from_utf8_lossy(value.as_bytes()).into_owned());
     Json(caller)
 }

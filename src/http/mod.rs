@@ -3,13 +3,15 @@
 mod access_log;
 mod handlers;
 
-use std::future::Future;
+use std::future::{Future, IntoFuture};
 use std::sync::Arc;
+use std::time::Duration;
 
 use axum::http::HeaderName;
 use axum::routing::get;
 use axum::Router;
 use tokio::net::TcpListener;
+use tokio::sync::oneshot;
 
 use crate::config::Settings;
 use crate::key::KeyBuilder;
@@ -75,13 +77,34 @@ pub async fn app(settings: &Settings) -> Result<Router, StoreError> {
     }))
 }
 
-/// Serves `router` on `listener` until `shutdown` completes, then drains open requests.
+/// How long open requests may take to finish once shutdown begins.
+pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
+
+/// Serves `router` on `listener` until `shutdown` completes, then drains open requests for at
+/// most [`SHUTDOWN_GRACE`], so one stuck connection cannot keep the process alive.
 pub async fn run(
     listener: TcpListener,
     router: Router,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
-    axum::serve(listener, router)
-        .with_graceful_shutdown(shutdown)
-        .await
+    let (began, shutdown_began) = oneshot::channel::<()>();
+    let signal = async move {
+        shutdown.await;
+        let _ = began.send(());
+    };
+    let server = axum::serve(listener, router).with_graceful_shutdown(signal);
+    let deadline = async move {
+        match shutdown_began.await {
+            Ok(()) => tokio::time::sleep(SHUTDOWN_GRACE).await,
+            // The server ended on its own: no deadline to keep.
+            Err(_) => std::future::pending().await,
+        }
+    };
+    tokio::select! {
+        served = server.into_future() => served,
+        () = deadline => {
+            tracing::warn!(grace = ?SHUTDOWN_GRACE, "open requests did not finish; exiting");
+            Ok(())
+        }
+    }
 }

@@ -12,7 +12,7 @@ use std::time::Duration;
 
 use axum::http::{HeaderMap, HeaderName, HeaderValue};
 
-use crate::decision::Decision;
+use crate::decision::{Decision, PolicyDecision};
 
 /// `RateLimit-Policy`: the quota policies that applied.
 pub const RATELIMIT_POLICY: HeaderName = HeaderName::from_static("ratelimit-policy");
@@ -61,32 +61,24 @@ fn secs_ceil(duration: Duration) -> u64 {
 
 /// `"per_minute";q=3;w=60, "per_day";q=1000;w=86400`
 fn policy_list(decision: &Decision) -> HeaderValue {
-    let mut list = String::new();
-    for (i, p) in decision.policies.iter().enumerate() {
-        let sep = if i == 0 { "" } else { ", " };
-        let window = p.policy.window().as_secs_ceil();
-        let _ = write!(
-            list,
-            "{sep}\"{}\";q={};w={window}",
-            p.policy.name(),
-            p.limit
-        );
-    }
-    header_value(list)
+    sf_list(decision, |p| {
+        format!(";q={};w={}", p.limit, p.policy.window().as_secs_ceil())
+    })
 }
 
 /// `"per_minute";r=0;t=42, "per_day";r=990;t=3600`
 fn quota_list(decision: &Decision) -> HeaderValue {
+    sf_list(decision, |p| {
+        format!(";r={};t={}", p.remaining, secs_ceil(p.reset_after))
+    })
+}
+
+/// A Structured Field list with one item per policy: its name as a string, then `params`.
+fn sf_list(decision: &Decision, params: impl Fn(&PolicyDecision) -> String) -> HeaderValue {
     let mut list = String::new();
-    for (i, p) in decision.policies.iter().enumerate() {
-        let sep = if i == 0 { "" } else { ", " };
-        let reset = secs_ceil(p.reset_after);
-        let _ = write!(
-            list,
-            "{sep}\"{}\";r={};t={reset}",
-            p.policy.name(),
-            p.remaining
-        );
+    for p in &decision.policies {
+        let sep = if list.is_empty() { "" } else { ", " };
+        let _ = write!(list, "{sep}\"{}\"{}", p.policy.name(), params(p));
     }
     header_value(list)
 }

@@ -22,6 +22,7 @@
 //! # }
 //! ```
 
+pub mod extract;
 pub mod headers;
 mod layer;
 pub mod response;

@@ -11,7 +11,7 @@ use crate::middleware::headers;
 pub const DENIED_DETAIL: &str = "User Rate Limit Exceeded";
 
 /// The body of a 503 under `on_error = "deny"`.
-pub const UNAVAILABLE_DETAIL: &str = "Rate limiter unavailable: the store did not answer";
+pub const UNAVAILABLE_DETAIL: &str = "Rate limiter unavailable: the store could not decide";
 
 /// 429 with `{"detail":"User Rate Limit Exceeded"}` and every rate-limit header.
 pub fn too_many_requests(decision: &Decision) -> Response {

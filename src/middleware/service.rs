@@ -9,7 +9,7 @@ use axum::response::Response;
 use tower::Service;
 
 use crate::limiter::{Limiter, OnError, Verdict};
-use crate::middleware::{headers, response};
+use crate::middleware::{extract, headers, response};
 
 /// Checks each request against the limiter before it reaches `inner`.
 #[derive(Clone, Debug)]
@@ -66,12 +66,7 @@ where
         let clone = self.inner.clone();
         let mut inner = std::mem::replace(&mut self.inner, clone);
         let limiter = self.limiter.clone();
-        // An empty header names nobody, exactly like an absent one.
-        let caller = request
-            .headers()
-            .get(&self.identity)
-            .filter(|value| !value.is_empty())
-            .cloned();
+        let caller = extract::caller(request.headers(), &self.identity).cloned();
         Box::pin(async move {
             match limiter.check(caller.as_ref().map(|v| v.as_bytes())).await {
                 Verdict::Unlimited | Verdict::Degraded(OnError::Allow) => inner.call(request).await,

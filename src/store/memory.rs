@@ -86,7 +86,8 @@ impl MemoryStore {
                     policy: check.policy.clone(),
                     allowed: eval.fits,
                     limit: check.policy.limit(),
-                    remaining: check.policy.limit() - count,
+                    // A count above the limit (lowered mid-window) leaves nothing.
+                    remaining: check.policy.limit().saturating_sub(count),
                     retry_after: Duration::from_millis(eval.retry_after_ms()),
                     reset_after: Duration::from_millis(eval.reset_after_ms),
                 }
@@ -140,7 +141,8 @@ mod tests {
             Algorithm::FixedWindow,
             NonZeroU64::new(limit).unwrap(),
             Window::from_millis(window_ms).unwrap(),
-        );
+        )
+        .unwrap();
         Check {
             key: key.into(),
             policy: Arc::new(policy),

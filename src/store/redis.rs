@@ -1,5 +1,6 @@
 //! The shared store: one EVALSHA of a Lua script per decision, reloaded after NOSCRIPT.
 
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use fred::prelude::*;
@@ -7,8 +8,8 @@ use fred::types::scripts::Script;
 use fred::types::Value;
 
 use crate::decision::{Decision, PolicyDecision};
-use crate::quota::Algorithm;
 use crate::store::{Check, Clock, Store, StoreError, StoreFuture};
+use crate::throttle::Throttle;
 
 /// The fixed-window script, embedded so the binary is self-contained.
 pub const FIXED_WINDOW_LUA: &str = include_str!("../../lua/fixed_window.lua");
@@ -22,6 +23,9 @@ pub struct RedisStore {
     fixed_window: Script,
     /// The longest a decision may wait on Redis; past it the failure mode decides.
     timeout: Duration,
+    /// The last connection error (refused, wrong password, ...) since the last good connection,
+    /// so `/readyz` can say why instead of only "timed out".
+    connection_error: Arc<Mutex<Option<String>>>,
 }
 
 impl std::fmt::Debug for RedisStore {
@@ -57,11 +61,13 @@ impl RedisStore {
             .set_policy(ReconnectPolicy::new_constant(0, RECONNECT_DELAY_MS))
             .build()
             .map_err(redis_error)?;
+        let connection_error = watch_connection(&client);
         client.connect();
         let store = RedisStore {
             client,
             fixed_window: Script::from_lua(FIXED_WINDOW_LUA),
             timeout,
+            connection_error,
         };
         let startup_wait = timeout.max(Duration::from_secs(1));
         match tokio::time::timeout(startup_wait, store.load_scripts()).await {
@@ -99,9 +105,6 @@ impl RedisStore {
             Clock::At(ms) => Value::from(ms as i64),
         });
         for check in checks {
-            match check.policy.algorithm() {
-                Algorithm::FixedWindow => {}
-            }
             keys.push(check.key.as_str());
             args.push(Value::from(check.policy.limit() as i64));
             args.push(Value::from(check.policy.window().as_millis() as i64));
@@ -125,13 +128,16 @@ impl Store for RedisStore {
         })
     }
 
+    /// Runs the decision script with no keys: ready means the script, the connection and the
+    /// user's permissions all work, not merely that PING answers.
     fn ready(&self) -> StoreFuture<'_, ()> {
         Box::pin(async move {
-            let ping = self.client.ping::<String>(None);
-            match tokio::time::timeout(self.timeout, ping).await {
-                Ok(Ok(_)) => Ok(()),
-                Ok(Err(error)) => Err(redis_error(error)),
-                Err(_) => Err(StoreError::Timeout(self.timeout)),
+            match self.decide(&[], Clock::Store).await {
+                Ok(_) => Ok(()),
+                Err(error) => match self.connection_error.lock().ok().and_then(|e| e.clone()) {
+                    Some(cause) => Err(StoreError::Redis(format!("{cause} ({error})"))),
+                    None => Err(error),
+                },
             }
         })
     }
@@ -163,6 +169,32 @@ fn read_reply(checks: &[Check], reply: &[i64]) -> Result<Decision, StoreError> {
         allowed: allowed == 1,
         policies,
     })
+}
+
+/// Records and logs (at most once a second) the client's connection errors, and forgets them
+/// once it reconnects.
+fn watch_connection(client: &Client) -> Arc<Mutex<Option<String>>> {
+    let last = Arc::new(Mutex::new(None));
+    let throttle = Arc::new(Throttle::new(Duration::from_secs(1)));
+    let on_error = last.clone();
+    client.on_error(move |(error, _server)| {
+        let message = error.to_string();
+        if throttle.ready() {
+            tracing::warn!(error = %message, "redis connection error");
+        }
+        if let Ok(mut last) = on_error.lock() {
+            *last = Some(message);
+        }
+        std::future::ready(Ok(()))
+    });
+    let on_reconnect = last.clone();
+    client.on_reconnect(move |_server| {
+        if let Ok(mut last) = on_reconnect.lock() {
+            *last = None;
+        }
+        std::future::ready(Ok(()))
+    });
+    last
 }
 
 fn redis_error(error: fred::error::Error) -> StoreError {

@@ -21,12 +21,11 @@ pub struct RedisServer {
 }
 
 impl RedisServer {
-    /// Starts a server with no persistence and waits until it answers PING.
-    pub fn start() -> Self {
+    /// Starts a server with no persistence and waits until it answers.
+    pub async fn start() -> Self {
         for _ in 0..5 {
-            let port = free_port();
-            let mut server = RedisServer { port, child: None };
-            if server.spawn() {
+            let mut server = RedisServer::not_started();
+            if server.spawn().await {
                 return server;
             }
         }
@@ -60,17 +59,18 @@ impl RedisServer {
     }
 
     /// Starts the server again on the same port, empty.
-    pub fn restart(&mut self) {
+    pub async fn restart(&mut self) {
         self.stop();
         assert!(
-            self.spawn(),
+            self.spawn().await,
             "redis-server did not restart on port {}",
             self.port
         );
     }
 
-    /// Spawns on `self.port`; false if it exited before answering (the port was taken).
-    fn spawn(&mut self) -> bool {
+    /// Spawns on `self.port` and waits until that very process answers; false if it exited
+    /// first, because the port was taken.
+    async fn spawn(&mut self) -> bool {
         let child = Command::new("redis-server")
             .args(["--port", &self.port.to_string()])
             .args(["--bind", "127.0.0.1", "--save", "", "--appendonly", "no"])
@@ -89,15 +89,16 @@ impl RedisServer {
             if let Ok(Some(_)) = child.try_wait() {
                 return false;
             }
-            if ping(self.port) {
+            // Another test's server may hold the port: only our own process counts.
+            if answering_pid(self.port).await == Some(child.id()) {
                 self.child = Some(child);
                 return true;
             }
-            std::thread::sleep(Duration::from_millis(5));
+            tokio::time::sleep(Duration::from_millis(5)).await;
         }
         let _ = child.kill();
         panic!(
-            "redis-server on port {} did not answer PING within 10 s",
+            "redis-server on port {} did not answer within 10 s",
             self.port
         );
     }
@@ -150,17 +151,34 @@ impl Drop for RedisServer {
     }
 }
 
-/// PING over a raw socket, so readiness does not depend on the client under test.
-fn ping(port: u16) -> bool {
-    use std::io::{Read, Write};
-    let Ok(mut stream) = std::net::TcpStream::connect(("127.0.0.1", port)) else {
-        return false;
+/// The process id of the Redis answering on `port`, from `INFO server` over a raw socket, so
+/// that readiness does not depend on the client under test.
+async fn answering_pid(port: u16) -> Option<u32> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut stream = tokio::net::TcpStream::connect(("127.0.0.1", port))
+        .await
+        .ok()?;
+    stream.write_all(b"INFO server\r\n").await.ok()?;
+    let mut reply = Vec::new();
+    let mut buf = [0u8; 4096];
+    let read = async {
+        loop {
+            let n = stream.read(&mut buf).await.ok()?;
+            if n == 0 {
+                return None;
+            }
+            reply.extend_from_slice(&buf[..n]);
+            let text = String::from_utf8_lossy(&reply);
+            if let Some(rest) = text.split("process_id:").nth(1) {
+                if let Some((pid, _)) = rest.split_once("\r\n") {
+                    return pid.trim().parse().ok();
+                }
+            }
+        }
     };
-    let _ = stream.set_read_timeout(Some(Duration::from_millis(200)));
-    let mut reply = [0u8; 7];
-    stream.write_all(b"PING\r\n").is_ok()
-        && stream.read_exact(&mut reply).is_ok()
-        && &reply == b"+PONG\r\n"
+    tokio::time::timeout(Duration::from_millis(500), read)
+        .await
+        .ok()?
 }
 
 fn free_port() -> u16 {
@@ -226,6 +244,10 @@ impl Drop for TestApp {
 pub fn settings(toml: &str) -> Settings {
     Settings::from_toml(toml).unwrap_or_else(|e| panic!("test configuration: {e}"))
 }
+
+/// A window that began at the Unix epoch and ends in 2052: windows align to the epoch, so no
+/// window boundary can fall inside a test that uses it.
+pub const NO_BOUNDARY: &str = "30000d";
 
 /// TOML for a Redis-backed service with one fixed-window policy and the default timeout.
 pub fn redis_toml(redis: &RedisServer, limit: u64, window: &str, on_error: &str) -> String {
