@@ -77,7 +77,7 @@ impl RedisStore {
             }
             Err(_) => tracing::warn!(
                 wait = ?startup_wait,
-                "redis is unreachable at startup; serving under redis.on_error until it answers"
+                "redis is not usable yet; serving under redis.on_error until it is"
             ),
         }
         Ok(store)
