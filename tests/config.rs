@@ -5,6 +5,8 @@
 //! and what the test sets, so the developer's own `TOLLGATE_*` variables never leak in. No Redis
 //! is needed: where the service must talk to one, a fake that refuses every password stands in.
 
+mod support;
+
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{TcpListener, TcpStream};
 use std::process::{Child, Command, Output, Stdio};
@@ -164,7 +166,7 @@ impl Dir {
 
     /// Starts serving, with every log enabled, and waits until the log says it is serving.
     fn serve(&self, env: &[(&str, &str)]) -> Serving {
-        let listen = format!("127.0.0.1:{}", free_port());
+        let listen = format!("127.0.0.1:{}", support::free_port());
         let mut env = env.to_vec();
         env.extend([("TOLLGATE_LISTEN", listen.as_str()), ("RUST_LOG", "trace")]);
         let mut child = self
@@ -250,13 +252,6 @@ fn forward_lines(
 }
 
 /// A loopback port that nothing listens on right now.
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .and_then(|listener| listener.local_addr())
-        .expect("a free port")
-        .port()
-}
-
 fn text(bytes: &[u8]) -> String {
     String::from_utf8_lossy(bytes).into_owned()
 }
@@ -749,7 +744,7 @@ fn a_password_in_the_url_never_appears() {
 /// With Redis on a closed port, the logs (fred's included) never show the URL's password.
 #[test]
 fn a_password_in_the_url_never_appears_while_redis_is_down() {
-    let url = format!("redis://:{PASSWORD}@127.0.0.1:{}/", free_port());
+    let url = format!("redis://:{PASSWORD}@127.0.0.1:{}/", support::free_port());
     let logs = Dir::new().serve(&[("TOLLGATE_REDIS__URL", &url)]).stop();
     assert!(logs.contains("fred"), "fred's logs are missing: {logs}");
     assert_hidden(PASSWORD, &logs, "the log");
@@ -809,24 +804,6 @@ fn assert_password_is_used_but_hidden(dir: &Dir, env: &[(&str, &str)], redis: &F
 }
 
 // --- Redis at startup --------------------------------------------------------------------------
-
-/// Regression: Redis down at startup is retried until it answers (fred's `fail_fast` gave up).
-#[test]
-fn redis_down_at_startup_is_retried() {
-    let port = free_port();
-    let url = format!("redis://127.0.0.1:{port}/");
-    let mut serving = Dir::new().serve(&[("TOLLGATE_REDIS__URL", &url)]);
-
-    // Redis "comes up" only now: the client must connect to it without a restart.
-    let listener = TcpListener::bind(("127.0.0.1", port)).expect("the port is still free");
-    let (accepted, accept) = mpsc::channel();
-    thread::spawn(move || {
-        let _ = accepted.send(listener.accept().is_ok());
-    });
-    let reconnected = accept.recv_timeout(Duration::from_secs(5)).unwrap_or(false);
-    let logs = serving.stop();
-    assert!(reconnected, "tollgate never retried Redis: {logs}");
-}
 
 // --- Keys --------------------------------------------------------------------------------------
 

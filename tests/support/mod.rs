@@ -181,7 +181,8 @@ async fn answering_pid(port: u16) -> Option<u32> {
         .ok()?
 }
 
-fn free_port() -> u16 {
+/// A port that was free a moment ago.
+pub fn free_port() -> u16 {
     StdListener::bind("127.0.0.1:0")
         .and_then(|l| l.local_addr())
         .map(|a| a.port())
