@@ -1,38 +1,21 @@
--- fixed_window.lua: fixed-window counters for one caller, decided all-or-nothing.
+-- fixed_window: at most `limit` units of cost in each window aligned to the Unix epoch.
 --
--- KEYS[i]   the counter of policy i for this caller, e.g. tollgate:{<sha256 hex>}:per_minute.
---           Every key carries the caller's {hash tag}, so one call stays in one cluster slot.
--- ARGV[1]   now, in Unix milliseconds, or "" to read the Redis server's clock (TIME).
---           Production always sends ""; contract tests send a fixed time.
--- ARGV[2 + 3(i-1) ..]  for KEYS[i]: limit, window_ms, cost (positive integers, cost <= limit).
+-- A part of the decide script (see decide.lua for KEYS, ARGV and the reply); it defines
+-- fixed_window(key, now_us, p) and fixed_window_refund(key, now_us, p).
 --
--- Windows are aligned to multiples of window_ms since the Unix epoch. The value of a key is the
--- string "<count>:<window_start_ms>", so `redis-cli GET` shows it and the window lives in the
--- value, not in the key name. Every write sets the TTL to the end of the window in this same
--- call, so no key ever lives without one.
---
--- Reply: { allowed, remaining_1, reset_after_ms_1, retry_after_ms_1, remaining_2, ... }
---   allowed           1 when every policy admits, and each then consumes its cost;
---                     0 when any policy denies, and then nothing is consumed anywhere.
---   remaining_i       quota left in policy i's current window after this call, at least 0.
---   reset_after_ms_i  milliseconds until policy i's current window ends.
---   retry_after_ms_i  0 when policy i admits; otherwise milliseconds until it would.
--- Integers only: Redis truncates Lua numbers, and a nil would end the reply early.
+-- p            limit, window_ms, cost (positive integers, cost <= limit); receipt for refunds.
+-- Clock        now_us, the caller's Redis TIME (or a contract test's explicit time, when
+--              every TTL gets p.ttl_grace_ms more: see decide.lua).
+-- Stored       "<count>:<window_start_ms>", so `redis-cli GET` shows it; a value from another
+--              window counts as 0. Every write sets the TTL to the end of the window.
+-- Evaluation   fits; commit() consumes the cost; reply() gives remaining, reset_after_ms (to the
+--              end of the window) and retry_after_ms (0 when it fits); receipt is the window
+--              start the cost was counted in.
 
-local now = tonumber(ARGV[1])
-if not now then
-  local time = redis.call('TIME')
-  now = tonumber(time[1]) * 1000 + math.floor(tonumber(time[2]) / 1000)
-end
-
-local allowed = 1
-local windows = {}
-for i, key in ipairs(KEYS) do
-  local limit = tonumber(ARGV[3 * i - 1])
-  local window_ms = tonumber(ARGV[3 * i])
-  local cost = tonumber(ARGV[3 * i + 1])
-  local start = now - (now % window_ms)
-
+local function fixed_window(key, now_us, p)
+  local now = math.floor(now_us / 1000)
+  local start = now - (now % p.window_ms)
+  local reset_after = start + p.window_ms - now
   local count = 0
   local stored = redis.call('GET', key)
   if stored then
@@ -42,29 +25,32 @@ for i, key in ipairs(KEYS) do
     end
   end
 
-  local fits = count + cost <= limit
-  if not fits then
-    allowed = 0
+  local e = { fits = count + p.cost <= p.limit, receipt = start }
+  function e.commit()
+    count = count + p.cost
+    redis.call('SET', key, string.format('%d:%d', count, start), 'PX',
+      reset_after + p.ttl_grace_ms)
   end
-  windows[i] = { limit = limit, cost = cost, start = start, count = count, fits = fits,
-                 reset_after = start + window_ms - now }
+  function e.reply()
+    local retry_after = 0
+    if not e.fits then
+      retry_after = reset_after
+    end
+    -- A count above the limit (the limit was lowered mid-window) leaves nothing, not less.
+    return math.max(0, p.limit - count), reset_after, retry_after
+  end
+  return e
 end
 
-local reply = { allowed }
-for i, key in ipairs(KEYS) do
-  local w = windows[i]
-  local count = w.count
-  if allowed == 1 then
-    count = count + w.cost
-    redis.call('SET', key, string.format('%d:%d', count, w.start), 'PX', w.reset_after)
+-- Gives back `cost` counted in the window p.receipt, if that window is still the stored one.
+local function fixed_window_refund(key, now_us, p)
+  local stored = redis.call('GET', key)
+  if not stored then
+    return
   end
-  local retry_after = 0
-  if not w.fits then
-    retry_after = w.reset_after
+  local count, start = string.match(stored, '^(%d+):(%d+)$')
+  if tonumber(start) == p.receipt then
+    count = math.max(0, tonumber(count) - p.cost)
+    redis.call('SET', key, string.format('%d:%d', count, p.receipt), 'KEEPTTL')
   end
-  -- A count above the limit (the limit was lowered mid-window) leaves nothing, not less.
-  reply[#reply + 1] = math.max(0, w.limit - count)
-  reply[#reply + 1] = w.reset_after
-  reply[#reply + 1] = retry_after
 end
-return reply

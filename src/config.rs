@@ -283,6 +283,8 @@ struct RawLimit {
     window: String,
     #[serde(default = "default_cost")]
     cost: u64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    burst: Option<u64>,
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -319,6 +321,7 @@ impl Default for RawConfig {
                 limit: 3,
                 window: "1m".into(),
                 cost: 1,
+                burst: None,
             }],
             log: RawLog {
                 format: "text".into(),
@@ -442,8 +445,11 @@ fn validate_limits(limits: &[RawLimit]) -> Result<Vec<Policy>, ConfigError> {
             ConfigError::new(
                 key("algorithm"),
                 format!(
-                    "unknown algorithm {:?}; known: \"fixed_window\"",
-                    raw.algorithm
+                    "unknown algorithm {:?}; known: {}",
+                    raw.algorithm,
+                    Algorithm::ALL
+                        .map(|a| format!("{:?}", a.as_str()))
+                        .join(", ")
                 ),
             )
         })?;
@@ -452,8 +458,16 @@ fn validate_limits(limits: &[RawLimit]) -> Result<Vec<Policy>, ConfigError> {
         let window = Window::parse(&raw.window).map_err(|r| ConfigError::new(key("window"), r))?;
         let cost = NonZeroU64::new(raw.cost)
             .ok_or_else(|| ConfigError::new(key("cost"), "must be at least 1"))?;
-        let policy = Policy::new(name, algorithm, limit, window)
-            .map_err(|r| ConfigError::new(key("limit"), r))?
+        let mut policy = Policy::new(name, algorithm, limit, window)
+            .map_err(|r| ConfigError::new(key("limit"), r))?;
+        if let Some(burst) = raw.burst {
+            let burst = NonZeroU64::new(burst)
+                .ok_or_else(|| ConfigError::new(key("burst"), "must be at least 1"))?;
+            policy = policy
+                .with_burst(burst)
+                .map_err(|r| ConfigError::new(key("burst"), r))?;
+        }
+        let policy = policy
             .with_cost(cost)
             .map_err(|r| ConfigError::new(key("cost"), r))?;
         policies.push(policy);

@@ -3,6 +3,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use crate::algorithm::Outcome;
 use crate::quota::Policy;
 
 /// The answer for one request, over every policy that applied to it.
@@ -24,7 +25,7 @@ pub struct PolicyDecision {
     pub policy: Arc<Policy>,
     /// Whether this policy alone would admit the request.
     pub allowed: bool,
-    /// The policy's quota per window.
+    /// The most quota the caller can hold: the limit, or a token bucket's burst.
     pub limit: u64,
     /// Quota left in the current window after this request.
     pub remaining: u64,
@@ -32,6 +33,20 @@ pub struct PolicyDecision {
     pub retry_after: Duration,
     /// Time until the current window ends and the quota is whole again.
     pub reset_after: Duration,
+}
+
+impl PolicyDecision {
+    /// What `policy` reported: it admits exactly when it asks for no wait.
+    pub fn new(policy: Arc<Policy>, outcome: Outcome) -> Self {
+        PolicyDecision {
+            allowed: outcome.retry_after_ms == 0,
+            limit: policy.capacity(),
+            remaining: outcome.remaining,
+            retry_after: Duration::from_millis(outcome.retry_after_ms),
+            reset_after: Duration::from_millis(outcome.reset_after_ms),
+            policy,
+        }
+    }
 }
 
 impl Decision {

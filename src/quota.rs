@@ -10,22 +10,34 @@ use std::time::Duration;
 pub enum Algorithm {
     /// Counts requests in windows aligned to multiples of the window length since the Unix epoch.
     FixedWindow,
+    /// The sliding-window counter: the previous window's count, weighted by its overlap with
+    /// the sliding window, plus the current window's count.
+    SlidingWindow,
+    /// A token bucket of `burst` (default `limit`) tokens refilled at `limit` per `window`,
+    /// computed as GCRA from one stored theoretical arrival time.
+    TokenBucket,
 }
 
 impl Algorithm {
-    /// The name used in configuration, in logs and in the Lua file name.
+    /// Every algorithm, in the order the documentation lists them.
+    pub const ALL: [Algorithm; 3] = [
+        Algorithm::FixedWindow,
+        Algorithm::SlidingWindow,
+        Algorithm::TokenBucket,
+    ];
+
+    /// The name used in configuration, in logs, in the Lua scripts and their file names.
     pub fn as_str(self) -> &'static str {
         match self {
             Algorithm::FixedWindow => "fixed_window",
+            Algorithm::SlidingWindow => "sliding_window",
+            Algorithm::TokenBucket => "token_bucket",
         }
     }
 
     /// Parses a configuration name; `None` for an algorithm tollgate does not know.
     pub fn parse(name: &str) -> Option<Self> {
-        match name {
-            "fixed_window" => Some(Algorithm::FixedWindow),
-            _ => None,
-        }
+        Algorithm::ALL.into_iter().find(|a| a.as_str() == name)
     }
 }
 
@@ -76,6 +88,8 @@ pub struct Policy {
     limit: NonZeroU64,
     window: Window,
     cost: NonZeroU64,
+    /// The bucket size of a token bucket, when it differs from `limit`.
+    burst: Option<NonZeroU64>,
 }
 
 /// The largest limit: Lua numbers are doubles, exact for integers up to 2^53, and the scripts
@@ -85,6 +99,10 @@ pub const MAX_LIMIT: u64 = 1_000_000_000_000;
 /// The longest window, 100 years in milliseconds: far beyond any real quota, and small enough
 /// that a Unix time plus a window stays exact in Lua.
 pub const MAX_WINDOW_MS: u64 = 100 * 365 * 86_400_000;
+
+/// The largest `limit × window_ms` of a sliding window: its script multiplies counts by window
+/// lengths, and sums of such products must stay below 2^53 to be exact in Lua.
+pub const MAX_SLIDING_PRODUCT: u64 = 1 << 51;
 
 impl Policy {
     /// A policy whose requests each cost 1; refused when the limit is above [`MAX_LIMIT`].
@@ -97,25 +115,89 @@ impl Policy {
         if limit.get() > MAX_LIMIT {
             return Err(format!("{limit} is above the largest limit, {MAX_LIMIT}"));
         }
-        Ok(Policy {
+        let product = u128::from(limit.get()) * u128::from(window.as_millis());
+        if algorithm == Algorithm::SlidingWindow && product > u128::from(MAX_SLIDING_PRODUCT) {
+            return Err(format!(
+                "limit × window in milliseconds is {product}, above {MAX_SLIDING_PRODUCT}: \
+                 use a smaller limit or a shorter window"
+            ));
+        }
+        let policy = Policy {
             name,
             algorithm,
             limit,
             window,
             cost: NonZeroU64::MIN,
-        })
+            burst: None,
+        };
+        policy.check_bucket()?;
+        Ok(policy)
     }
 
-    /// Sets the weight of one request; a cost above the limit could never be admitted.
-    pub fn with_cost(mut self, cost: NonZeroU64) -> Result<Self, String> {
-        if cost > self.limit {
+    /// Sets the bucket size of a token bucket, keeping its rate of `limit` per `window`.
+    pub fn with_burst(mut self, burst: NonZeroU64) -> Result<Self, String> {
+        if self.algorithm != Algorithm::TokenBucket {
             return Err(format!(
-                "cost {cost} is above the limit {}, so no request could ever be admitted",
-                self.limit
+                "burst applies to token_bucket only, not to {}",
+                self.algorithm.as_str()
             ));
         }
-        self.cost = cost;
+        self.burst = Some(burst);
+        self.check_bucket()?;
+        if self.cost.get() > self.capacity() {
+            return Err(self.never_admits());
+        }
         Ok(self)
+    }
+
+    /// Sets the weight of one request; a cost above the capacity could never be admitted.
+    pub fn with_cost(mut self, cost: NonZeroU64) -> Result<Self, String> {
+        self.cost = cost;
+        if cost.get() > self.capacity() {
+            return Err(self.never_admits());
+        }
+        Ok(self)
+    }
+
+    fn never_admits(&self) -> String {
+        format!(
+            "cost {} is above the {} {}, so no request could ever be admitted",
+            self.cost,
+            if self.burst.is_some() {
+                "burst"
+            } else {
+                "limit"
+            },
+            self.capacity()
+        )
+    }
+
+    /// A token bucket's capacity in microseconds must stay exact in Lua once added to now.
+    fn check_bucket(&self) -> Result<(), String> {
+        let capacity_us = u128::from(self.capacity()) * u128::from(self.emission_us());
+        if self.algorithm == Algorithm::TokenBucket
+            && capacity_us > u128::from(MAX_WINDOW_MS) * 1000
+        {
+            return Err("the bucket takes more than 100 years to refill: lower burst".into());
+        }
+        Ok(())
+    }
+
+    /// The most quota a caller can hold at once: `burst` for a token bucket that sets one,
+    /// `limit` otherwise.
+    pub fn capacity(&self) -> u64 {
+        self.burst.unwrap_or(self.limit).get()
+    }
+
+    /// A token bucket's refill interval per token, in microseconds, rounded up so the bucket
+    /// never refills faster than `limit` per `window`.
+    pub fn emission_us(&self) -> u64 {
+        (self.window.as_millis() * 1000).div_ceil(self.limit.get())
+    }
+
+    /// A token bucket's size in microseconds of refill: `capacity × emission_us`.
+    pub fn capacity_us(&self) -> u64 {
+        self.capacity() * self.emission_us()
     }
 
     /// The name, used in keys and headers.

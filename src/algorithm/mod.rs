@@ -1,6 +1,71 @@
 //! The Rust reference semantics of each algorithm, one module each.
 //!
-//! The memory store runs these functions; the Lua scripts in `lua/` implement the same rules and
-//! are tested against them.
+//! The memory store runs these functions; the Lua scripts in `lua/` implement the same rules with
+//! the same integer arithmetic and are tested against them, decision for decision.
 
 pub mod fixed_window;
+pub mod sliding_window;
+pub mod token_bucket;
+
+use crate::quota::{Algorithm, Policy};
+
+/// What a store keeps per caller and policy (in Redis, the key's value).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum State {
+    /// `"<count>:<window_start_ms>"`.
+    FixedWindow {
+        /// Cost consumed in the window.
+        count: u64,
+        /// When the window began, in Unix milliseconds.
+        window_start: u64,
+    },
+    /// `"<curr>:<prev>:<window_start_ms>"`.
+    SlidingWindow {
+        /// Cost consumed in the current window.
+        curr: u64,
+        /// Cost consumed in the window before it.
+        prev: u64,
+        /// When the current window began, in Unix milliseconds.
+        window_start: u64,
+    },
+    /// `"<tat_us>"`.
+    TokenBucket {
+        /// The theoretical arrival time: when the bucket is full again, in Unix microseconds.
+        tat_us: u64,
+    },
+}
+
+/// What a policy reports about one request, whether or not it consumed.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Outcome {
+    /// Whole units of quota left.
+    pub remaining: u64,
+    /// Milliseconds until the quota is whole again.
+    pub reset_after_ms: u64,
+    /// Milliseconds until the request would fit; 0 when it fits now.
+    pub retry_after_ms: u64,
+}
+
+/// One policy's view of one request, before the all-or-nothing commit.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Evaluation {
+    /// Whether this policy alone admits the request.
+    pub fits: bool,
+    /// The state to store if every policy admits.
+    pub next: State,
+    /// How long that state matters, the TTL of its key, in milliseconds (at least 1).
+    pub ttl_ms: u64,
+    /// The report when the request is admitted and consumes.
+    pub admitted: Outcome,
+    /// The report when the request is denied and nothing is consumed.
+    pub denied: Outcome,
+}
+
+/// Evaluates one request of `policy` at `now_us` (Unix microseconds) against what was stored.
+pub fn evaluate(policy: &Policy, stored: Option<&State>, now_us: u64) -> Evaluation {
+    match policy.algorithm() {
+        Algorithm::FixedWindow => fixed_window::evaluate(policy, stored, now_us),
+        Algorithm::SlidingWindow => sliding_window::evaluate(policy, stored, now_us),
+        Algorithm::TokenBucket => token_bucket::evaluate(policy, stored, now_us),
+    }
+}

@@ -1,36 +1,35 @@
-//! The in-process store: one instance's counts in a map, evicted as their windows end.
+//! The in-process store: one instance's counts in a map, evicted as they stop mattering.
 
 use std::collections::HashMap;
 use std::sync::Mutex;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{SystemTime, UNIX_EPOCH};
 
-use crate::algorithm::fixed_window::{self, Counter};
+use crate::algorithm::{self, State};
 use crate::decision::{Decision, PolicyDecision};
-use crate::quota::Algorithm;
 use crate::store::{Check, Clock, Store, StoreFuture};
 
-/// The map is swept of ended windows whenever it grows to twice its size after the last sweep,
-/// and never below this many entries, so sweeping costs O(1) per decision on average.
+/// The map is swept of expired entries whenever it grows to twice its size after the last
+/// sweep, and never below this many entries, so sweeping costs O(1) per decision on average.
 const MIN_SWEEP_LEN: usize = 1024;
 
 /// Counts in process memory: exact for one instance, not shared between instances.
 #[derive(Debug, Default)]
 pub struct MemoryStore {
-    windows: Mutex<Windows>,
+    entries: Mutex<Entries>,
 }
 
 #[derive(Debug, Default)]
-struct Windows {
-    counters: HashMap<String, Entry>,
+struct Entries {
+    by_key: HashMap<String, Entry>,
     /// The length at which the next sweep runs.
     sweep_at: usize,
 }
 
 #[derive(Clone, Copy, Debug)]
 struct Entry {
-    counter: Counter,
-    /// Unix milliseconds at which the window ends, the memory store's TTL.
-    expires_at: u64,
+    state: State,
+    /// Unix microseconds at which the entry stops mattering: the memory store's TTL.
+    expires_at_us: u64,
 }
 
 impl MemoryStore {
@@ -39,82 +38,76 @@ impl MemoryStore {
         Self::default()
     }
 
-    /// How many counters are held, live or not yet swept.
+    /// How many entries are held, live or not yet swept.
     pub fn len(&self) -> usize {
-        self.lock().counters.len()
+        self.lock().by_key.len()
     }
 
-    /// Whether no counter is held.
+    /// Whether no entry is held.
     pub fn is_empty(&self) -> bool {
         self.len() == 0
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, Windows> {
+    fn lock(&self) -> std::sync::MutexGuard<'_, Entries> {
         // A panic while holding the lock cannot leave a half-written decision: each entry is
         // written whole, so the data is still consistent and the poison can be ignored.
-        self.windows.lock().unwrap_or_else(|e| e.into_inner())
+        self.entries.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    fn decide_now(&self, checks: &[Check], now: u64) -> Decision {
-        let mut windows = self.lock();
-        windows.sweep(now);
+    fn decide_at(&self, checks: &[Check], now_us: u64) -> Decision {
+        let mut entries = self.lock();
+        entries.sweep(now_us);
         let evaluations: Vec<_> = checks
             .iter()
-            .map(|check| match check.policy.algorithm() {
-                Algorithm::FixedWindow => {
-                    let stored = windows.counters.get(&check.key).map(|e| e.counter);
-                    fixed_window::evaluate(stored, &check.policy, now)
-                }
+            .map(|check| {
+                let stored = entries
+                    .by_key
+                    .get(&check.key)
+                    .filter(|entry| entry.expires_at_us > now_us)
+                    .map(|entry| &entry.state);
+                algorithm::evaluate(&check.policy, stored, now_us)
             })
             .collect();
         let allowed = evaluations.iter().all(|e| e.fits);
+        if allowed {
+            for (check, evaluation) in checks.iter().zip(&evaluations) {
+                let entry = Entry {
+                    state: evaluation.next,
+                    expires_at_us: now_us + evaluation.ttl_ms * 1000,
+                };
+                entries.by_key.insert(check.key.clone(), entry);
+            }
+        }
         let policies = checks
             .iter()
             .zip(&evaluations)
-            .map(|(check, eval)| {
-                let mut count = eval.count;
-                if allowed {
-                    let counter = eval.consume(check.policy.cost());
-                    count = counter.count;
-                    let entry = Entry {
-                        counter,
-                        expires_at: now + eval.reset_after_ms,
-                    };
-                    windows.counters.insert(check.key.clone(), entry);
-                }
-                PolicyDecision {
-                    policy: check.policy.clone(),
-                    allowed: eval.fits,
-                    limit: check.policy.limit(),
-                    // A count above the limit (lowered mid-window) leaves nothing.
-                    remaining: check.policy.limit().saturating_sub(count),
-                    retry_after: Duration::from_millis(eval.retry_after_ms()),
-                    reset_after: Duration::from_millis(eval.reset_after_ms),
-                }
+            .map(|(check, e)| {
+                let outcome = if allowed { e.admitted } else { e.denied };
+                PolicyDecision::new(check.policy.clone(), outcome)
             })
             .collect();
         Decision { allowed, policies }
     }
 }
 
-impl Windows {
-    /// Drops ended windows once the map has doubled since the last sweep.
-    fn sweep(&mut self, now: u64) {
-        if self.counters.len() < self.sweep_at {
+impl Entries {
+    /// Drops expired entries once the map has doubled since the last sweep.
+    fn sweep(&mut self, now_us: u64) {
+        if self.by_key.len() < self.sweep_at {
             return;
         }
-        self.counters.retain(|_, entry| entry.expires_at > now);
-        self.sweep_at = (self.counters.len() * 2).max(MIN_SWEEP_LEN);
+        self.by_key.retain(|_, entry| entry.expires_at_us > now_us);
+        self.sweep_at = (self.by_key.len() * 2).max(MIN_SWEEP_LEN);
     }
 }
 
 impl Store for MemoryStore {
     fn decide<'a>(&'a self, checks: &'a [Check], clock: Clock) -> StoreFuture<'a, Decision> {
-        let now = match clock {
-            Clock::Store => unix_millis(SystemTime::now()),
-            Clock::At(ms) => ms,
+        let now_us = match clock {
+            Clock::Store => unix_micros(SystemTime::now()),
+            Clock::At(ms) => ms * 1000,
         };
-        let decision = self.decide_now(checks, now);
+        let decision = self.decide_at(checks, now_us);
         Box::pin(std::future::ready(Ok(decision)))
     }
 
@@ -123,46 +116,39 @@ impl Store for MemoryStore {
     }
 }
 
-fn unix_millis(time: SystemTime) -> u64 {
+fn unix_micros(time: SystemTime) -> u64 {
     time.duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as u64)
+        .map_or(0, |d| d.as_micros() as u64)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::quota::{Policy, PolicyName, Window};
-    use std::num::NonZeroU64;
+    use crate::quota::Policy;
     use std::sync::Arc;
 
-    fn check(key: &str, limit: u64, window_ms: u64) -> Check {
-        let policy = Policy::new(
-            PolicyName::new("p").unwrap(),
-            Algorithm::FixedWindow,
-            NonZeroU64::new(limit).unwrap(),
-            Window::from_millis(window_ms).unwrap(),
-        )
-        .unwrap();
+    fn check(key: &str) -> Check {
+        let policy: Policy = "p: 1 per 1s".parse().unwrap();
         Check {
             key: key.into(),
             policy: Arc::new(policy),
         }
     }
 
-    /// Ended windows are evicted, so memory is bounded by the callers active in one window.
+    /// Expired entries are evicted, so memory is bounded by the callers active in one window.
     #[test]
-    fn ended_windows_are_evicted() {
+    fn expired_entries_are_evicted() {
         let store = MemoryStore::new();
         for i in 0..5_000 {
-            store.decide_now(&[check(&format!("k{i}"), 1, 1_000)], 10_000);
+            store.decide_at(&[check(&format!("k{i}"))], 10_000_000);
         }
         assert_eq!(store.len(), 5_000);
         for i in 0..5_000 {
-            store.decide_now(&[check(&format!("n{i}"), 1, 1_000)], 11_000);
+            store.decide_at(&[check(&format!("n{i}"))], 11_000_000);
         }
         assert!(
             store.len() < 8_000,
-            "the first window's 5,000 counters should have been swept, {} remain",
+            "the first window's 5,000 entries should have been swept, {} remain",
             store.len()
         );
     }

@@ -7,12 +7,20 @@ use fred::prelude::*;
 use fred::types::scripts::Script;
 use fred::types::Value;
 
+use crate::algorithm::Outcome;
 use crate::decision::{Decision, PolicyDecision};
+use crate::quota::Algorithm;
 use crate::store::{Check, Clock, Store, StoreError, StoreFuture};
 use crate::throttle::Throttle;
 
-/// The fixed-window script, embedded so the binary is self-contained.
-pub const FIXED_WINDOW_LUA: &str = include_str!("../../lua/fixed_window.lua");
+/// The decide script: each algorithm's part, then the driver; embedded so the binary is
+/// self-contained.
+pub const DECIDE_LUA: &str = concat!(
+    include_str!("../../lua/fixed_window.lua"),
+    include_str!("../../lua/sliding_window.lua"),
+    include_str!("../../lua/token_bucket.lua"),
+    include_str!("../../lua/decide.lua"),
+);
 
 /// How long to wait between reconnection attempts after Redis goes away.
 const RECONNECT_DELAY_MS: u32 = 100;
@@ -20,7 +28,8 @@ const RECONNECT_DELAY_MS: u32 = 100;
 /// Counts in Redis, so every instance that shares the Redis shares the limits.
 pub struct RedisStore {
     client: Client,
-    fixed_window: Script,
+    /// `DECIDE_LUA`, by its SHA-1.
+    script: Script,
     /// The longest a decision may wait on Redis; past it the failure mode decides.
     timeout: Duration,
     /// The last connection error (refused, wrong password, ...) since the last good connection,
@@ -65,7 +74,7 @@ impl RedisStore {
         client.connect();
         let store = RedisStore {
             client,
-            fixed_window: Script::from_lua(FIXED_WINDOW_LUA),
+            script: Script::from_lua(DECIDE_LUA),
             timeout,
             connection_error,
         };
@@ -86,10 +95,7 @@ impl RedisStore {
     /// Loads every script with SCRIPT LOAD, on every primary.
     pub async fn load_scripts(&self) -> Result<(), StoreError> {
         self.client.wait_for_connect().await.map_err(redis_error)?;
-        self.fixed_window
-            .load(&self.client)
-            .await
-            .map_err(redis_error)
+        self.script.load(&self.client).await.map_err(redis_error)
     }
 
     /// The underlying client, for tests and tools that inspect Redis through tollgate's pool.
@@ -97,26 +103,177 @@ impl RedisStore {
         &self.client
     }
 
+    /// Decides `checks` all-or-nothing: one EVALSHA when they share a hash tag (always, for
+    /// policies keyed by the same caller), else one per tag, in order, giving back what earlier
+    /// calls consumed when a later one denies.
     async fn run(&self, checks: &[Check], clock: Clock) -> Result<Decision, StoreError> {
-        let mut keys = Vec::with_capacity(checks.len());
-        let mut args: Vec<Value> = Vec::with_capacity(1 + 3 * checks.len());
+        let groups = hash_tag_groups(checks);
+        let mut outcomes = vec![Outcome::default(); checks.len()];
+        let mut consumed: Vec<(&[usize], Vec<u64>)> = Vec::new();
+        for (g, group) in groups.iter().enumerate() {
+            let reply = self.call(checks, group, Mode::Decide, None, clock).await?;
+            reply.record(group, &mut outcomes);
+            if reply.allowed {
+                consumed.push((group, reply.receipts()));
+                continue;
+            }
+            // Denied: give back what the earlier groups consumed, and see where the later ones
+            // stand without consuming, so the headers still describe every policy.
+            for (earlier, receipts) in &consumed {
+                let refunded = self
+                    .call(checks, earlier, Mode::Refund, Some(receipts), clock)
+                    .await?;
+                refunded.record(earlier, &mut outcomes);
+            }
+            for later in &groups[g + 1..] {
+                let peeked = self.call(checks, later, Mode::Peek, None, clock).await?;
+                peeked.record(later, &mut outcomes);
+            }
+            return Ok(decision(checks, false, outcomes));
+        }
+        Ok(decision(checks, true, outcomes))
+    }
+
+    /// One EVALSHA of the decide script over the checks at `members`.
+    async fn call(
+        &self,
+        checks: &[Check],
+        members: &[usize],
+        mode: Mode,
+        receipts: Option<&[u64]>,
+        clock: Clock,
+    ) -> Result<Reply, StoreError> {
+        let mut keys = Vec::with_capacity(members.len());
+        let mut args: Vec<Value> = Vec::with_capacity(2 + 7 * members.len());
         args.push(match clock {
             Clock::Store => Value::from(""),
-            Clock::At(ms) => Value::from(ms as i64),
+            Clock::At(ms) => Value::from((ms * 1000) as i64),
         });
-        for check in checks {
-            keys.push(check.key.as_str());
-            args.push(Value::from(check.policy.limit() as i64));
-            args.push(Value::from(check.policy.window().as_millis() as i64));
-            args.push(Value::from(check.policy.cost() as i64));
+        args.push(Value::from(mode.as_str()));
+        for (n, &i) in members.iter().enumerate() {
+            let policy = &checks[i].policy;
+            let bucket = policy.algorithm() == Algorithm::TokenBucket;
+            keys.push(checks[i].key.as_str());
+            args.push(Value::from(policy.algorithm().as_str()));
+            args.push(Value::from(policy.limit() as i64));
+            args.push(Value::from(policy.window().as_millis() as i64));
+            args.push(Value::from(policy.cost() as i64));
+            args.push(Value::from(if bucket {
+                policy.emission_us() as i64
+            } else {
+                0
+            }));
+            args.push(Value::from(if bucket {
+                policy.capacity_us() as i64
+            } else {
+                0
+            }));
+            args.push(Value::from(receipts.map_or(0, |r| r[n]) as i64));
         }
         let reply: Vec<i64> = self
-            .fixed_window
+            .script
             .evalsha_with_reload(&self.client, keys, args)
             .await
             .map_err(redis_error)?;
-        read_reply(checks, &reply)
+        Reply::read(&reply, members.len())
     }
+}
+
+/// What the script is asked to do.
+#[derive(Clone, Copy, Debug)]
+enum Mode {
+    /// Consume every policy's cost if all admit.
+    Decide,
+    /// Give back what a `Decide` consumed (by its receipts), then report without consuming.
+    Refund,
+    /// Report without consuming.
+    Peek,
+}
+
+impl Mode {
+    fn as_str(self) -> &'static str {
+        match self {
+            Mode::Decide => "decide",
+            Mode::Refund => "refund",
+            Mode::Peek => "peek",
+        }
+    }
+}
+
+/// The script's reply: `{ allowed, remaining_i, reset_after_ms_i, retry_after_ms_i, receipt_i, … }`.
+struct Reply {
+    allowed: bool,
+    per_policy: Vec<(Outcome, u64)>,
+}
+
+impl Reply {
+    fn read(reply: &[i64], policies: usize) -> Result<Reply, StoreError> {
+        let malformed = || StoreError::Reply(format!("{reply:?} for {policies} policies"));
+        let (&allowed, values) = reply.split_first().ok_or_else(malformed)?;
+        if values.len() != 4 * policies || values.iter().any(|&n| n < 0) {
+            return Err(malformed());
+        }
+        let per_policy = values
+            .chunks_exact(4)
+            .map(|v| {
+                let outcome = Outcome {
+                    remaining: v[0] as u64,
+                    reset_after_ms: v[1] as u64,
+                    retry_after_ms: v[2] as u64,
+                };
+                (outcome, v[3] as u64)
+            })
+            .collect();
+        Ok(Reply {
+            allowed: allowed == 1,
+            per_policy,
+        })
+    }
+
+    fn record(&self, members: &[usize], outcomes: &mut [Outcome]) {
+        for (&i, (outcome, _)) in members.iter().zip(&self.per_policy) {
+            outcomes[i] = *outcome;
+        }
+    }
+
+    fn receipts(&self) -> Vec<u64> {
+        self.per_policy
+            .iter()
+            .map(|(_, receipt)| *receipt)
+            .collect()
+    }
+}
+
+fn decision(checks: &[Check], allowed: bool, outcomes: Vec<Outcome>) -> Decision {
+    let policies = checks
+        .iter()
+        .zip(outcomes)
+        .map(|(check, outcome)| PolicyDecision::new(check.policy.clone(), outcome))
+        .collect();
+    Decision { allowed, policies }
+}
+
+/// The indices of `checks`, grouped by the hash tag of their keys, in order of first appearance.
+fn hash_tag_groups(checks: &[Check]) -> Vec<Vec<usize>> {
+    let mut groups: Vec<(&str, Vec<usize>)> = Vec::new();
+    for (i, check) in checks.iter().enumerate() {
+        let tag = hash_tag(&check.key);
+        match groups.iter_mut().find(|(t, _)| *t == tag) {
+            Some((_, members)) => members.push(i),
+            None => groups.push((tag, vec![i])),
+        }
+    }
+    groups.into_iter().map(|(_, members)| members).collect()
+}
+
+/// The `{...}` part of a key, which Redis Cluster hashes; the whole key when there is none.
+fn hash_tag(key: &str) -> &str {
+    key.find('{')
+        .and_then(|open| {
+            let close = key[open + 1..].find('}')? + open + 1;
+            (close > open + 1).then(|| &key[open + 1..close])
+        })
+        .unwrap_or(key)
 }
 
 impl Store for RedisStore {
@@ -128,11 +285,15 @@ impl Store for RedisStore {
         })
     }
 
-    /// Runs the decision script with no keys: ready means the script, the connection and the
+    /// Runs the decide script with no keys: ready means the script, the connection and the
     /// user's permissions all work, not merely that PING answers.
     fn ready(&self) -> StoreFuture<'_, ()> {
         Box::pin(async move {
-            match self.decide(&[], Clock::Store).await {
+            let probe = self.call(&[], &[], Mode::Peek, None, Clock::Store);
+            let probed = tokio::time::timeout(self.timeout, probe)
+                .await
+                .unwrap_or(Err(StoreError::Timeout(self.timeout)));
+            match probed {
                 Ok(_) => Ok(()),
                 Err(error) => match self.connection_error.lock().ok().and_then(|e| e.clone()) {
                     Some(cause) => Err(StoreError::Redis(format!("{cause} ({error})"))),
@@ -141,34 +302,6 @@ impl Store for RedisStore {
             }
         })
     }
-}
-
-/// Reads `{ allowed, remaining_i, reset_after_ms_i, retry_after_ms_i, ... }` into a decision.
-fn read_reply(checks: &[Check], reply: &[i64]) -> Result<Decision, StoreError> {
-    let malformed = || StoreError::Reply(format!("{reply:?} for {} policies", checks.len()));
-    let (&allowed, per_policy) = reply.split_first().ok_or_else(malformed)?;
-    if per_policy.len() != 3 * checks.len() || per_policy.iter().any(|&n| n < 0) {
-        return Err(malformed());
-    }
-    let policies = checks
-        .iter()
-        .zip(per_policy.chunks_exact(3))
-        .map(|(check, values)| {
-            let [remaining, reset_after_ms, retry_after_ms] = [values[0], values[1], values[2]];
-            PolicyDecision {
-                policy: check.policy.clone(),
-                allowed: retry_after_ms == 0,
-                limit: check.policy.limit(),
-                remaining: remaining as u64,
-                retry_after: Duration::from_millis(retry_after_ms as u64),
-                reset_after: Duration::from_millis(reset_after_ms as u64),
-            }
-        })
-        .collect();
-    Ok(Decision {
-        allowed: allowed == 1,
-        policies,
-    })
 }
 
 /// Records and logs (at most once a second) the client's connection errors, and forgets them

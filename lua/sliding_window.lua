@@ -1,0 +1,98 @@
+-- sliding_window: the sliding-window counter.
+--
+-- A part of the decide script (see decide.lua for KEYS, ARGV and the reply); it defines
+-- sliding_window(key, now_us, p) and sliding_window_refund(key, now_us, p).
+--
+-- A request at `elapsed` ms into the current window sees the previous window's count weighted
+-- by how much of it the sliding window still overlaps, (window - elapsed) / window, plus the
+-- current count. It fits when prev * (window - elapsed) + (curr + cost) * window <= limit *
+-- window: all integers, so Lua and Rust agree to the unit (limit * window_ms is bounded by the
+-- configuration so these products stay below 2^53).
+--
+-- p            limit, window_ms, cost; receipt for refunds.
+-- Clock        now_us, the caller's Redis TIME (or a contract test's explicit time, when
+--              every TTL gets p.ttl_grace_ms more: see decide.lua).
+-- Stored       "<curr>:<prev>:<window_start_ms>"; TTL to the end of the next window, the last
+--              moment the current count still weighs.
+-- Evaluation   as fixed_window; reset_after_ms is when nothing weighs any more, retry_after_ms
+--              the first millisecond at which the request would fit.
+
+local function sliding_window_retry(curr, prev, elapsed, p)
+  local w = p.window_ms
+  if curr + p.cost <= p.limit and prev > 0 then
+    -- Later in this window the previous count weighs less: the first elapsed' with
+    -- prev * (w - elapsed') <= (limit - curr - cost) * w.
+    local need = w - math.floor((p.limit - curr - p.cost) * w / prev)
+    if need < w then
+      return need - elapsed
+    end
+  end
+  -- In the next window the current count becomes the previous one; `need` = w means the window
+  -- after next, where nothing weighs.
+  local need = 0
+  if curr > 0 then
+    need = math.max(0, w - math.floor((p.limit - p.cost) * w / curr))
+  end
+  return (w - elapsed) + need
+end
+
+local function sliding_window(key, now_us, p)
+  local w = p.window_ms
+  local now = math.floor(now_us / 1000)
+  local start = now - (now % w)
+  local elapsed = now - start
+  local curr, prev = 0, 0
+  local stored = redis.call('GET', key)
+  if stored then
+    local c, pr, s = string.match(stored, '^(%d+):(%d+):(%d+)$')
+    s = tonumber(s)
+    if s == start then
+      curr, prev = tonumber(c), tonumber(pr)
+    elseif s == start - w then
+      prev = tonumber(c)
+    end
+  end
+
+  local overlap = w - elapsed
+  local e = {
+    fits = prev * overlap + (curr + p.cost) * w <= p.limit * w,
+    receipt = start,
+  }
+  local retry_after = 0
+  if not e.fits then
+    retry_after = sliding_window_retry(curr, prev, elapsed, p)
+  end
+  function e.commit()
+    curr = curr + p.cost
+    redis.call('SET', key, string.format('%d:%d:%d', curr, prev, start), 'PX',
+      w + overlap + p.ttl_grace_ms)
+  end
+  function e.reply()
+    local left = p.limit * w - prev * overlap - curr * w
+    local remaining = 0
+    if left > 0 then
+      remaining = math.floor(left / w)
+    end
+    local reset_after = 0
+    if curr > 0 then
+      reset_after = w + overlap
+    elseif prev > 0 then
+      reset_after = overlap
+    end
+    return remaining, reset_after, retry_after
+  end
+  return e
+end
+
+-- Gives back `cost` counted in the window p.receipt, if that window is still the current one.
+local function sliding_window_refund(key, now_us, p)
+  local stored = redis.call('GET', key)
+  if not stored then
+    return
+  end
+  local curr, prev, start = string.match(stored, '^(%d+):(%d+):(%d+)$')
+  if tonumber(start) == p.receipt then
+    curr = math.max(0, tonumber(curr) - p.cost)
+    redis.call('SET', key, string.format('%d:%d:%d', curr, tonumber(prev), p.receipt), 'KEEPTTL')
+  end
+end

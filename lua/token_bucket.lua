@@ -1,0 +1,60 @@
+-- token_bucket: the generic cell rate algorithm (GCRA), one stored theoretical arrival time.
+--
+-- A part of the decide script (see decide.lua for KEYS, ARGV and the reply); it defines
+-- token_bucket(key, now_us, p) and token_bucket_refund(key, now_us, p).
+--
+-- A bucket of `capacity` tokens refills one token every `emission_us` microseconds. Rust
+-- computes both, so the rounding is the same everywhere: emission_us = ceil(window_ms * 1000 /
+-- limit) (never faster than limit per window), capacity_us = burst * emission_us (burst
+-- defaults to limit). A request spends `cost` tokens.
+--
+-- p            limit, window_ms, cost, emission_us, capacity_us.
+-- Clock        now_us, the caller's Redis TIME (or a contract test's explicit time, when
+--              every TTL gets p.ttl_grace_ms more: see decide.lua).
+-- Stored       "<tat_us>": the theoretical arrival time, in Unix microseconds, at which the
+--              bucket is full again; TTL until then.
+-- Evaluation   fits when the new TAT is at most capacity_us ahead of now; reply() gives the
+--              whole tokens left, reset_after_ms (until the bucket is full) and retry_after_ms
+--              (exact, rounded up to the millisecond); the receipt is unused (0).
+
+local function ceil_div(a, b)
+  return math.floor((a + b - 1) / b)
+end
+
+local function token_bucket(key, now_us, p)
+  local tat = tonumber(redis.call('GET', key) or '') or 0
+  if tat < now_us then
+    tat = now_us
+  end
+  local new_tat = tat + p.cost * p.emission_us
+  local e = { fits = new_tat - now_us <= p.capacity_us, receipt = 0 }
+  function e.commit()
+    tat = new_tat
+    redis.call('SET', key, string.format('%d', tat), 'PX',
+      ceil_div(tat - now_us, 1000) + p.ttl_grace_ms)
+  end
+  function e.reply()
+    local remaining = math.max(0, math.floor((p.capacity_us - (tat - now_us)) / p.emission_us))
+    local retry_after = 0
+    if not e.fits then
+      retry_after = ceil_div(new_tat - now_us - p.capacity_us, 1000)
+    end
+    return remaining, ceil_div(tat - now_us, 1000), retry_after
+  end
+  return e
+end
+
+-- Gives back `cost` tokens: moves the TAT back, never before now.
+local function token_bucket_refund(key, now_us, p)
+  local tat = tonumber(redis.call('GET', key) or '')
+  if not tat then
+    return
+  end
+  tat = tat - p.cost * p.emission_us
+  if tat <= now_us then
+    redis.call('DEL', key)
+  else
+    redis.call('SET', key, string.format('%d', tat), 'PX',
+      ceil_div(tat - now_us, 1000) + p.ttl_grace_ms)
+  end
+end
