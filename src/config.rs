@@ -7,6 +7,7 @@ use std::fmt;
 use std::net::SocketAddr;
 use std::num::NonZeroU64;
 use std::path::Path;
+use std::sync::Arc;
 use std::time::Duration;
 
 use axum::http::HeaderName;
@@ -14,8 +15,12 @@ use figment::providers::{Env, Format, Serialized, Toml};
 use figment::Figment;
 use serde::{Deserialize, Serialize};
 
-use crate::limiter::OnError;
+use crate::client_ip::{Cidr, Proxies};
+use crate::key::KeyBuilder;
+use crate::limiter::{OnError, OnMissing, Rule};
+use crate::middleware::extract::Identity;
 use crate::quota::{parse_duration, Algorithm, Policy, PolicyName, Window};
+use crate::scope::{By, Dimension, RoutePattern, Scope};
 
 /// The file read from the working directory when no `--config` or `TOLLGATE_CONFIG` names one.
 pub const DEFAULT_FILE: &str = "tollgate.toml";
@@ -91,10 +96,14 @@ pub struct Settings {
     pub on_error: OnError,
     /// The longest a decision waits on Redis.
     pub timeout: Duration,
-    /// The request header that names the caller.
-    pub identity_header: HeaderName,
-    /// The policies applied to every limited request, in order.
-    pub policies: Vec<Policy>,
+    /// How callers are named: the identity header, trusted proxies, IPv6 grouping.
+    pub identity: Identity,
+    /// What happens when a policy keyed by user applies to a request that names nobody.
+    pub on_missing: OnMissing,
+    /// `identity.hash_key`: when set, key names use HMAC-SHA256 under it.
+    pub hash_key: Option<Secret>,
+    /// The policies and what each applies to, in order.
+    pub rules: Vec<Rule>,
     /// How logs are written.
     pub log_format: LogFormat,
     /// The configuration as it was read, with secrets redacted, for `check-config`.
@@ -181,6 +190,15 @@ impl Settings {
     pub fn from_figment(figment: Figment) -> Result<Settings, ConfigError> {
         let raw: RawConfig = figment.extract().map_err(from_figment_error)?;
         raw.validate()
+    }
+
+    /// The key builder these settings describe: the prefix, and the hash key if any.
+    pub fn key_builder(&self) -> KeyBuilder {
+        let keys = KeyBuilder::new(self.key_prefix.clone());
+        match &self.hash_key {
+            Some(key) => keys.with_hash_key(key.expose().as_bytes()),
+            None => keys,
+        }
     }
 
     /// The effective configuration as TOML, with every secret shown as `***`.
@@ -271,6 +289,42 @@ struct RawRedis {
 #[serde(deny_unknown_fields)]
 struct RawIdentity {
     header: String,
+    trusted_proxies: Vec<String>,
+    on_missing: String,
+    ipv6_prefix: u8,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    hash_key: Option<Secret>,
+}
+
+impl RawIdentity {
+    fn validate(&self) -> Result<Identity, ConfigError> {
+        let header = HeaderName::from_bytes(self.header.as_bytes()).map_err(|_| {
+            ConfigError::new(
+                "identity.header",
+                format!("{:?} is not a valid HTTP header name", self.header),
+            )
+        })?;
+        let trusted = self
+            .trusted_proxies
+            .iter()
+            .enumerate()
+            .map(|(i, cidr)| {
+                Cidr::parse(cidr)
+                    .map_err(|r| ConfigError::new(format!("identity.trusted_proxies[{i}]"), r))
+            })
+            .collect::<Result<_, _>>()?;
+        if !(1..=128).contains(&self.ipv6_prefix) {
+            return Err(ConfigError::new(
+                "identity.ipv6_prefix",
+                format!("{} is not a prefix length from 1 to 128", self.ipv6_prefix),
+            ));
+        }
+        Ok(Identity {
+            header,
+            proxies: Proxies { trusted },
+            ipv6_prefix: self.ipv6_prefix,
+        })
+    }
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -285,6 +339,22 @@ struct RawLimit {
     cost: u64,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     burst: Option<u64>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    routes: Vec<String>,
+    #[serde(default = "default_by")]
+    by: RawBy,
+}
+
+/// `by = "user"` or `by = ["user", "route"]`.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(untagged)]
+enum RawBy {
+    One(String),
+    Many(Vec<String>),
+}
+
+fn default_by() -> RawBy {
+    RawBy::One(Dimension::User.as_str().into())
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -314,6 +384,10 @@ impl Default for RawConfig {
             },
             identity: RawIdentity {
                 header: "x-user".into(),
+                trusted_proxies: Vec::new(),
+                on_missing: OnMissing::Allow.as_str().into(),
+                ipv6_prefix: 64,
+                hash_key: None,
             },
             limits: vec![RawLimit {
                 name: "per_minute".into(),
@@ -322,6 +396,8 @@ impl Default for RawConfig {
                 window: "1m".into(),
                 cost: 1,
                 burst: None,
+                routes: Vec::new(),
+                by: default_by(),
             }],
             log: RawLog {
                 format: "text".into(),
@@ -358,14 +434,23 @@ impl RawConfig {
         if timeout.is_zero() {
             return Err(ConfigError::new("redis.timeout", "must be longer than 0"));
         }
-        let identity_header =
-            HeaderName::from_bytes(self.identity.header.as_bytes()).map_err(|_| {
-                ConfigError::new(
-                    "identity.header",
-                    format!("{:?} is not a valid HTTP header name", self.identity.header),
-                )
-            })?;
-        let policies = validate_limits(&self.limits)?;
+        let identity = self.identity.validate()?;
+        let on_missing = match self.identity.on_missing.as_str() {
+            "allow" => OnMissing::Allow,
+            "deny" => OnMissing::Deny,
+            "ip" => OnMissing::Ip,
+            other => {
+                return Err(ConfigError::new(
+                    "identity.on_missing",
+                    format!("{other:?} is not one of \"allow\", \"deny\", \"ip\""),
+                ))
+            }
+        };
+        if matches!(&self.identity.hash_key, Some(key) if key.expose().is_empty()) {
+            return Err(ConfigError::new("identity.hash_key", "must not be empty"));
+        }
+        let hash_key = self.identity.hash_key.clone();
+        let rules = validate_limits(&self.limits)?;
         let log_format = match self.log.format.as_str() {
             "text" => LogFormat::Text,
             "json" => LogFormat::Json,
@@ -386,8 +471,10 @@ impl RawConfig {
             key_prefix,
             on_error,
             timeout,
-            identity_header,
-            policies,
+            identity,
+            on_missing,
+            hash_key,
+            rules,
             log_format,
             effective,
         })
@@ -430,12 +517,12 @@ fn validate_prefix(prefix: &str) -> Result<String, ConfigError> {
     Ok(prefix.to_owned())
 }
 
-fn validate_limits(limits: &[RawLimit]) -> Result<Vec<Policy>, ConfigError> {
-    let mut policies: Vec<Policy> = Vec::with_capacity(limits.len());
+fn validate_limits(limits: &[RawLimit]) -> Result<Vec<Rule>, ConfigError> {
+    let mut rules: Vec<Rule> = Vec::with_capacity(limits.len());
     for (i, raw) in limits.iter().enumerate() {
         let key = |field: &str| format!("limits[{i}].{field}");
         let name = PolicyName::new(&raw.name).map_err(|r| ConfigError::new(key("name"), r))?;
-        if policies.iter().any(|p| p.name() == &name) {
+        if rules.iter().any(|r| r.policy.name() == &name) {
             return Err(ConfigError::new(
                 key("name"),
                 format!("duplicate policy name {:?}", raw.name),
@@ -470,9 +557,37 @@ fn validate_limits(limits: &[RawLimit]) -> Result<Vec<Policy>, ConfigError> {
         let policy = policy
             .with_cost(cost)
             .map_err(|r| ConfigError::new(key("cost"), r))?;
-        policies.push(policy);
+        let routes = raw
+            .routes
+            .iter()
+            .enumerate()
+            .map(|(j, route)| {
+                RoutePattern::parse(route)
+                    .map_err(|r| ConfigError::new(format!("limits[{i}].routes[{j}]"), r))
+            })
+            .collect::<Result<_, _>>()?;
+        let names = match &raw.by {
+            RawBy::One(name) => std::slice::from_ref(name),
+            RawBy::Many(names) => names.as_slice(),
+        };
+        let dimensions = names
+            .iter()
+            .map(|name| {
+                Dimension::parse(name).ok_or_else(|| {
+                    ConfigError::new(
+                        key("by"),
+                        format!("unknown {name:?}; use user, ip, global or route"),
+                    )
+                })
+            })
+            .collect::<Result<_, _>>()?;
+        let by = By::new(dimensions).map_err(|r| ConfigError::new(key("by"), r))?;
+        rules.push(Rule {
+            policy: Arc::new(policy),
+            scope: Scope { routes, by },
+        });
     }
-    Ok(policies)
+    Ok(rules)
 }
 
 /// `redis://user:secret@host:6379/0` becomes `redis://user:***@host:6379/0`.

@@ -1,18 +1,32 @@
 //! The one place that names Redis keys.
 //!
-//! A caller's key for policy P is `<prefix>:{<lowercase hex sha256 of the caller>}:<P>`. The
-//! braces are a Redis Cluster hash tag: every key of one caller hashes to the same slot, so one
-//! script call can touch all of them. The caller's name is hashed so that keys have a bounded
-//! length and a copy of Redis does not list user names in clear.
+//! A caller's key for policy P is `<prefix>:{<tag>}:<P>`, with `:<hex>` appended when the policy
+//! is keyed by more than one thing (`by = ["user", "route"]`). The tag is the lowercase hex
+//! SHA-256 of what names the caller (its user name, or `ip:<address>`), or HMAC-SHA256 under
+//! `identity.hash_key`, or `global` for one bucket for everyone. The braces make it a Redis
+//! Cluster hash tag: every key of one caller hashes to the same slot, so one script call can
+//! touch all of them. Hashing bounds the key length and keeps names out of Redis in clear.
 
+use hmac::{Hmac, Mac};
 use sha2::{Digest, Sha256};
 
 use crate::quota::PolicyName;
 
 /// Builds the Redis keys of callers under one prefix.
-#[derive(Clone, Debug)]
+#[derive(Clone)]
 pub struct KeyBuilder {
     prefix: String,
+    /// `identity.hash_key`: when set, names are hashed with HMAC-SHA256 under it.
+    hash_key: Option<Vec<u8>>,
+}
+
+impl std::fmt::Debug for KeyBuilder {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("KeyBuilder")
+            .field("prefix", &self.prefix)
+            .field("hash_key", &self.hash_key.as_ref().map(|_| "***"))
+            .finish()
+    }
 }
 
 impl KeyBuilder {
@@ -20,6 +34,26 @@ impl KeyBuilder {
     pub fn new(prefix: impl Into<String>) -> Self {
         KeyBuilder {
             prefix: prefix.into(),
+            hash_key: None,
+        }
+    }
+
+    /// Hashes names with HMAC-SHA256 under `key`, so a copy of Redis cannot be matched against
+    /// a dictionary of user names.
+    pub fn with_hash_key(mut self, key: impl Into<Vec<u8>>) -> Self {
+        self.hash_key = Some(key.into());
+        self
+    }
+
+    /// The tag of a caller named `name` (raw bytes, so any header value is a name).
+    pub fn tag(&self, name: &[u8]) -> CallerTag {
+        match &self.hash_key {
+            None => CallerTag::of(name),
+            Some(key) => {
+                let mut mac = Hmac::<Sha256>::new_from_slice(key).expect("HMAC takes any key");
+                mac.update(name);
+                CallerTag(base16ct::lower::encode_string(&mac.finalize().into_bytes()))
+            }
         }
     }
 
@@ -27,19 +61,31 @@ impl KeyBuilder {
     pub fn key(&self, caller: &CallerTag, policy: &PolicyName) -> String {
         format!("{}:{{{}}}:{}", self.prefix, caller.0, policy)
     }
+
+    /// The key of `caller` under `policy`, narrowed by `rest` (the other dimensions' values),
+    /// which is hashed and appended outside the hash tag.
+    pub fn key_within(&self, caller: &CallerTag, policy: &PolicyName, rest: &[u8]) -> String {
+        let digest = self.tag(rest);
+        format!("{}:{}", self.key(caller, policy), &digest.0[..16])
+    }
 }
 
-/// A caller's hash tag: the lowercase hex SHA-256 of the caller's name.
+/// A caller's hash tag: a hex digest of its name, or `global`.
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
 pub struct CallerTag(String);
 
 impl CallerTag {
-    /// Hashes the caller's name, as raw bytes so that any header value can be a name.
-    pub fn of(caller: &[u8]) -> Self {
-        CallerTag(base16ct::lower::encode_string(&Sha256::digest(caller)))
+    /// The lowercase hex SHA-256 of `name`.
+    pub fn of(name: &[u8]) -> Self {
+        CallerTag(base16ct::lower::encode_string(&Sha256::digest(name)))
     }
 
-    /// The hex digest.
+    /// The tag shared by everyone, for policies keyed `by = "global"`.
+    pub fn global() -> Self {
+        CallerTag("global".into())
+    }
+
+    /// The tag as text.
     pub fn as_str(&self) -> &str {
         &self.0
     }
@@ -55,8 +101,19 @@ mod tests {
         let keys = KeyBuilder::new("tollgate");
         let policy = PolicyName::new("per_minute").unwrap();
         assert_eq!(
-            keys.key(&CallerTag::of(b"joe"), &policy),
+            keys.key(&keys.tag(b"joe"), &policy),
             "tollgate:{78675cc176081372c43abab3ea9fb70c74381eb02dc6e93fb6d44d161da6eeb3}:per_minute"
         );
+    }
+
+    /// With a hash key the tag is HMAC-SHA256, here RFC 4231 test case 2.
+    #[test]
+    fn hash_key_uses_hmac_sha256() {
+        let keys = KeyBuilder::new("tollgate").with_hash_key("Jefe");
+        assert_eq!(
+            keys.tag(b"what do ya want for nothing?").as_str(),
+            "5bdcc146bf60754e6a042426089575c75a003f089d2739839dec58b964ec3843"
+        );
+        assert!(!format!("{keys:?}").contains("Jefe"));
     }
 }

@@ -19,6 +19,7 @@
 #![warn(missing_docs)]
 
 pub mod algorithm;
+pub mod client_ip;
 pub mod config;
 pub mod decision;
 pub mod http;
@@ -26,6 +27,7 @@ pub mod key;
 pub mod limiter;
 pub mod middleware;
 pub mod quota;
+pub mod scope;
 pub mod store;
 pub mod telemetry;
 mod throttle;

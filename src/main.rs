@@ -4,9 +4,16 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
+use std::net::IpAddr;
+use std::sync::Arc;
 use tokio::net::TcpListener;
 use tollgate::config::Settings;
-use tollgate::key::{CallerTag, KeyBuilder};
+
+use axum::http::Method;
+use tollgate::client_ip;
+use tollgate::limiter::RequestFacts;
+use tollgate::scope::Dimension;
+use tollgate::{Limiter, MemoryStore};
 
 /// A rate limiter for HTTP services, deciding atomically in Redis.
 #[derive(Debug, Parser)]
@@ -29,6 +36,12 @@ enum Command {
     Key {
         /// The caller's name, as the identity header carries it.
         user: String,
+        /// The client address, for policies keyed by ip.
+        #[arg(long, value_name = "ADDR")]
+        ip: Option<std::net::IpAddr>,
+        /// The route, for policies keyed by route (the pattern, like `/user`).
+        #[arg(long, value_name = "ROUTE")]
+        route: Option<String>,
     },
 }
 
@@ -49,16 +62,43 @@ fn main() -> ExitCode {
             print!("{}", settings.effective_toml());
             ExitCode::SUCCESS
         }
-        Command::Key { user } => {
-            let keys = KeyBuilder::new(settings.key_prefix.clone());
-            let tag = CallerTag::of(user.as_bytes());
-            for policy in &settings.policies {
-                println!("{}", keys.key(&tag, policy.name()));
-            }
-            ExitCode::SUCCESS
-        }
+        Command::Key { user, ip, route } => print_keys(&settings, &user, ip, route.as_deref()),
         Command::Serve => serve(settings),
     }
+}
+
+/// Prints the key of each policy for this caller, the same way requests are keyed; a policy
+/// that needs an address or a route not given is named on stderr instead.
+fn print_keys(
+    settings: &Settings,
+    user: &str,
+    ip: Option<IpAddr>,
+    route: Option<&str>,
+) -> ExitCode {
+    let limiter = Limiter::new(Arc::new(MemoryStore::new()), settings.rules.clone())
+        .with_keys(settings.key_builder())
+        .with_on_missing(settings.on_missing);
+    let ip = ip.map(|ip| client_ip::bucket(ip, settings.identity.ipv6_prefix));
+    let facts = RequestFacts {
+        user: Some(user.as_bytes()),
+        ip: ip.as_deref(),
+        method: &Method::GET,
+        path: route.unwrap_or("/"),
+        route: route.unwrap_or("/"),
+    };
+    for rule in limiter.rules() {
+        let by = rule.scope.by.dimensions();
+        let needs_route = by.contains(&Dimension::Route) && route.is_none();
+        match limiter.key_of(rule, &facts).filter(|_| !needs_route) {
+            Some(key) => println!("{key}"),
+            None => eprintln!(
+                "# {}: keyed by {:?}; pass --ip and/or --route to see its key",
+                rule.policy.name(),
+                by.iter().map(|d| d.as_str()).collect::<Vec<_>>()
+            ),
+        }
+    }
+    ExitCode::SUCCESS
 }
 
 fn serve(settings: Settings) -> ExitCode {

@@ -9,7 +9,7 @@ use crate::middleware::extract;
 /// The original example's endpoint: the caller's name as a JSON string, or `null` when the
 /// request names nobody (the same rule the limiter applies).
 pub async fn user(State(state): State<AppState>, headers: HeaderMap) -> Json<Option<String>> {
-    let caller = extract::caller(&headers, &state.identity)
+    let caller = extract::caller(&headers, &state.identity.header)
         .map(|value| String::from_utf8_lossy(value.as_bytes()).into_owned());
     Json(caller)
 }

@@ -4,18 +4,18 @@ mod access_log;
 mod handlers;
 
 use std::future::{Future, IntoFuture};
+use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use axum::http::HeaderName;
 use axum::routing::get;
 use axum::Router;
 use tokio::net::TcpListener;
 use tokio::sync::oneshot;
 
 use crate::config::Settings;
-use crate::key::KeyBuilder;
 use crate::limiter::Limiter;
+use crate::middleware::extract::Identity;
 use crate::middleware::RateLimitLayer;
 use crate::store::{MemoryStore, RedisStore, Store, StoreError};
 
@@ -24,13 +24,13 @@ use crate::store::{MemoryStore, RedisStore, Store, StoreError};
 pub struct AppState {
     /// The limiter, for `/readyz` to ask its store.
     pub limiter: Arc<Limiter>,
-    /// The header that names the caller, which `/user` echoes.
-    pub identity: HeaderName,
+    /// How callers are named; `/user` echoes the identity header.
+    pub identity: Identity,
 }
 
 /// The service's routes: `/user` behind the limiter, `/healthz` and `/readyz` not limited.
 pub fn router(state: AppState) -> Router {
-    let limit = RateLimitLayer::new(state.limiter.clone()).identity_header(state.identity.clone());
+    let limit = RateLimitLayer::new(state.limiter.clone()).identity(state.identity.clone());
     let limited = Router::new()
         .route("/user", get(handlers::user))
         .route_layer(limit);
@@ -60,12 +60,13 @@ pub async fn limiter(settings: &Settings) -> Result<Limiter, StoreError> {
             Arc::new(MemoryStore::new())
         }
     };
-    if settings.policies.is_empty() {
+    if settings.rules.is_empty() {
         tracing::warn!("no [[limits]] are configured: nothing is limited");
     }
-    Ok(Limiter::new(store, settings.policies.clone())
-        .with_keys(KeyBuilder::new(settings.key_prefix.clone()))
-        .with_on_error(settings.on_error))
+    Ok(Limiter::new(store, settings.rules.clone())
+        .with_keys(settings.key_builder())
+        .with_on_error(settings.on_error)
+        .with_on_missing(settings.on_missing))
 }
 
 /// The whole service for `settings`, ready to serve.
@@ -73,7 +74,7 @@ pub async fn app(settings: &Settings) -> Result<Router, StoreError> {
     let limiter = limiter(settings).await?;
     Ok(router(AppState {
         limiter: Arc::new(limiter),
-        identity: settings.identity_header.clone(),
+        identity: settings.identity.clone(),
     }))
 }
 
@@ -92,7 +93,9 @@ pub async fn run(
         shutdown.await;
         let _ = began.send(());
     };
-    let server = axum::serve(listener, router).with_graceful_shutdown(signal);
+    // The peer address feeds policies keyed by ip, and the trusted-proxy rules.
+    let service = router.into_make_service_with_connect_info::<SocketAddr>();
+    let server = axum::serve(listener, service).with_graceful_shutdown(signal);
     let deadline = async move {
         match shutdown_began.await {
             Ok(()) => tokio::time::sleep(SHUTDOWN_GRACE).await,

@@ -4,14 +4,15 @@ use axum::http::HeaderName;
 use tower::Layer;
 
 use crate::limiter::Limiter;
+use crate::middleware::extract::Identity;
 use crate::middleware::RateLimit;
 
 /// Wraps services in [`RateLimit`]; cheap to clone, it holds only configuration.
 #[derive(Clone, Debug)]
 pub struct RateLimitLayer {
     limiter: Arc<Limiter>,
-    /// The request header that names the caller, `x-user` unless set.
-    identity: HeaderName,
+    /// How callers are named: `X-User` and no trusted proxies unless set.
+    identity: Identity,
 }
 
 impl RateLimitLayer {
@@ -19,13 +20,19 @@ impl RateLimitLayer {
     pub fn new(limiter: Arc<Limiter>) -> Self {
         RateLimitLayer {
             limiter,
-            identity: HeaderName::from_static("x-user"),
+            identity: Identity::default(),
         }
     }
 
     /// Names callers by `header` instead.
     pub fn identity_header(mut self, header: HeaderName) -> Self {
-        self.identity = header;
+        self.identity.header = header;
+        self
+    }
+
+    /// Names callers as `identity` says: header, trusted proxies, IPv6 grouping.
+    pub fn identity(mut self, identity: Identity) -> Self {
+        self.identity = identity;
         self
     }
 }

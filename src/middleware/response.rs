@@ -29,6 +29,14 @@ pub fn store_unavailable() -> Response {
     response
 }
 
+/// The body of a 401 under `identity.on_missing = "deny"`.
+pub const UNIDENTIFIED_DETAIL: &str = "Missing caller identity: this route is limited per user";
+
+/// 401 with a JSON reason, when a policy keyed by user applies and the request names nobody.
+pub fn unidentified() -> Response {
+    detail(StatusCode::UNAUTHORIZED, UNIDENTIFIED_DETAIL)
+}
+
 fn detail(status: StatusCode, detail: &str) -> Response {
     (status, Json(serde_json::json!({ "detail": detail }))).into_response()
 }

@@ -4,27 +4,27 @@ use std::sync::Arc;
 use std::task::{Context, Poll};
 
 use axum::extract::Request;
-use axum::http::HeaderName;
 use axum::response::Response;
 use tower::Service;
 
 use crate::limiter::{Limiter, OnError, Verdict};
-use crate::middleware::{extract, headers, response};
+use crate::middleware::extract::{Identity, OwnedFacts};
+use crate::middleware::{headers, response};
 
 /// Checks each request against the limiter before it reaches `inner`.
 #[derive(Clone, Debug)]
 pub struct RateLimit<S> {
     inner: S,
     limiter: Arc<Limiter>,
-    identity: HeaderName,
+    identity: Identity,
 }
 
 /// The future of a [`RateLimit`] call: the store's decision, then the inner service if admitted.
 pub type ResponseFuture<E> = Pin<Box<dyn Future<Output = Result<Response, E>> + Send>>;
 
 impl<S> RateLimit<S> {
-    /// Limits `inner` with `limiter`, naming callers by the `identity` header.
-    pub fn new(inner: S, limiter: Arc<Limiter>, identity: HeaderName) -> Self {
+    /// Limits `inner` with `limiter`, naming callers as `identity` says.
+    pub fn new(inner: S, limiter: Arc<Limiter>, identity: Identity) -> Self {
         RateLimit {
             inner,
             limiter,
@@ -66,9 +66,9 @@ where
         let clone = self.inner.clone();
         let mut inner = std::mem::replace(&mut self.inner, clone);
         let limiter = self.limiter.clone();
-        let caller = extract::caller(request.headers(), &self.identity).cloned();
+        let facts = OwnedFacts::of(&request, &self.identity);
         Box::pin(async move {
-            match limiter.check(caller.as_ref().map(|v| v.as_bytes())).await {
+            match limiter.check(&facts.borrow()).await {
                 Verdict::Unlimited | Verdict::Degraded(OnError::Allow) => inner.call(request).await,
                 Verdict::Decided(decision) if decision.allowed => {
                     let mut response = inner.call(request).await?;
@@ -85,6 +85,7 @@ where
                     Ok(response::too_many_requests(&decision))
                 }
                 Verdict::Degraded(OnError::Deny) => Ok(response::store_unavailable()),
+                Verdict::Unidentified => Ok(response::unidentified()),
             }
         })
     }

@@ -1,0 +1,218 @@
+//! What a policy applies to: which routes, and who the caller is (`by`).
+
+use std::fmt;
+
+use axum::http::Method;
+
+/// One part of what names a policy's bucket.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Dimension {
+    /// The identity header (`identity.header`).
+    User,
+    /// The client address, IPv6 grouped by prefix.
+    Ip,
+    /// Everyone: one bucket.
+    Global,
+    /// The matched route, so each route has its own bucket.
+    Route,
+}
+
+impl Dimension {
+    /// Every dimension, in the order the documentation lists them.
+    pub const ALL: [Dimension; 4] = [
+        Dimension::User,
+        Dimension::Ip,
+        Dimension::Global,
+        Dimension::Route,
+    ];
+
+    /// The name used in configuration.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Dimension::User => "user",
+            Dimension::Ip => "ip",
+            Dimension::Global => "global",
+            Dimension::Route => "route",
+        }
+    }
+
+    /// Parses a configuration name.
+    pub fn parse(name: &str) -> Option<Self> {
+        Dimension::ALL.into_iter().find(|d| d.as_str() == name)
+    }
+}
+
+/// Who shares a bucket: `["user"]` (the default), `["ip"]`, `["global"]`, `["user", "route"]`…
+///
+/// The first dimension becomes the key's hash tag, so all of one caller's policies that start
+/// with it share a Redis Cluster slot and are decided in one call.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct By(Vec<Dimension>);
+
+impl By {
+    /// Checks `dimensions`: at least one, none twice.
+    pub fn new(dimensions: Vec<Dimension>) -> Result<Self, String> {
+        if dimensions.is_empty() {
+            return Err("must name at least one of user, ip, global, route".into());
+        }
+        for (i, d) in dimensions.iter().enumerate() {
+            if dimensions[..i].contains(d) {
+                return Err(format!("names {:?} twice", d.as_str()));
+            }
+        }
+        Ok(By(dimensions))
+    }
+
+    /// One bucket per user, the default.
+    pub fn user() -> Self {
+        By(vec![Dimension::User])
+    }
+
+    /// The dimensions, the first being the hash tag.
+    pub fn dimensions(&self) -> &[Dimension] {
+        &self.0
+    }
+
+    /// Whether the caller's identity header is needed.
+    pub fn needs_user(&self) -> bool {
+        self.0.contains(&Dimension::User)
+    }
+}
+
+impl Default for By {
+    fn default() -> Self {
+        By::user()
+    }
+}
+
+/// A method and path pattern: `"GET /user"`, `"/api/*"`, `"POST /api/items/*"`.
+///
+/// Without a method it matches every method. A path ending in `/*` matches every path below
+/// that prefix (not the prefix itself); any other path matches exactly.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RoutePattern {
+    method: Option<Method>,
+    path: String,
+    prefix: bool,
+}
+
+impl RoutePattern {
+    /// Parses a pattern; the error says what is wrong with it.
+    pub fn parse(text: &str) -> Result<Self, String> {
+        let (method, path) = match text.trim().split_once(' ') {
+            Some((method, path)) => (Some(method), path.trim()),
+            None => (None, text.trim()),
+        };
+        let method = match method {
+            Some(m) if !m.is_empty() && m.bytes().all(|b| b.is_ascii_uppercase()) => Some(
+                Method::from_bytes(m.as_bytes()).map_err(|_| format!("{m:?} is not a method"))?,
+            ),
+            Some(m) => return Err(format!("{m:?} is not an upper-case HTTP method")),
+            None => None,
+        };
+        if !path.starts_with('/') {
+            return Err(format!("{text:?}: the path must start with '/'"));
+        }
+        let (path, prefix) = match path.strip_suffix("/*") {
+            Some(stem) => (format!("{stem}/"), true),
+            None => (path.to_owned(), false),
+        };
+        if path.contains('*') {
+            return Err(format!("{text:?}: '*' is allowed only as a final \"/*\""));
+        }
+        if path.contains(char::is_whitespace) {
+            return Err(format!("{text:?}: the path has spaces"));
+        }
+        Ok(RoutePattern {
+            method,
+            path,
+            prefix,
+        })
+    }
+
+    /// Whether a request with `method` and `path` matches.
+    pub fn matches(&self, method: &Method, path: &str) -> bool {
+        self.method.as_ref().is_none_or(|m| m == method)
+            && if self.prefix {
+                path.starts_with(&self.path) && path.len() > self.path.len()
+            } else {
+                path == self.path
+            }
+    }
+}
+
+impl fmt::Display for RoutePattern {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if let Some(method) = &self.method {
+            write!(f, "{method} ")?;
+        }
+        if self.prefix {
+            write!(f, "{}*", self.path)
+        } else {
+            f.write_str(&self.path)
+        }
+    }
+}
+
+/// Which requests a policy applies to and who shares its buckets.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Scope {
+    /// The routes it applies to; empty for every limited route.
+    pub routes: Vec<RoutePattern>,
+    /// Who shares a bucket.
+    pub by: By,
+}
+
+impl Scope {
+    /// Whether the policy applies to a request with `method` and `path`.
+    pub fn applies_to(&self, method: &Method, path: &str) -> bool {
+        self.routes.is_empty() || self.routes.iter().any(|r| r.matches(method, path))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Patterns match by method and exact path, or by prefix with a final "/*".
+    #[test]
+    fn route_patterns_match_method_and_path() {
+        let get_user = RoutePattern::parse("GET /user").unwrap();
+        assert!(get_user.matches(&Method::GET, "/user"));
+        assert!(!get_user.matches(&Method::POST, "/user"));
+        assert!(!get_user.matches(&Method::GET, "/user/1"));
+        let api = RoutePattern::parse("/api/*").unwrap();
+        assert!(api.matches(&Method::POST, "/api/items"));
+        assert!(api.matches(&Method::GET, "/api/items/1"));
+        assert!(!api.matches(&Method::GET, "/api"));
+        assert!(!api.matches(&Method::GET, "/apix"));
+        assert_eq!(api.to_string(), "/api/*");
+    }
+
+    /// Malformed patterns are refused with a reason.
+    #[test]
+    fn malformed_route_patterns_are_refused() {
+        for bad in [
+            "user",
+            "get /user",
+            "GET",
+            "/a*b",
+            "/api/*/x",
+            "GET  /a b",
+            "",
+        ] {
+            assert!(
+                RoutePattern::parse(bad).is_err(),
+                "{bad:?} should be refused"
+            );
+        }
+    }
+
+    /// `by` needs at least one dimension and no repeats.
+    #[test]
+    fn by_is_validated() {
+        assert!(By::new(vec![]).is_err());
+        assert!(By::new(vec![Dimension::User, Dimension::User]).is_err());
+        assert!(By::new(vec![Dimension::User, Dimension::Route]).is_ok());
+    }
+}
