@@ -3,6 +3,7 @@
 //! Everything is validated once, here, into types that cannot hold a bad value. A mistake is a
 //! [`ConfigError`] naming the key and the reason; the binary prints it on one line and exits 2.
 
+use std::collections::BTreeMap;
 use std::fmt;
 use std::net::SocketAddr;
 use std::num::NonZeroU64;
@@ -343,6 +344,8 @@ struct RawLimit {
     routes: Vec<String>,
     #[serde(default = "default_by")]
     by: RawBy,
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    costs: BTreeMap<String, u64>,
 }
 
 /// `by = "user"` or `by = ["user", "route"]`.
@@ -398,6 +401,7 @@ impl Default for RawConfig {
                 burst: None,
                 routes: Vec::new(),
                 by: default_by(),
+                costs: BTreeMap::new(),
             }],
             log: RawLog {
                 format: "text".into(),
@@ -582,9 +586,27 @@ fn validate_limits(limits: &[RawLimit]) -> Result<Vec<Rule>, ConfigError> {
             })
             .collect::<Result<_, _>>()?;
         let by = By::new(dimensions).map_err(|r| ConfigError::new(key("by"), r))?;
+        let costs = raw
+            .costs
+            .iter()
+            .map(|(route, &cost)| {
+                let key = format!("limits[{i}].costs.{route:?}");
+                let pattern = RoutePattern::parse(route).map_err(|r| ConfigError::new(&key, r))?;
+                if cost == 0 || cost > policy.capacity() {
+                    return Err(ConfigError::new(
+                        key,
+                        format!(
+                            "must be from 1 to the policy's capacity, {}",
+                            policy.capacity()
+                        ),
+                    ));
+                }
+                Ok((pattern, cost))
+            })
+            .collect::<Result<_, _>>()?;
         rules.push(Rule {
             policy: Arc::new(policy),
-            scope: Scope { routes, by },
+            scope: Scope { routes, by, costs },
         });
     }
     Ok(rules)

@@ -216,9 +216,13 @@ impl Limiter {
                 return Err(Unidentified);
             }
             if let Some(key) = self.key_of(rule, facts) {
+                let cost = rule
+                    .scope
+                    .cost_of(facts.method, facts.path, rule.policy.cost());
                 checks.push(Check {
                     key,
                     policy: rule.policy.clone(),
+                    cost,
                 });
             }
         }

@@ -154,19 +154,32 @@ impl fmt::Display for RoutePattern {
     }
 }
 
-/// Which requests a policy applies to and who shares its buckets.
+/// Which requests a policy applies to, who shares its buckets, and what routes cost.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Scope {
     /// The routes it applies to; empty for every limited route.
     pub routes: Vec<RoutePattern>,
     /// Who shares a bucket.
     pub by: By,
+    /// Routes that spend more (or less) of the same quota than the policy's own cost.
+    pub costs: Vec<(RoutePattern, u64)>,
 }
 
 impl Scope {
     /// Whether the policy applies to a request with `method` and `path`.
     pub fn applies_to(&self, method: &Method, path: &str) -> bool {
         self.routes.is_empty() || self.routes.iter().any(|r| r.matches(method, path))
+    }
+
+    /// The cost of a request with `method` and `path`: the largest of its matching route costs,
+    /// or `default` when none matches.
+    pub fn cost_of(&self, method: &Method, path: &str, default: u64) -> u64 {
+        self.costs
+            .iter()
+            .filter(|(route, _)| route.matches(method, path))
+            .map(|(_, cost)| *cost)
+            .max()
+            .unwrap_or(default)
     }
 }
 
@@ -206,6 +219,21 @@ mod tests {
                 "{bad:?} should be refused"
             );
         }
+    }
+
+    /// A route's cost overrides the policy's; overlapping routes take the largest.
+    #[test]
+    fn route_costs_take_the_largest_match() {
+        let scope = Scope {
+            costs: vec![
+                (RoutePattern::parse("/api/*").unwrap(), 2),
+                (RoutePattern::parse("POST /api/export").unwrap(), 10),
+            ],
+            ..Scope::default()
+        };
+        assert_eq!(scope.cost_of(&Method::GET, "/user", 1), 1);
+        assert_eq!(scope.cost_of(&Method::GET, "/api/export", 1), 2);
+        assert_eq!(scope.cost_of(&Method::POST, "/api/export", 1), 10);
     }
 
     /// `by` needs at least one dimension and no repeats.

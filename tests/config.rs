@@ -612,6 +612,74 @@ fn other_bad_values_are_rejected() {
     Dir::new().assert_rejected(&[], &[("TOLLGATE_LISTEN", "localhost:8000")], "listen");
 }
 
+/// Policies that could never admit, or that name unknown callers, routes or networks, are
+/// rejected at startup with the key named.
+#[test]
+fn bad_policy_scopes_are_rejected() {
+    let limit =
+        |extra: &str| format!("[[limits]]\nname = \"p\"\nlimit = 3\nwindow = \"1m\"\n{extra}");
+    for (toml, key) in [
+        (limit("cost = 4\n"), "limits[0].cost"),
+        (limit("by = \"planet\"\n"), "limits[0].by"),
+        (limit("by = [\"user\", \"user\"]\n"), "limits[0].by"),
+        (limit("by = []\n"), "limits[0].by"),
+        (limit("routes = [\"user\"]\n"), "limits[0].routes[0]"),
+        (
+            limit("routes = [\"GET /a\", \"/a*b\"]\n"),
+            "limits[0].routes[1]",
+        ),
+        (limit("burst = 5\n"), "limits[0].burst"),
+        (
+            limit("algorithm = \"token_bucket\"\nburst = 2\ncost = 3\n"),
+            "limits[0].cost",
+        ),
+        (
+            "[identity]\ntrusted_proxies = [\"10.0.0.0/33\"]\n".to_owned(),
+            "identity.trusted_proxies[0]",
+        ),
+        (
+            "[identity]\ntrusted_proxies = [\"10.0.0.1\", \"proxy.local\"]\n".to_owned(),
+            "identity.trusted_proxies[1]",
+        ),
+        (
+            "[identity]\non_missing = \"maybe\"\n".to_owned(),
+            "identity.on_missing",
+        ),
+        (
+            "[identity]\nipv6_prefix = 0\n".to_owned(),
+            "identity.ipv6_prefix",
+        ),
+        (
+            "[identity]\nhash_key = \"\"\n".to_owned(),
+            "identity.hash_key",
+        ),
+        (
+            limit("[limits.costs]\n\"POST /export\" = 4\n"),
+            "limits[0].costs.\"POST /export\"",
+        ),
+        (
+            limit("[limits.costs]\n\"export\" = 2\n"),
+            "limits[0].costs.\"export\"",
+        ),
+    ] {
+        Dir::new()
+            .file("tollgate.toml", &toml)
+            .assert_rejected(&[], &[], key);
+    }
+}
+
+/// A hash key is a secret: check-config shows it as `***`.
+#[test]
+fn a_hash_key_never_appears() {
+    let output = Dir::new()
+        .file("tollgate.toml", "[identity]\nhash_key = \"pepper-0451\"\n")
+        .run(&["check-config"], &[]);
+    assert!(output.status.success(), "{}", text(&output.stderr));
+    let stdout = text(&output.stdout);
+    assert!(!stdout.contains("pepper-0451"), "{stdout}");
+    assert!(stdout.contains("hash_key = \"***\""), "{stdout}");
+}
+
 /// A `--config` or `TOLLGATE_CONFIG` file that does not exist is rejected, naming where it came
 /// from.
 #[test]

@@ -118,10 +118,7 @@ fn lua_matches_rust(algorithms: [Algorithm; 3], regressions: &'static str) {
                     .map(|i| {
                         let name = format!("p{i}");
                         let policy = policy(&name, algorithms[i], &shapes[i], step.cost);
-                        Check {
-                            key: keys.key(&tag, policy.name()),
-                            policy,
-                        }
+                        Check::new(keys.key(&tag, policy.name()), policy)
                     })
                     .collect();
                 let from_lua = redis.decide(&checks, Clock::At(now)).await.unwrap();

@@ -28,10 +28,7 @@ fn policy(algorithm: Algorithm, limit: u64, window_ms: u64, burst: Option<u64>) 
 /// times in Unix milliseconds.
 fn admitted(policy: &Arc<Policy>, gaps_ms: &[u64]) -> Vec<u64> {
     let store = MemoryStore::new();
-    let check = [Check {
-        key: "k".into(),
-        policy: policy.clone(),
-    }];
+    let check = [Check::new("k".into(), policy.clone())];
     let mut now = T0_MS;
     let mut admitted = Vec::new();
     for gap in gaps_ms {

@@ -38,10 +38,7 @@ fn checks(caller: &str, policies: &[Arc<Policy>]) -> Vec<Check> {
     let tag = CallerTag::of(caller.as_bytes());
     policies
         .iter()
-        .map(|p| Check {
-            key: keys.key(&tag, p.name()),
-            policy: p.clone(),
-        })
+        .map(|p| Check::new(keys.key(&tag, p.name()), p.clone()))
         .collect()
 }
 
@@ -278,14 +275,8 @@ async fn a_denial_across_hash_tags_refunds_the_earlier_call() {
         let per_user = of(algorithm, &format!("{name}-user"), 5, 60_000, 1);
         let global = of(algorithm, &format!("{name}-all"), 2, 60_000, 1);
         let both = [
-            Check {
-                key: format!("tollgate:{{joe}}:{name}-user"),
-                policy: per_user,
-            },
-            Check {
-                key: format!("tollgate:{{global}}:{name}-all"),
-                policy: global,
-            },
+            Check::new(format!("tollgate:{{joe}}:{name}-user"), per_user),
+            Check::new(format!("tollgate:{{global}}:{name}-all"), global),
         ];
         for _ in 0..2 {
             assert!(

@@ -8,8 +8,8 @@ use crate::algorithm::{Evaluation, Outcome, State};
 use crate::quota::Policy;
 
 /// Evaluates one request of `policy` at `now_us` against what was `stored`.
-pub fn evaluate(policy: &Policy, stored: Option<&State>, now_us: u64) -> Evaluation {
-    let (limit, cost, window) = (policy.limit(), policy.cost(), policy.window().as_millis());
+pub fn evaluate(policy: &Policy, cost: u64, stored: Option<&State>, now_us: u64) -> Evaluation {
+    let (limit, window) = (policy.limit(), policy.window().as_millis());
     let now = now_us / 1000;
     let window_start = now - now % window;
     let reset_after_ms = window_start + window - now;
@@ -51,10 +51,10 @@ mod tests {
             count: 3,
             window_start: 120_000,
         };
-        let late = evaluate(&policy, Some(&full), 179_999_000);
+        let late = evaluate(&policy, 1, Some(&full), 179_999_000);
         assert!(!late.fits);
         assert_eq!(late.denied.retry_after_ms, 1);
-        let next = evaluate(&policy, Some(&full), 180_000_000);
+        let next = evaluate(&policy, 1, Some(&full), 180_000_000);
         assert!(next.fits);
         assert_eq!(next.admitted.remaining, 2);
         assert_eq!(next.admitted.reset_after_ms, 60_000);

@@ -61,11 +61,12 @@ pub struct Evaluation {
     pub denied: Outcome,
 }
 
-/// Evaluates one request of `policy` at `now_us` (Unix microseconds) against what was stored.
-pub fn evaluate(policy: &Policy, stored: Option<&State>, now_us: u64) -> Evaluation {
+/// Evaluates one request of `policy` costing `cost` at `now_us` (Unix microseconds) against
+/// what was stored.
+pub fn evaluate(policy: &Policy, cost: u64, stored: Option<&State>, now_us: u64) -> Evaluation {
     match policy.algorithm() {
-        Algorithm::FixedWindow => fixed_window::evaluate(policy, stored, now_us),
-        Algorithm::SlidingWindow => sliding_window::evaluate(policy, stored, now_us),
-        Algorithm::TokenBucket => token_bucket::evaluate(policy, stored, now_us),
+        Algorithm::FixedWindow => fixed_window::evaluate(policy, cost, stored, now_us),
+        Algorithm::SlidingWindow => sliding_window::evaluate(policy, cost, stored, now_us),
+        Algorithm::TokenBucket => token_bucket::evaluate(policy, cost, stored, now_us),
     }
 }

@@ -13,8 +13,8 @@ use crate::algorithm::{Evaluation, Outcome, State};
 use crate::quota::Policy;
 
 /// Evaluates one request of `policy` at `now_us` against what was `stored`.
-pub fn evaluate(policy: &Policy, stored: Option<&State>, now_us: u64) -> Evaluation {
-    let (limit, cost, w) = (policy.limit(), policy.cost(), policy.window().as_millis());
+pub fn evaluate(policy: &Policy, cost: u64, stored: Option<&State>, now_us: u64) -> Evaluation {
+    let (limit, w) = (policy.limit(), policy.window().as_millis());
     let now = now_us / 1000;
     let window_start = now - now % w;
     let elapsed = now - window_start;

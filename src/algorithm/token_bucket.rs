@@ -10,13 +10,13 @@ use crate::algorithm::{Evaluation, Outcome, State};
 use crate::quota::Policy;
 
 /// Evaluates one request of `policy` at `now_us` against what was `stored`.
-pub fn evaluate(policy: &Policy, stored: Option<&State>, now_us: u64) -> Evaluation {
+pub fn evaluate(policy: &Policy, cost: u64, stored: Option<&State>, now_us: u64) -> Evaluation {
     let (emission, capacity) = (policy.emission_us(), policy.capacity_us());
     let tat = match stored {
         Some(&State::TokenBucket { tat_us }) => tat_us.max(now_us),
         _ => now_us,
     };
-    let new_tat = tat + policy.cost() * emission;
+    let new_tat = tat + cost * emission;
     let fits = new_tat - now_us <= capacity;
     let retry_after_ms = if fits {
         0

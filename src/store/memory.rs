@@ -65,7 +65,7 @@ impl MemoryStore {
                     .get(&check.key)
                     .filter(|entry| entry.expires_at_us > now_us)
                     .map(|entry| &entry.state);
-                algorithm::evaluate(&check.policy, stored, now_us)
+                algorithm::evaluate(&check.policy, check.cost, stored, now_us)
             })
             .collect();
         let allowed = evaluations.iter().all(|e| e.fits);
@@ -129,10 +129,7 @@ mod tests {
 
     fn check(key: &str) -> Check {
         let policy: Policy = "p: 1 per 1s".parse().unwrap();
-        Check {
-            key: key.into(),
-            policy: Arc::new(policy),
-        }
+        Check::new(key.into(), Arc::new(policy))
     }
 
     /// Expired entries are evicted, so memory is bounded by the callers active in one window.

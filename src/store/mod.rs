@@ -22,13 +22,27 @@ pub use redis::RedisStore;
 /// A boxed future, so that stores can be chosen at run time behind `dyn Store`.
 pub type StoreFuture<'a, T> = Pin<Box<dyn Future<Output = Result<T, StoreError>> + Send + 'a>>;
 
-/// One policy to check for one caller: the policy and the key that holds its count.
+/// One policy to check for one caller: the policy, the key that holds its count, and what
+/// this request costs.
 #[derive(Clone, Debug)]
 pub struct Check {
     /// The caller's key for this policy, from [`crate::key::KeyBuilder`].
     pub key: String,
     /// The policy to apply.
     pub policy: Arc<Policy>,
+    /// The quota this request spends: the policy's cost, or its route's (at most its capacity).
+    pub cost: u64,
+}
+
+impl Check {
+    /// A check at the policy's own cost.
+    pub fn new(key: String, policy: Arc<Policy>) -> Self {
+        Check {
+            cost: policy.cost(),
+            key,
+            policy,
+        }
+    }
 }
 
 /// Whose clock decides which window a request falls in.

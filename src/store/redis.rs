@@ -157,7 +157,7 @@ impl RedisStore {
             args.push(Value::from(policy.algorithm().as_str()));
             args.push(Value::from(policy.limit() as i64));
             args.push(Value::from(policy.window().as_millis() as i64));
-            args.push(Value::from(policy.cost() as i64));
+            args.push(Value::from(checks[i].cost as i64));
             args.push(Value::from(if bucket {
                 policy.emission_us() as i64
             } else {
