@@ -195,6 +195,15 @@ impl Policy {
         (self.window.as_millis() * 1000).div_ceil(self.limit.get())
     }
 
+    /// The `w` of `RateLimit-Policy`, in whole seconds (rounded up) over which `capacity()` is
+    /// the quota: the window, or for a token bucket the time to refill it from empty.
+    pub fn quota_window_secs(&self) -> u64 {
+        match self.algorithm {
+            Algorithm::TokenBucket => self.capacity_us().div_ceil(1_000_000),
+            _ => self.window.as_secs_ceil(),
+        }
+    }
+
     /// A token bucket's size in microseconds of refill: `capacity × emission_us`.
     pub fn capacity_us(&self) -> u64 {
         self.capacity() * self.emission_us()

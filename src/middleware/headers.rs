@@ -62,7 +62,7 @@ fn secs_ceil(duration: Duration) -> u64 {
 /// `"per_minute";q=3;w=60, "per_day";q=1000;w=86400`
 fn policy_list(decision: &Decision) -> HeaderValue {
     sf_list(decision, |p| {
-        format!(";q={};w={}", p.limit, p.policy.window().as_secs_ceil())
+        format!(";q={};w={}", p.limit, p.policy.quota_window_secs())
     })
 }
 
