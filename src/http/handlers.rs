@@ -1,16 +1,19 @@
-use axum::extract::State;
-use axum::http::{HeaderMap, StatusCode};
+use axum::extract::{Request, State};
+use axum::http::StatusCode;
 use axum::Json;
 use serde_json::{json, Value};
 
 use crate::http::AppState;
-use crate::middleware::extract;
+use crate::middleware::extract::OwnedFacts;
 
 /// The original example's endpoint: the caller's name as a JSON string, or `null` when the
 /// request names nobody (the same rule the limiter applies).
-pub async fn user(State(state): State<AppState>, headers: HeaderMap) -> Json<Option<String>> {
-    let caller = extract::caller(&headers, &state.identity.header)
-        .map(|value| String::from_utf8_lossy(value.as_bytes()).into_owned());
+pub async fn user(State(state): State<AppState>, request: Request) -> Json<Option<String>> {
+    let facts = OwnedFacts::of(&request, &state.identity);
+    let caller = facts
+        .borrow()
+        .user
+        .map(|name| String::from_utf8_lossy(name).into_owned());
     Json(caller)
 }
 

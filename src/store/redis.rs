@@ -3,6 +3,8 @@
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use tokio::time::Instant;
+
 use fred::prelude::*;
 use fred::types::scripts::Script;
 use fred::types::Value;
@@ -27,9 +29,7 @@ const RECONNECT_DELAY_MS: u32 = 100;
 
 /// Counts in Redis, so every instance that shares the Redis shares the limits.
 pub struct RedisStore {
-    client: Client,
-    /// `DECIDE_LUA`, by its SHA-1.
-    script: Script,
+    conn: Conn,
     /// The longest a decision may wait on Redis; past it the failure mode decides.
     timeout: Duration,
     /// The last connection error (refused, wrong password, ...) since the last good connection,
@@ -73,8 +73,10 @@ impl RedisStore {
         let connection_error = watch_connection(&client);
         client.connect();
         let store = RedisStore {
-            client,
-            script: Script::from_lua(DECIDE_LUA),
+            conn: Conn {
+                client,
+                script: Script::from_lua(DECIDE_LUA),
+            },
             timeout,
             connection_error,
         };
@@ -94,44 +96,88 @@ impl RedisStore {
 
     /// Loads every script with SCRIPT LOAD, on every primary.
     pub async fn load_scripts(&self) -> Result<(), StoreError> {
-        self.client.wait_for_connect().await.map_err(redis_error)?;
-        self.script.load(&self.client).await.map_err(redis_error)
+        let Conn { client, script } = &self.conn;
+        client.wait_for_connect().await.map_err(redis_error)?;
+        script.load(client).await.map_err(redis_error)
     }
 
     /// The underlying client, for tests and tools that inspect Redis through tollgate's pool.
     pub fn client(&self) -> &Client {
-        &self.client
+        &self.conn.client
     }
 
     /// Decides `checks` all-or-nothing: one EVALSHA when they share a hash tag (always, for
     /// policies keyed by the same caller), else one per tag, in order, giving back what earlier
-    /// calls consumed when a later one denies.
+    /// calls consumed when a later one denies. Every decide call keeps one deadline.
     async fn run(&self, checks: &[Check], clock: Clock) -> Result<Decision, StoreError> {
+        let deadline = Instant::now() + self.timeout;
         let groups = hash_tag_groups(checks);
-        let mut outcomes = vec![Outcome::default(); checks.len()];
-        let mut consumed: Vec<(&[usize], Vec<u64>)> = Vec::new();
+        let mut outcomes = vec![None; checks.len()];
+        let mut consumed: Vec<(Vec<usize>, Vec<u64>)> = Vec::new();
         for (g, group) in groups.iter().enumerate() {
-            let reply = self.call(checks, group, Mode::Decide, None, clock).await?;
+            let decide = self.conn.call(checks, group, Mode::Decide, None, clock);
+            let reply = tokio::time::timeout_at(deadline, decide)
+                .await
+                .map_err(|_| StoreError::Timeout(self.timeout))??;
             reply.record(group, &mut outcomes);
             if reply.allowed {
-                consumed.push((group, reply.receipts()));
+                consumed.push((group.clone(), reply.receipts()));
                 continue;
             }
-            // Denied: give back what the earlier groups consumed, and see where the later ones
-            // stand without consuming, so the headers still describe every policy.
-            for (earlier, receipts) in &consumed {
-                let refunded = self
-                    .call(checks, earlier, Mode::Refund, Some(receipts), clock)
-                    .await?;
-                refunded.record(earlier, &mut outcomes);
-            }
-            for later in &groups[g + 1..] {
-                let peeked = self.call(checks, later, Mode::Peek, None, clock).await?;
-                peeked.record(later, &mut outcomes);
+            // Denied, whatever happens next. The refunds must run even if this request's future
+            // is dropped, so they go to a task; its report only refines the headers.
+            let follow_up = tokio::spawn(self.conn.clone().follow_up(
+                checks.to_vec(),
+                consumed,
+                groups[g + 1..].to_vec(),
+                clock,
+                self.timeout,
+            ));
+            if let Ok(Ok(replies)) = tokio::time::timeout_at(deadline, follow_up).await {
+                for (members, reply) in replies {
+                    reply.record(&members, &mut outcomes);
+                }
             }
             return Ok(decision(checks, false, outcomes));
         }
         Ok(decision(checks, true, outcomes))
+    }
+}
+
+/// The client and the script: all a script call needs, cheap to clone into a task.
+#[derive(Clone)]
+struct Conn {
+    client: Client,
+    /// `DECIDE_LUA`, by its SHA-1.
+    script: Script,
+}
+
+impl Conn {
+    /// After a denial: refunds what the earlier groups consumed, then reads the later groups
+    /// without consuming, each call within `timeout`. Returns what each call reported; a call
+    /// that failed reports nothing (its refund may not have happened: errors count more).
+    async fn follow_up(
+        self,
+        checks: Vec<Check>,
+        consumed: Vec<(Vec<usize>, Vec<u64>)>,
+        later: Vec<Vec<usize>>,
+        clock: Clock,
+        timeout: Duration,
+    ) -> Vec<(Vec<usize>, Reply)> {
+        let refunds = consumed
+            .into_iter()
+            .map(|(members, receipts)| (members, Mode::Refund, Some(receipts)));
+        let peeks = later.into_iter().map(|members| (members, Mode::Peek, None));
+        let mut replies = Vec::new();
+        for (members, mode, receipts) in refunds.chain(peeks) {
+            let call = self.call(&checks, &members, mode, receipts.as_deref(), clock);
+            match tokio::time::timeout(timeout, call).await {
+                Ok(Ok(reply)) => replies.push((members, reply)),
+                Ok(Err(error)) => tracing::warn!(%error, mode = mode.as_str(), "follow-up failed"),
+                Err(_) => tracing::warn!(mode = mode.as_str(), "follow-up timed out"),
+            }
+        }
+        replies
     }
 
     /// One EVALSHA of the decide script over the checks at `members`.
@@ -180,7 +226,7 @@ impl RedisStore {
 }
 
 /// What the script is asked to do.
-#[derive(Clone, Copy, Debug)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Mode {
     /// Consume every policy's cost if all admit.
     Decide,
@@ -230,9 +276,9 @@ impl Reply {
         })
     }
 
-    fn record(&self, members: &[usize], outcomes: &mut [Outcome]) {
+    fn record(&self, members: &[usize], outcomes: &mut [Option<Outcome>]) {
         for (&i, (outcome, _)) in members.iter().zip(&self.per_policy) {
-            outcomes[i] = *outcome;
+            outcomes[i] = Some(*outcome);
         }
     }
 
@@ -244,11 +290,12 @@ impl Reply {
     }
 }
 
-fn decision(checks: &[Check], allowed: bool, outcomes: Vec<Outcome>) -> Decision {
+/// The decision over the policies whose outcome is known (a failed peek leaves one out).
+fn decision(checks: &[Check], allowed: bool, outcomes: Vec<Option<Outcome>>) -> Decision {
     let policies = checks
         .iter()
         .zip(outcomes)
-        .map(|(check, outcome)| PolicyDecision::new(check.policy.clone(), outcome))
+        .filter_map(|(check, outcome)| Some(PolicyDecision::new(check.policy.clone(), outcome?)))
         .collect();
     Decision { allowed, policies }
 }
@@ -278,18 +325,14 @@ fn hash_tag(key: &str) -> &str {
 
 impl Store for RedisStore {
     fn decide<'a>(&'a self, checks: &'a [Check], clock: Clock) -> StoreFuture<'a, Decision> {
-        Box::pin(async move {
-            tokio::time::timeout(self.timeout, self.run(checks, clock))
-                .await
-                .map_err(|_| StoreError::Timeout(self.timeout))?
-        })
+        Box::pin(self.run(checks, clock))
     }
 
     /// Runs the decide script with no keys: ready means the script, the connection and the
     /// user's permissions all work, not merely that PING answers.
     fn ready(&self) -> StoreFuture<'_, ()> {
         Box::pin(async move {
-            let probe = self.call(&[], &[], Mode::Peek, None, Clock::Store);
+            let probe = self.conn.call(&[], &[], Mode::Peek, None, Clock::Store);
             let probed = tokio::time::timeout(self.timeout, probe)
                 .await
                 .unwrap_or(Err(StoreError::Timeout(self.timeout)));
