@@ -37,6 +37,19 @@ impl Cidr {
                 .ok_or_else(|| format!("{text:?} has a prefix length outside 0..={max}"))?,
             None => max,
         };
+        // Addresses are compared in canonical form, so an IPv4-mapped network becomes IPv4.
+        let (addr, prefix) = match addr {
+            IpAddr::V6(v6) if v6.to_ipv4_mapped().is_some() => {
+                if prefix < 96 {
+                    return Err(format!(
+                        "{text:?} mixes IPv4-mapped and other IPv6 addresses; write the IPv4 \
+                         network instead"
+                    ));
+                }
+                (addr.to_canonical(), prefix - 96)
+            }
+            _ => (addr, prefix),
+        };
         Ok(Cidr {
             network: mask(addr, prefix),
             prefix,
@@ -80,11 +93,34 @@ fn mask(addr: IpAddr, prefix: u8) -> IpAddr {
     }
 }
 
-/// Who is trusted to report the client address, and how IPv6 clients are grouped.
+/// The header your proxies append the client address to.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum ForwardedHeader {
+    /// `X-Forwarded-For: client, proxy1`: what nginx, HAProxy and cloud load balancers append.
+    #[default]
+    XForwardedFor,
+    /// RFC 7239 `Forwarded: for=client, for=proxy1`.
+    Forwarded,
+}
+
+impl ForwardedHeader {
+    /// The name used in configuration, which is the header's name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ForwardedHeader::XForwardedFor => "x-forwarded-for",
+            ForwardedHeader::Forwarded => "forwarded",
+        }
+    }
+}
+
+/// Who is trusted to report the client address, and in which header.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Proxies {
-    /// The networks of reverse proxies whose forwarding headers are believed.
+    /// The networks of reverse proxies whose forwarding header is believed.
     pub trusted: Vec<Cidr>,
+    /// The one header they append to. The other is ignored: a client could write it, and a
+    /// proxy that does not append to it would pass it on untouched.
+    pub header: ForwardedHeader,
 }
 
 impl Proxies {
@@ -95,16 +131,16 @@ impl Proxies {
 
     /// The client address of a request from `peer` with `headers`.
     ///
-    /// From an untrusted peer, the peer itself. From a trusted one, the hops of `Forwarded` (or,
-    /// when it is absent, `X-Forwarded-For`) are read from the right, skipping trusted ones; the
-    /// first untrusted hop is the client. An entry that cannot be parsed ends the walk at the
+    /// From an untrusted peer, the peer itself. From a trusted one, the hops of the forwarding
+    /// header are read from the right, skipping trusted ones; the first untrusted hop is the
+    /// client. An entry that cannot be parsed ends the walk at the
     /// last trusted hop, since nothing left of it can be believed.
     pub fn client(&self, peer: IpAddr, headers: &HeaderMap) -> IpAddr {
         let peer = peer.to_canonical();
         if !self.trusts(peer) {
             return peer;
         }
-        let hops = forwarded_hops(headers);
+        let hops = forwarded_hops(headers, self.header);
         let mut client = peer;
         for hop in hops.iter().rev() {
             match hop {
@@ -117,14 +153,16 @@ impl Proxies {
     }
 }
 
-/// The hops of `Forwarded` (its `for=` parameters) or else `X-Forwarded-For`, left to right;
-/// `None` for an entry that is not an address.
-fn forwarded_hops(headers: &HeaderMap) -> Vec<Option<IpAddr>> {
-    let forwarded: Vec<_> = headers.get_all("forwarded").iter().collect();
-    if !forwarded.is_empty() {
-        return forwarded
-            .iter()
-            .flat_map(|value| value.to_str().unwrap_or("\u{0}").split(','))
+/// The hops of `header` (for `Forwarded`, its `for=` parameters), left to right, across all of
+/// its lines; `None` for an entry that is not an address.
+fn forwarded_hops(headers: &HeaderMap, header: ForwardedHeader) -> Vec<Option<IpAddr>> {
+    let elements = headers
+        .get_all(header.as_str())
+        .iter()
+        .flat_map(|value| value.to_str().unwrap_or("\u{0}").split(','));
+    match header {
+        ForwardedHeader::XForwardedFor => elements.map(|hop| parse_node(hop.trim())).collect(),
+        ForwardedHeader::Forwarded => elements
             .map(|element| {
                 element
                     .split(';')
@@ -132,14 +170,8 @@ fn forwarded_hops(headers: &HeaderMap) -> Vec<Option<IpAddr>> {
                     .find(|(name, _)| name.trim().eq_ignore_ascii_case("for"))
                     .and_then(|(_, value)| parse_node(value.trim().trim_matches('"')))
             })
-            .collect();
+            .collect(),
     }
-    headers
-        .get_all("x-forwarded-for")
-        .iter()
-        .flat_map(|value| value.to_str().unwrap_or("\u{0}").split(','))
-        .map(|hop| parse_node(hop.trim()))
-        .collect()
 }
 
 /// `1.2.3.4`, `1.2.3.4:80`, `2001:db8::1`, `[2001:db8::1]` or `[2001:db8::1]:443`.
@@ -173,6 +205,7 @@ mod tests {
     fn proxies(cidrs: &[&str]) -> Proxies {
         Proxies {
             trusted: cidrs.iter().map(|c| Cidr::parse(c).unwrap()).collect(),
+            header: ForwardedHeader::XForwardedFor,
         }
     }
 
@@ -214,10 +247,23 @@ mod tests {
         assert_eq!(p.client(ip("10.0.0.2"), &garbage), ip("10.1.1.1"));
     }
 
-    /// `Forwarded` wins over X-Forwarded-For, with quoted, bracketed IPv6 and ports.
+    /// Only the configured header is read: a client-written `Forwarded` cannot override the
+    /// X-Forwarded-For a proxy appended to.
+    #[test]
+    fn only_the_configured_header_is_read() {
+        let p = proxies(&["10.0.0.0/8"]);
+        let h = headers(&[
+            ("forwarded", "for=6.6.6.6"),
+            ("x-forwarded-for", "198.51.100.7"),
+        ]);
+        assert_eq!(p.client(ip("10.0.0.2"), &h), ip("198.51.100.7"));
+    }
+
+    /// `Forwarded`, when configured, is parsed with quoted, bracketed IPv6 and ports.
     #[test]
     fn forwarded_header_is_parsed() {
-        let p = proxies(&["10.0.0.0/8", "2001:db8:ffff::/48"]);
+        let mut p = proxies(&["10.0.0.0/8", "2001:db8:ffff::/48"]);
+        p.header = ForwardedHeader::Forwarded;
         let h = headers(&[
             ("x-forwarded-for", "7.7.7.7"),
             (
@@ -254,7 +300,18 @@ mod tests {
         assert!(!net.contains(ip("11.0.0.1")));
         assert!(net.contains(ip("::ffff:10.0.0.1")));
         assert!(Cidr::parse("127.0.0.1").unwrap().contains(ip("127.0.0.1")));
-        for bad in ["10.0.0.0/33", "nope", "10.0.0.0/x", "::/129"] {
+        let mapped = Cidr::parse("::ffff:10.0.0.0/104").unwrap();
+        assert!(
+            mapped.contains(ip("10.1.2.3")),
+            "IPv4-mapped networks match IPv4"
+        );
+        for bad in [
+            "10.0.0.0/33",
+            "nope",
+            "10.0.0.0/x",
+            "::/129",
+            "::ffff:10.0.0.0/64",
+        ] {
             assert!(Cidr::parse(bad).is_err(), "{bad}");
         }
     }

@@ -16,7 +16,7 @@ use figment::providers::{Env, Format, Serialized, Toml};
 use figment::Figment;
 use serde::{Deserialize, Serialize};
 
-use crate::client_ip::{Cidr, Proxies};
+use crate::client_ip::{Cidr, ForwardedHeader, Proxies};
 use crate::key::KeyBuilder;
 use crate::limiter::{OnError, OnMissing, Rule};
 use crate::middleware::extract::Identity;
@@ -211,6 +211,12 @@ impl Settings {
 /// The variable that holds the Redis password, read as it is written.
 const PASSWORD_VAR: &str = "TOLLGATE_REDIS__PASSWORD";
 
+/// The secrets that variables may carry, read verbatim: (variable, configuration key).
+const SECRET_VARS: [(&str, &str); 2] = [
+    (PASSWORD_VAR, "redis.password"),
+    ("TOLLGATE_IDENTITY__HASH_KEY", "identity.hash_key"),
+];
+
 /// Defaults, then the TOML file at `path` (if it exists), then `TOLLGATE_*` variables.
 pub fn layered(path: &Path) -> Figment {
     let mut figment = Figment::from(Serialized::defaults(RawConfig::default()));
@@ -218,23 +224,25 @@ pub fn layered(path: &Path) -> Figment {
         figment = figment.merge(Toml::file_exact(path));
     }
     // figment reads variables as TOML values, so `007` would become the number 7, and a type
-    // error would echo it: the password is taken verbatim, as a string, instead.
-    figment = figment.merge(
-        Env::prefixed("TOLLGATE_")
-            .split("__")
-            .ignore(&["config", "redis.password"]),
-    );
-    match password_from_env() {
-        Some(password) => figment.merge(Serialized::default("redis.password", password)),
-        None => figment,
+    // error would echo it: secrets are taken verbatim, as strings, instead.
+    figment = figment.merge(Env::prefixed("TOLLGATE_").split("__").ignore(&[
+        "config",
+        "redis.password",
+        "identity.hash_key",
+    ]));
+    for (var, key) in SECRET_VARS {
+        if let Some(secret) = var_verbatim(var) {
+            figment = figment.merge(Serialized::default(key, secret));
+        }
     }
+    figment
 }
 
-/// `TOLLGATE_REDIS__PASSWORD`, matched without regard to case, as figment matches the others.
-fn password_from_env() -> Option<String> {
+/// The variable `var`, matched without regard to case, as figment matches the others.
+fn var_verbatim(var: &str) -> Option<String> {
     std::env::vars_os().find_map(|(name, value)| {
         name.to_str()
-            .filter(|name| name.eq_ignore_ascii_case(PASSWORD_VAR))
+            .filter(|name| name.eq_ignore_ascii_case(var))
             .map(|_| value.to_string_lossy().into_owned())
     })
 }
@@ -291,6 +299,7 @@ struct RawRedis {
 struct RawIdentity {
     header: String,
     trusted_proxies: Vec<String>,
+    forwarded_header: String,
     on_missing: String,
     ipv6_prefix: u8,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -314,6 +323,16 @@ impl RawIdentity {
                     .map_err(|r| ConfigError::new(format!("identity.trusted_proxies[{i}]"), r))
             })
             .collect::<Result<_, _>>()?;
+        let forwarded = match self.forwarded_header.as_str() {
+            "x-forwarded-for" => ForwardedHeader::XForwardedFor,
+            "forwarded" => ForwardedHeader::Forwarded,
+            other => {
+                return Err(ConfigError::new(
+                    "identity.forwarded_header",
+                    format!("{other:?} is not one of \"x-forwarded-for\", \"forwarded\""),
+                ))
+            }
+        };
         if !(1..=128).contains(&self.ipv6_prefix) {
             return Err(ConfigError::new(
                 "identity.ipv6_prefix",
@@ -322,7 +341,10 @@ impl RawIdentity {
         }
         Ok(Identity {
             header,
-            proxies: Proxies { trusted },
+            proxies: Proxies {
+                trusted,
+                header: forwarded,
+            },
             ipv6_prefix: self.ipv6_prefix,
         })
     }
@@ -388,6 +410,7 @@ impl Default for RawConfig {
             identity: RawIdentity {
                 header: "x-user".into(),
                 trusted_proxies: Vec::new(),
+                forwarded_header: ForwardedHeader::default().as_str().into(),
                 on_missing: OnMissing::Allow.as_str().into(),
                 ipv6_prefix: 64,
                 hash_key: None,
@@ -690,7 +713,10 @@ fn expected_kind(expected: &str) -> &str {
 
 /// Whether a value at `path` may hold the password: the URL, the password, or what holds them.
 fn may_hold_secret(path: &str) -> bool {
-    matches!(path, "" | "redis" | "redis.url" | "redis.password")
+    matches!(
+        path,
+        "" | "redis" | "redis.url" | "redis.password" | "identity" | "identity.hash_key"
+    )
 }
 
 /// Whether `line` is part of the source excerpt a TOML error draws (`2 | text`, `  |   ^`).

@@ -174,13 +174,17 @@ impl Limiter {
     /// The key `rule` counts this request under, or `None` when the rule does not apply to it
     /// (its routes do not match, or a name it is keyed by is unknown).
     pub fn key_of(&self, rule: &Rule, facts: &RequestFacts<'_>) -> Option<String> {
+        // Addresses are named "\0ip:<addr>": no header value can hold a NUL byte, so no user
+        // can pick a name that lands in an address's bucket.
+        let address = facts.ip.map(|ip| [&b"\0"[..], ip.as_bytes()].concat());
+        let address = address.as_deref();
         let mut names = rule.scope.by.dimensions().iter().map(|d| match d {
             Dimension::User => match (facts.user, self.on_missing) {
                 (Some(user), _) => Some(user),
-                (None, OnMissing::Ip) => facts.ip.map(str::as_bytes),
+                (None, OnMissing::Ip) => address,
                 (None, _) => None,
             },
-            Dimension::Ip => facts.ip.map(str::as_bytes),
+            Dimension::Ip => address,
             Dimension::Global => Some(&b"global"[..]),
             Dimension::Route => Some(facts.route.as_bytes()),
         });

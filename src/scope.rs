@@ -132,7 +132,9 @@ impl RoutePattern {
 
     /// Whether a request with `method` and `path` matches.
     pub fn matches(&self, method: &Method, path: &str) -> bool {
-        self.method.as_ref().is_none_or(|m| m == method)
+        // HEAD runs the GET handler, so a GET pattern limits it too.
+        let same_method = |m: &Method| m == method || (m == Method::GET && method == Method::HEAD);
+        self.method.as_ref().is_none_or(same_method)
             && if self.prefix {
                 path.starts_with(&self.path) && path.len() > self.path.len()
             } else {
@@ -193,6 +195,10 @@ mod tests {
         let get_user = RoutePattern::parse("GET /user").unwrap();
         assert!(get_user.matches(&Method::GET, "/user"));
         assert!(!get_user.matches(&Method::POST, "/user"));
+        assert!(
+            get_user.matches(&Method::HEAD, "/user"),
+            "HEAD runs the GET handler"
+        );
         assert!(!get_user.matches(&Method::GET, "/user/1"));
         let api = RoutePattern::parse("/api/*").unwrap();
         assert!(api.matches(&Method::POST, "/api/items"));

@@ -272,9 +272,15 @@ fn key(tag: &str, policy: &str) -> String {
     format!("tollgate:{{{tag}}}:{policy}")
 }
 
-/// The key of a caller named `name` (a user, or `ip:<address>`) without a hash key.
+/// The key of a user named `name` without a hash key.
 fn key_of(name: &str, policy: &str) -> String {
     key(&sha256_hex(name.as_bytes()), policy)
+}
+
+/// The key of a client address (`127.0.0.1`, `2001:db8::/64`), named `\0ip:<address>` so that
+/// no user name (a header value cannot hold a NUL byte) can share its bucket.
+fn address_key(address: &str, policy: &str) -> String {
+    key(&sha256_hex(format!("\0ip:{address}").as_bytes()), policy)
 }
 
 /// The set of `keys`, to compare with [`Store::keys`].
@@ -747,7 +753,10 @@ by = "ip"
     assert_eq!(remaining(&denied), quotas(&[("per_ip", 0)]));
     assert_eq!(get(&app, &client, &[]).await.status(), 429);
     if store.server().is_some() {
-        assert_eq!(store.keys().await, set(&[key_of("ip:127.0.0.1", "per_ip")]));
+        assert_eq!(
+            store.keys().await,
+            set(&[address_key("127.0.0.1", "per_ip")])
+        );
     }
 }
 on_both_stores!(by_ip_shares_a_bucket_across_users);
@@ -842,26 +851,84 @@ by = "ip"
     // A trusted hop on the right is skipped.
     let via_proxy = status_from(&app, &client, "8.8.8.8, 198.51.100.7, 10.1.1.1").await;
     assert_eq!(via_proxy, 429);
-    // Forwarded is read the same way, and wins over X-Forwarded-For.
+    // Only X-Forwarded-For is read by default: a client-written Forwarded naming the exhausted
+    // 198.51.100.1 changes nothing, and the proxy-appended 198.51.100.3 is the client.
     let forwarded = get(
         &app,
         &client,
         &[
-            ("forwarded", "for=5.5.5.5, for=\"198.51.100.2\""),
+            ("forwarded", "for=\"198.51.100.1\""),
             ("x-forwarded-for", "198.51.100.3"),
         ],
     )
     .await;
-    assert_eq!(forwarded.status(), 429);
+    assert_eq!(forwarded.status(), 200);
     // Without forwarding headers the client is the peer itself.
     assert_eq!(get(&app, &client, &[]).await.status(), 200);
     if store.server().is_some() {
-        let keys = ["198.51.100.1", "198.51.100.2", "198.51.100.7", "127.0.0.1"]
-            .map(|ip| key_of(&format!("ip:{ip}"), "per_ip"));
+        let keys = [
+            "198.51.100.1",
+            "198.51.100.2",
+            "198.51.100.3",
+            "198.51.100.7",
+            "127.0.0.1",
+        ]
+        .map(|ip| address_key(ip, "per_ip"));
         assert_eq!(store.keys().await, set(&keys));
     }
 }
 on_both_stores!(trusted_chains_are_read_from_the_right);
+
+/// With `forwarded_header = "forwarded"`, RFC 7239 `Forwarded` is read from the right and
+/// X-Forwarded-For is ignored.
+async fn forwarded_header_is_configurable(store: &Store) {
+    let app = store
+        .app(&format!(
+            r#"
+[identity]
+trusted_proxies = ["127.0.0.1"]
+forwarded_header = "forwarded"
+[[limits]]
+name = "per_ip"
+limit = 1
+window = "{NO_BOUNDARY}"
+by = "ip"
+"#
+        ))
+        .await;
+    let client = reqwest::Client::new();
+    let first = get(
+        &app,
+        &client,
+        &[
+            ("forwarded", "for=6.6.6.6, for=\"[2001:db8:1:2::9]:443\""),
+            ("x-forwarded-for", "198.51.100.1"),
+        ],
+    )
+    .await;
+    assert_eq!(first.status(), 200);
+    let same = get(
+        &app,
+        &client,
+        &[
+            ("forwarded", "for=7.7.7.7, for=\"[2001:db8:1:2::1]\""),
+            ("x-forwarded-for", "198.51.100.2"),
+        ],
+    )
+    .await;
+    assert_eq!(
+        same.status(),
+        429,
+        "the same /64, whatever X-Forwarded-For says"
+    );
+    if store.server().is_some() {
+        assert_eq!(
+            store.keys().await,
+            set(&[address_key("2001:db8:1:2::/64", "per_ip")])
+        );
+    }
+}
+on_both_stores!(forwarded_header_is_configurable);
 
 /// From an untrusted peer, X-Forwarded-For is ignored: spoofing it mints no new bucket.
 async fn untrusted_peers_cannot_spoof_forwarded_for(store: &Store) {
@@ -886,7 +953,10 @@ by = "ip"
     }
     assert_eq!(get(&app, &client, &[]).await.status(), 429);
     if store.server().is_some() {
-        assert_eq!(store.keys().await, set(&[key_of("ip:127.0.0.1", "per_ip")]));
+        assert_eq!(
+            store.keys().await,
+            set(&[address_key("127.0.0.1", "per_ip")])
+        );
     }
 }
 on_both_stores!(untrusted_peers_cannot_spoof_forwarded_for);
@@ -987,8 +1057,7 @@ trusted_proxies = ["127.0.0.1"]
     );
     assert_eq!(status_from(&app, &client, "2001:db8:1:3::1").await, 200);
     if store.server().is_some() {
-        let keys = ["2001:db8:1:2::/64", "2001:db8:1:3::/64"]
-            .map(|net| key_of(&format!("ip:{net}"), "per_ip"));
+        let keys = ["2001:db8:1:2::/64", "2001:db8:1:3::/64"].map(|net| address_key(net, "per_ip"));
         assert_eq!(store.keys().await, set(&keys));
     }
 
@@ -1067,7 +1136,7 @@ window = "{NO_BOUNDARY}"
     assert_eq!(app.get_user(&client, "joe").await.status(), 200);
     if store.server().is_some() {
         let keys = [
-            key_of("ip:127.0.0.1", "per_user"),
+            address_key("127.0.0.1", "per_user"),
             key_of("joe", "per_user"),
         ];
         assert_eq!(store.keys().await, set(&keys));
