@@ -84,15 +84,21 @@ local function sliding_window(key, now_us, p)
   return e
 end
 
--- Gives back `cost` counted in the window p.receipt, if that window is still the current one.
+-- Gives back `cost` counted in the window p.receipt: from the current count while that window
+-- is current, from the previous count once another request has moved the key to the next one.
 local function sliding_window_refund(key, now_us, p)
   local stored = redis.call('GET', key)
   if not stored then
     return
   end
   local curr, prev, start = string.match(stored, '^(%d+):(%d+):(%d+)$')
-  if tonumber(start) == p.receipt then
-    curr = math.max(0, tonumber(curr) - p.cost)
-    redis.call('SET', key, string.format('%d:%d:%d', curr, tonumber(prev), p.receipt), 'KEEPTTL')
+  curr, prev, start = tonumber(curr), tonumber(prev), tonumber(start)
+  if start == p.receipt then
+    curr = math.max(0, curr - p.cost)
+  elseif start == p.receipt + p.window_ms then
+    prev = math.max(0, prev - p.cost)
+  else
+    return
   end
+  redis.call('SET', key, string.format('%d:%d:%d', curr, prev, start), 'KEEPTTL')
 end

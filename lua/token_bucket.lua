@@ -15,7 +15,7 @@
 --              bucket is full again; TTL until then.
 -- Evaluation   fits when the new TAT is at most capacity_us ahead of now; reply() gives the
 --              whole tokens left, reset_after_ms (until the bucket is full) and retry_after_ms
---              (exact, rounded up to the millisecond); the receipt is unused (0).
+--              (exact, rounded up to the millisecond); the receipt is the new TAT.
 
 local function ceil_div(a, b)
   return math.floor((a + b - 1) / b)
@@ -27,7 +27,7 @@ local function token_bucket(key, now_us, p)
     tat = now_us
   end
   local new_tat = tat + p.cost * p.emission_us
-  local e = { fits = new_tat - now_us <= p.capacity_us, receipt = 0 }
+  local e = { fits = new_tat - now_us <= p.capacity_us, receipt = new_tat }
   function e.commit()
     tat = new_tat
     redis.call('SET', key, string.format('%d', tat), 'PX',
@@ -44,13 +44,16 @@ local function token_bucket(key, now_us, p)
   return e
 end
 
--- Gives back `cost` tokens: moves the TAT back, never before now.
+-- Gives back what is still outstanding of `cost` tokens spent with the TAT p.receipt: tokens
+-- that have refilled since (receipt - now < cost * emission) are not given back twice, so a
+-- later request's tokens are never returned with them.
 local function token_bucket_refund(key, now_us, p)
   local tat = tonumber(redis.call('GET', key) or '')
   if not tat then
     return
   end
-  tat = tat - p.cost * p.emission_us
+  local outstanding = math.min(p.cost * p.emission_us, math.max(0, p.receipt - now_us))
+  tat = tat - outstanding
   if tat <= now_us then
     redis.call('DEL', key)
   else

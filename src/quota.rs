@@ -172,12 +172,21 @@ impl Policy {
         )
     }
 
-    /// A token bucket's capacity in microseconds must stay exact in Lua once added to now.
+    /// A token bucket refills one token per whole microsecond at most, and its capacity in
+    /// microseconds must stay exact in Lua once added to now.
     fn check_bucket(&self) -> Result<(), String> {
+        if self.algorithm != Algorithm::TokenBucket {
+            return Ok(());
+        }
+        if self.limit.get() > self.window.as_millis() * 1000 {
+            return Err(format!(
+                "{} per {} ms refills faster than one token per microsecond: use a longer window",
+                self.limit,
+                self.window.as_millis()
+            ));
+        }
         let capacity_us = u128::from(self.capacity()) * u128::from(self.emission_us());
-        if self.algorithm == Algorithm::TokenBucket
-            && capacity_us > u128::from(MAX_WINDOW_MS) * 1000
-        {
+        if capacity_us > u128::from(MAX_WINDOW_MS) * 1000 {
             return Err("the bucket takes more than 100 years to refill: lower burst".into());
         }
         Ok(())
@@ -199,7 +208,11 @@ impl Policy {
     /// the quota: the window, or for a token bucket the time to refill it from empty.
     pub fn quota_window_secs(&self) -> u64 {
         match self.algorithm {
-            Algorithm::TokenBucket => self.capacity_us().div_ceil(1_000_000),
+            // capacity × window / limit, exactly, not from the rounded emission interval.
+            Algorithm::TokenBucket => {
+                let refill_ms = u128::from(self.capacity()) * u128::from(self.window.as_millis());
+                refill_ms.div_ceil(u128::from(self.limit.get()) * 1000) as u64
+            }
             _ => self.window.as_secs_ceil(),
         }
     }
@@ -376,6 +389,27 @@ mod tests {
                 .cost(),
             3
         );
+    }
+
+    /// A token bucket faster than one token per microsecond is refused, and its advertised
+    /// window is the exact refill time, not one inflated by rounding.
+    #[test]
+    fn token_bucket_bounds_and_window() {
+        let bucket = |limit: u64, window_ms: u64| {
+            Policy::new(
+                PolicyName::new("b").unwrap(),
+                Algorithm::TokenBucket,
+                NonZeroU64::new(limit).unwrap(),
+                Window::from_millis(window_ms).unwrap(),
+            )
+        };
+        assert!(bucket(10_000_000, 1_000).is_err());
+        assert!(bucket(1_000_000, 1_000).is_ok());
+        assert_eq!(bucket(7, 1_000).unwrap().quota_window_secs(), 1);
+        let burst = bucket(10, 1_000)
+            .unwrap()
+            .with_burst(NonZeroU64::new(20).unwrap());
+        assert_eq!(burst.unwrap().quota_window_secs(), 2);
     }
 
     /// Limits beyond what Lua's doubles count exactly are refused.

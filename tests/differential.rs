@@ -80,8 +80,10 @@ fn policy(name: &str, algorithm: Algorithm, shape: &Shape, cost: u64) -> Arc<Pol
     Arc::new(policy.with_cost(NonZeroU64::new(cost).unwrap()).unwrap())
 }
 
-/// Runs random sequences through Redis and memory with `algorithms` as the three policies.
-fn lua_matches_rust(algorithms: [Algorithm; 3], regressions: &'static str) {
+/// Runs random sequences through Redis and memory with `algorithms` as the three policies. With
+/// `global_third`, the third policy is keyed `global`: a second hash tag, so Redis decides it in
+/// a second call and refunds the first on a denial, while memory decides all at once.
+fn lua_matches_rust(algorithms: [Algorithm; 3], global_third: bool, regressions: &'static str) {
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -118,6 +120,13 @@ fn lua_matches_rust(algorithms: [Algorithm; 3], regressions: &'static str) {
                     .map(|i| {
                         let name = format!("p{i}");
                         let policy = policy(&name, algorithms[i], &shapes[i], step.cost);
+                        // Another hash tag, shared by the case's callers as `global` would
+                        // be, yet unique to the case as the server is shared.
+                        let tag = if global_third && i == 2 {
+                            CallerTag::of(format!("everyone-in-case{case}").as_bytes())
+                        } else {
+                            tag.clone()
+                        };
                         Check::new(keys.key(&tag, policy.name()), policy)
                     })
                     .collect();
@@ -139,6 +148,7 @@ fn lua_matches_rust(algorithms: [Algorithm; 3], regressions: &'static str) {
 fn fixed_window_lua_matches_rust() {
     lua_matches_rust(
         [Algorithm::FixedWindow; 3],
+        false,
         "tests/proptest-regressions/fixed_window.txt",
     );
 }
@@ -148,6 +158,7 @@ fn fixed_window_lua_matches_rust() {
 fn sliding_window_lua_matches_rust() {
     lua_matches_rust(
         [Algorithm::SlidingWindow; 3],
+        false,
         "tests/proptest-regressions/sliding_window.txt",
     );
 }
@@ -157,6 +168,7 @@ fn sliding_window_lua_matches_rust() {
 fn token_bucket_lua_matches_rust() {
     lua_matches_rust(
         [Algorithm::TokenBucket; 3],
+        false,
         "tests/proptest-regressions/token_bucket.txt",
     );
 }
@@ -164,5 +176,19 @@ fn token_bucket_lua_matches_rust() {
 /// Mixed algorithms in one call: Lua and Rust agree, all-or-nothing across algorithms.
 #[test]
 fn mixed_algorithms_lua_matches_rust() {
-    lua_matches_rust(Algorithm::ALL, "tests/proptest-regressions/mixed.txt");
+    lua_matches_rust(
+        Algorithm::ALL,
+        false,
+        "tests/proptest-regressions/mixed.txt",
+    );
+}
+
+/// Two hash tags: Redis's ordered calls and refunds decide exactly as memory's single step.
+#[test]
+fn refunds_across_hash_tags_match_rust() {
+    lua_matches_rust(
+        Algorithm::ALL,
+        true,
+        "tests/proptest-regressions/hash_tags.txt",
+    );
 }

@@ -324,3 +324,77 @@ async fn every_write_sets_a_ttl_within_the_window() {
     }
     server.assert_every_key_has_ttl().await;
 }
+
+/// Runs the decide script directly in `mode` for one key, as RedisStore would.
+#[allow(clippy::too_many_arguments)]
+async fn script(
+    conn: &fred::prelude::Client,
+    key: &str,
+    now_us: u64,
+    mode: &str,
+    policy: &Policy,
+    receipt: u64,
+) -> Vec<i64> {
+    use fred::prelude::LuaInterface;
+    let bucket = policy.algorithm() == Algorithm::TokenBucket;
+    let args: Vec<String> = vec![
+        now_us.to_string(),
+        mode.into(),
+        policy.algorithm().as_str().into(),
+        policy.limit().to_string(),
+        policy.window().as_millis().to_string(),
+        policy.cost().to_string(),
+        if bucket { policy.emission_us() } else { 0 }.to_string(),
+        if bucket { policy.capacity_us() } else { 0 }.to_string(),
+        receipt.to_string(),
+    ];
+    conn.eval(tollgate::store::redis::DECIDE_LUA, vec![key], args)
+        .await
+        .unwrap()
+}
+
+/// A token-bucket refund gives back only what is still outstanding of the refunded request's
+/// tokens, never a later request's.
+#[tokio::test]
+async fn token_bucket_refunds_only_outstanding_tokens() {
+    let server = RedisServer::start().await;
+    let conn = server.client().await;
+    let policy = of(Algorithm::TokenBucket, "tb", 1000, 1_000, 1);
+    let t0 = T0 * 1000;
+    // A at t0 (bucket full): TAT t0+1000. B at t0+1500: its own token, TAT t0+2500.
+    let a = script(&conn, "tb", t0, "decide", &policy, 0).await;
+    let b = script(&conn, "tb", t0 + 1_500, "decide", &policy, 0).await;
+    assert_eq!((a[0], b[0]), (1, 1));
+    assert_eq!(a[4] as u64, t0 + 1_000, "A's receipt is its TAT");
+    // Refunding A at t0+1600: A's token refilled at t0+1000, so nothing is outstanding.
+    let refunded = script(&conn, "tb", t0 + 1_600, "refund", &policy, a[4] as u64).await;
+    assert_eq!(refunded[1], 999, "B's token is still spent");
+    server.assert_every_key_has_ttl().await;
+}
+
+/// A sliding-window refund after another request moved the key to the next window comes off
+/// the previous count, where the refunded cost now sits.
+#[tokio::test]
+async fn sliding_window_refund_follows_the_window_turn() {
+    let server = RedisServer::start().await;
+    let conn = server.client().await;
+    let policy = of(Algorithm::SlidingWindow, "sw", 10, 1_000, 1);
+    let start = (T0 - T0 % 1_000) * 1000;
+    let a = script(&conn, "sw", start + 900_000, "decide", &policy, 0).await;
+    let b = script(&conn, "sw", start + 1_100_000, "decide", &policy, 0).await;
+    assert_eq!((a[0], b[0]), (1, 1));
+    let value: String = conn.get("sw").await.unwrap();
+    assert!(value.starts_with("1:1:"), "B sees A in prev: {value}");
+    script(
+        &conn,
+        "sw",
+        start + 1_100_000,
+        "refund",
+        &policy,
+        a[4] as u64,
+    )
+    .await;
+    let value: String = conn.get("sw").await.unwrap();
+    assert!(value.starts_with("1:0:"), "A's cost left prev: {value}");
+    server.assert_every_key_has_ttl().await;
+}
