@@ -5,34 +5,8 @@ mod support;
 use std::sync::Arc;
 
 use fred::prelude::KeysInterface;
-use support::{RedisServer, TestApp};
+use support::{admitted_of, RedisServer, TestApp};
 use tokio::task::JoinSet;
-
-/// Sends `n` concurrent `GET /user` as `user` and counts the 200s; any other status but 429 fails.
-async fn admitted_of(app: &TestApp, client: &reqwest::Client, user: &str, n: usize) -> usize {
-    let mut requests = JoinSet::new();
-    for _ in 0..n {
-        let (client, url, user) = (client.clone(), app.url("/user"), user.to_owned());
-        requests.spawn(async move {
-            client
-                .get(url)
-                .header("x-user", user)
-                .send()
-                .await
-                .unwrap()
-                .status()
-        });
-    }
-    let mut admitted = 0;
-    while let Some(status) = requests.join_next().await {
-        match status.unwrap().as_u16() {
-            200 => admitted += 1,
-            429 => {}
-            other => panic!("unexpected status {other}"),
-        }
-    }
-    admitted
-}
 
 /// 200 concurrent requests from one user against a limit of 50 admit exactly 50, and the key
 /// then holds 50 with a TTL in (0, window].

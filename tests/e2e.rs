@@ -1,59 +1,11 @@
 //! End to end over TCP: the original example's behaviour, on both stores.
 
+#[macro_use]
 mod support;
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use support::{header, RedisServer, TestApp};
-
-/// Which store a shared behavioural test runs against.
-enum Backend {
-    Memory,
-    Redis(RedisServer),
-}
-
-impl Backend {
-    async fn redis() -> Self {
-        Backend::Redis(RedisServer::start().await)
-    }
-
-    /// A service with the default policy (3 per minute), or `limits_toml` instead.
-    async fn app(&self, limits_toml: &str) -> TestApp {
-        let redis = match self {
-            Backend::Memory => String::new(),
-            Backend::Redis(server) => format!("[redis]\nurl = \"{}\"\n", server.url()),
-        };
-        TestApp::with_toml(&format!("{limits_toml}\n{redis}")).await
-    }
-
-    /// After each Redis test: nothing is left without a TTL.
-    async fn finish(self) {
-        if let Backend::Redis(server) = self {
-            server.assert_every_key_has_ttl().await;
-        }
-    }
-}
-
-/// Runs one behavioural test against the memory store and against Redis.
-macro_rules! on_both_stores {
-    ($test:ident) => {
-        mod $test {
-            #[tokio::test]
-            async fn memory() {
-                let backend = super::Backend::Memory;
-                super::$test(&backend).await;
-                backend.finish().await;
-            }
-
-            #[tokio::test]
-            async fn redis() {
-                let backend = super::Backend::redis().await;
-                super::$test(&backend).await;
-                backend.finish().await;
-            }
-        }
-    };
-}
+use support::{header, Backend, RedisServer, TestApp};
 
 /// Waits out the last two seconds of a minute, so a scenario is not split across two windows.
 ///

@@ -6,6 +6,7 @@
 //! No window boundary falls inside a test: fixed and sliding windows are [`NO_BOUNDARY`] long,
 //! and token buckets refill far less than one token during a test.
 
+#[macro_use]
 mod support;
 
 use std::collections::BTreeSet;
@@ -15,80 +16,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use fred::prelude::KeysInterface;
 use hmac::{Hmac, Mac};
 use sha2::{Digest, Sha256};
-use support::{header, RedisServer, TestApp, NO_BOUNDARY};
-use tokio::task::JoinSet;
-
-/// Where a test's service counts: in process, or in a `redis-server` of its own.
-enum Store {
-    Memory,
-    Redis(RedisServer),
-}
-
-impl Store {
-    async fn redis() -> Self {
-        Store::Redis(RedisServer::start().await)
-    }
-
-    /// The service for `toml` (limits, identity), counting in this store.
-    ///
-    /// Under Redis, a failure answers 503 (`on_error = "deny"`), so it cannot pass for an
-    /// admission, and the timeout is generous: a burst queues in a debug build on two cores.
-    async fn app(&self, toml: &str) -> TestApp {
-        let redis = match self {
-            Store::Memory => String::new(),
-            Store::Redis(server) => format!(
-                "[redis]\nurl = \"{}\"\non_error = \"deny\"\ntimeout = \"10s\"\n",
-                server.url()
-            ),
-        };
-        TestApp::with_toml(&format!("{toml}\n{redis}")).await
-    }
-
-    fn server(&self) -> Option<&RedisServer> {
-        match self {
-            Store::Memory => None,
-            Store::Redis(server) => Some(server),
-        }
-    }
-
-    /// The Redis keys, sorted, when the store is Redis.
-    async fn keys(&self) -> Option<BTreeSet<String>> {
-        match self {
-            Store::Memory => None,
-            Store::Redis(server) => Some(server.keys().await.into_iter().collect()),
-        }
-    }
-
-    /// After each Redis test: nothing is left without a TTL.
-    async fn finish(self) {
-        if let Store::Redis(server) = self {
-            server.assert_every_key_has_ttl().await;
-        }
-    }
-}
-
-/// Runs one scenario against the memory store and against Redis.
-macro_rules! on_both_stores {
-    ($test:ident) => {
-        mod $test {
-            #[doc = concat!("`", stringify!($test), "` against the memory store.")]
-            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-            async fn memory() {
-                let store = super::Store::Memory;
-                super::$test(&store).await;
-                store.finish().await;
-            }
-
-            #[doc = concat!("`", stringify!($test), "` against Redis.")]
-            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-            async fn redis() {
-                let store = super::Store::redis().await;
-                super::$test(&store).await;
-                store.finish().await;
-            }
-        }
-    };
-}
+use support::{admitted_of, header, Backend, RedisServer, TestApp, NO_BOUNDARY};
 
 /// Runs one scenario for each algorithm, against the memory store and against Redis.
 macro_rules! for_each_algorithm {
@@ -104,7 +32,7 @@ macro_rules! for_each_algorithm {
             #[doc = concat!("`", stringify!($test), "`: ", stringify!($algorithm), ", in memory.")]
             #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
             async fn memory() {
-                let store = super::super::Store::Memory;
+                let store = super::super::Backend::Memory;
                 super::super::$test(&store, stringify!($algorithm)).await;
                 store.finish().await;
             }
@@ -112,7 +40,7 @@ macro_rules! for_each_algorithm {
             #[doc = concat!("`", stringify!($test), "`: ", stringify!($algorithm), ", in Redis.")]
             #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
             async fn redis() {
-                let store = super::super::Store::redis().await;
+                let store = super::super::Backend::redis().await;
                 super::super::$test(&store, stringify!($algorithm)).await;
                 store.finish().await;
             }
@@ -156,34 +84,6 @@ async fn status_from(app: &TestApp, client: &reqwest::Client, xff: &str) -> u16 
         .await
         .status()
         .as_u16()
-}
-
-/// Sends `n` concurrent `GET /user` as `user` and counts the 200s; any status but 200 or 429
-/// fails the test.
-async fn admitted_of(app: &TestApp, user: &str, n: usize) -> usize {
-    let client = reqwest::Client::new();
-    let mut requests = JoinSet::new();
-    for _ in 0..n {
-        let (client, url, user) = (client.clone(), app.url("/user"), user.to_owned());
-        requests.spawn(async move {
-            client
-                .get(url)
-                .header("x-user", user)
-                .send()
-                .await
-                .unwrap()
-                .status()
-        });
-    }
-    let mut admitted = 0;
-    while let Some(status) = requests.join_next().await {
-        match status.unwrap().as_u16() {
-            200 => admitted += 1,
-            429 => {}
-            other => panic!("unexpected status {other}"),
-        }
-    }
-    admitted
 }
 
 /// The items of the `RateLimit` header, in order: each policy's name, `r` and `t`.
@@ -328,7 +228,7 @@ async fn consumed(
 }
 
 /// 100 concurrent requests from one user against a limit of 20 admit exactly 20, and consume 20.
-async fn concurrent_burst_admits_exactly_the_limit(store: &Store, algorithm: &str) {
+async fn concurrent_burst_admits_exactly_the_limit(store: &Backend, algorithm: &str) {
     // A NO_BOUNDARY window puts no window boundary inside the test; for token_bucket it means
     // one token per 30000d / 20 = 1500 days, so refill during the test is far below one token.
     let app = store
@@ -342,7 +242,10 @@ window = "{NO_BOUNDARY}"
 "#
         ))
         .await;
-    assert_eq!(admitted_of(&app, "crowd", 100).await, 20);
+    assert_eq!(
+        admitted_of(&app, &reqwest::Client::new(), "crowd", 100).await,
+        20
+    );
 
     let client = reqwest::Client::new();
     let after = app.get_user(&client, "crowd").await;
@@ -358,7 +261,7 @@ window = "{NO_BOUNDARY}"
 for_each_algorithm!(concurrent_burst_admits_exactly_the_limit);
 
 /// 200 concurrent requests against one user's limits of 50 and 30: each consumed what was admitted.
-async fn two_policies_consume_only_what_was_admitted(store: &Store, algorithm: &str) {
+async fn two_policies_consume_only_what_was_admitted(store: &Backend, algorithm: &str) {
     let app = store
         .app(&format!(
             r#"
@@ -375,7 +278,7 @@ window = "{NO_BOUNDARY}"
 "#
         ))
         .await;
-    let admitted = admitted_of(&app, "pair", 200).await as u64;
+    let admitted = admitted_of(&app, &reqwest::Client::new(), "pair", 200).await as u64;
     assert_eq!(admitted, 30);
 
     let client = reqwest::Client::new();
@@ -392,7 +295,7 @@ window = "{NO_BOUNDARY}"
 for_each_algorithm!(two_policies_consume_only_what_was_admitted);
 
 /// Across hash tags, every global denial is refunded per user: each count equals what was admitted.
-async fn a_global_denial_is_refunded_per_user(store: &Store, algorithm: &str) {
+async fn a_global_denial_is_refunded_per_user(store: &Backend, algorithm: &str) {
     let app = store
         .app(&format!(
             r#"
@@ -411,7 +314,7 @@ by = "global"
 "#
         ))
         .await;
-    let admitted = admitted_of(&app, "solo", 200).await as u64;
+    let admitted = admitted_of(&app, &reqwest::Client::new(), "solo", 200).await as u64;
     assert_eq!(admitted, 30);
 
     let client = reqwest::Client::new();
@@ -434,7 +337,7 @@ by = "global"
 for_each_algorithm!(a_global_denial_is_refunded_per_user);
 
 /// Across hash tags, a per-user denial decided after a global policy is refunded globally.
-async fn a_user_denial_is_refunded_globally(store: &Store, algorithm: &str) {
+async fn a_user_denial_is_refunded_globally(store: &Backend, algorithm: &str) {
     let app = store
         .app(&format!(
             r#"
@@ -473,7 +376,7 @@ window = "{NO_BOUNDARY}"
 for_each_algorithm!(a_user_denial_is_refunded_globally);
 
 /// RateLimit(-Policy) list every policy in configuration order; X-RateLimit-* the smallest share.
-async fn several_policies_are_listed_in_configuration_order(store: &Store) {
+async fn several_policies_are_listed_in_configuration_order(store: &Backend) {
     let app = store
         .app(&format!(
             r#"
@@ -554,7 +457,7 @@ window = "6h"
 on_both_stores!(several_policies_are_listed_in_configuration_order);
 
 /// Retry-After is the longest wait among the denying policies, not the first's nor an admitter's.
-async fn retry_after_is_the_longest_wait_among_deniers(store: &Store) {
+async fn retry_after_is_the_longest_wait_among_deniers(store: &Backend) {
     let app = store
         .app(&format!(
             r#"
@@ -603,7 +506,7 @@ window = "{NO_BOUNDARY}"
 on_both_stores!(retry_after_is_the_longest_wait_among_deniers);
 
 /// X-RateLimit-* describe the denying policy even when an admitting one has a smaller share left.
-async fn a_denying_policy_outranks_a_tighter_admitting_one(store: &Store) {
+async fn a_denying_policy_outranks_a_tighter_admitting_one(store: &Backend) {
     let app = store
         .app(&format!(
             r#"
@@ -644,7 +547,7 @@ by = "global"
 on_both_stores!(a_denying_policy_outranks_a_tighter_admitting_one);
 
 /// Policies whose routes match GET /user apply to it; others are neither listed nor counted.
-async fn policies_apply_only_to_matching_routes(store: &Store) {
+async fn policies_apply_only_to_matching_routes(store: &Backend) {
     let app = store
         .app(&format!(
             r#"
@@ -696,7 +599,7 @@ window = "{NO_BOUNDARY}"
 on_both_stores!(policies_apply_only_to_matching_routes);
 
 /// `cost = 3` with `limit = 10` admits 3 requests then denies, in every algorithm.
-async fn a_cost_spends_that_much_quota(store: &Store) {
+async fn a_cost_spends_that_much_quota(store: &Backend) {
     let mut toml = String::new();
     for algorithm in ["fixed_window", "sliding_window", "token_bucket"] {
         // token_bucket over NO_BOUNDARY refills one token per 3000 days: none during the test.
@@ -733,7 +636,7 @@ window = "{NO_BOUNDARY}"
 on_both_stores!(a_cost_spends_that_much_quota);
 
 /// `by = "ip"`: every caller from one address shares a bucket, named or anonymous.
-async fn by_ip_shares_a_bucket_across_users(store: &Store) {
+async fn by_ip_shares_a_bucket_across_users(store: &Backend) {
     let app = store
         .app(&format!(
             r#"
@@ -762,7 +665,7 @@ by = "ip"
 on_both_stores!(by_ip_shares_a_bucket_across_users);
 
 /// `by = "global"`: everyone shares one bucket, named or anonymous.
-async fn by_global_shares_one_bucket(store: &Store) {
+async fn by_global_shares_one_bucket(store: &Backend) {
     let app = store
         .app(&format!(
             r#"
@@ -787,7 +690,7 @@ by = "global"
 on_both_stores!(by_global_shares_one_bucket);
 
 /// `by = ["user", "route"]`: one bucket per user and route, keyed under the user's hash tag.
-async fn by_user_and_route_keys_each_user_per_route(store: &Store) {
+async fn by_user_and_route_keys_each_user_per_route(store: &Backend) {
     let app = store
         .app(&format!(
             r#"
@@ -819,7 +722,7 @@ by = ["user", "route"]
 on_both_stores!(by_user_and_route_keys_each_user_per_route);
 
 /// From a trusted peer, forwarding headers are read from the right: spoofed left entries are moot.
-async fn trusted_chains_are_read_from_the_right(store: &Store) {
+async fn trusted_chains_are_read_from_the_right(store: &Backend) {
     let app = store
         .app(&format!(
             r#"
@@ -881,7 +784,7 @@ on_both_stores!(trusted_chains_are_read_from_the_right);
 
 /// With `forwarded_header = "forwarded"`, RFC 7239 `Forwarded` is read from the right and
 /// X-Forwarded-For is ignored.
-async fn forwarded_header_is_configurable(store: &Store) {
+async fn forwarded_header_is_configurable(store: &Backend) {
     let app = store
         .app(&format!(
             r#"
@@ -931,7 +834,7 @@ by = "ip"
 on_both_stores!(forwarded_header_is_configurable);
 
 /// From an untrusted peer, X-Forwarded-For is ignored: spoofing it mints no new bucket.
-async fn untrusted_peers_cannot_spoof_forwarded_for(store: &Store) {
+async fn untrusted_peers_cannot_spoof_forwarded_for(store: &Backend) {
     let app = store
         .app(&format!(
             r#"
@@ -962,7 +865,7 @@ by = "ip"
 on_both_stores!(untrusted_peers_cannot_spoof_forwarded_for);
 
 /// With trusted proxies set, the identity header from any other peer counts as missing.
-async fn untrusted_peers_cannot_name_the_caller(store: &Store) {
+async fn untrusted_peers_cannot_name_the_caller(store: &Backend) {
     let limits = format!(
         r#"
 [[limits]]
@@ -1005,7 +908,7 @@ on_missing = "deny"
 on_both_stores!(untrusted_peers_cannot_name_the_caller);
 
 /// `/user` answers `null` for an identity header from an untrusted peer, as the limiter sees it.
-async fn untrusted_identity_is_not_echoed(store: &Store) {
+async fn untrusted_identity_is_not_echoed(store: &Backend) {
     let app = store
         .app(&format!(
             r#"
@@ -1029,7 +932,7 @@ window = "{NO_BOUNDARY}"
 on_both_stores!(untrusted_identity_is_not_echoed);
 
 /// IPv6 clients share a bucket per /64 (or per `identity.ipv6_prefix`), and no wider.
-async fn ipv6_clients_share_a_bucket_per_prefix(store: &Store) {
+async fn ipv6_clients_share_a_bucket_per_prefix(store: &Backend) {
     let limits = format!(
         r#"
 [[limits]]
@@ -1082,7 +985,7 @@ by = "ip"
 on_both_stores!(ipv6_clients_share_a_bucket_per_prefix);
 
 /// `on_missing = "deny"`: a request that names nobody gets a 401 with a JSON reason, uncounted.
-async fn on_missing_deny_refuses_anonymous_requests(store: &Store) {
+async fn on_missing_deny_refuses_anonymous_requests(store: &Backend) {
     let app = store
         .app(&format!(
             r#"
@@ -1113,7 +1016,7 @@ window = "{NO_BOUNDARY}"
 on_both_stores!(on_missing_deny_refuses_anonymous_requests);
 
 /// `on_missing = "ip"`: a request that names nobody is limited by its client address.
-async fn on_missing_ip_limits_anonymous_requests_by_address(store: &Store) {
+async fn on_missing_ip_limits_anonymous_requests_by_address(store: &Backend) {
     let app = store
         .app(&format!(
             r#"
@@ -1145,7 +1048,7 @@ window = "{NO_BOUNDARY}"
 on_both_stores!(on_missing_ip_limits_anonymous_requests_by_address);
 
 /// `on_missing = "allow"` (the default): a request naming nobody passes user policies uncounted.
-async fn on_missing_allow_passes_anonymous_requests(store: &Store) {
+async fn on_missing_allow_passes_anonymous_requests(store: &Backend) {
     let app = store
         .app(&format!(
             r#"

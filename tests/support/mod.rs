@@ -290,3 +290,108 @@ pub fn header(response: &reqwest::Response, name: &str) -> String {
         .unwrap()
         .to_owned()
 }
+
+/// Sends `n` concurrent `GET /user` as `user` and counts the 200s; any status but 200 or 429
+/// fails the test.
+pub async fn admitted_of(app: &TestApp, client: &reqwest::Client, user: &str, n: usize) -> usize {
+    let mut requests = tokio::task::JoinSet::new();
+    for _ in 0..n {
+        let (client, url, user) = (client.clone(), app.url("/user"), user.to_owned());
+        requests.spawn(async move {
+            client
+                .get(url)
+                .header("x-user", user)
+                .send()
+                .await
+                .unwrap()
+                .status()
+        });
+    }
+    let mut admitted = 0;
+    while let Some(status) = requests.join_next().await {
+        match status.unwrap().as_u16() {
+            200 => admitted += 1,
+            429 => {}
+            other => panic!("unexpected status {other}"),
+        }
+    }
+    admitted
+}
+
+/// Where a behavioural test's service counts: in process, or in a `redis-server` of its own.
+pub enum Backend {
+    /// The memory store.
+    Memory,
+    /// A Redis started for this test.
+    Redis(RedisServer),
+}
+
+impl Backend {
+    /// A fresh Redis.
+    pub async fn redis() -> Self {
+        Backend::Redis(RedisServer::start().await)
+    }
+
+    /// The service for `toml` (limits, identity), counting in this backend.
+    ///
+    /// Under Redis, a failure answers 503 (`on_error = "deny"`), so it cannot pass for an
+    /// admission, and the timeout is generous: a burst queues in a debug build on two cores.
+    pub async fn app(&self, toml: &str) -> TestApp {
+        let redis = match self {
+            Backend::Memory => String::new(),
+            Backend::Redis(server) => format!(
+                "[redis]\nurl = \"{}\"\non_error = \"deny\"\ntimeout = \"10s\"\n",
+                server.url()
+            ),
+        };
+        TestApp::with_toml(&format!("{toml}\n{redis}")).await
+    }
+
+    /// The Redis server, when the backend is Redis.
+    pub fn server(&self) -> Option<&RedisServer> {
+        match self {
+            Backend::Memory => None,
+            Backend::Redis(server) => Some(server),
+        }
+    }
+
+    /// The Redis keys, sorted, when the backend is Redis.
+    pub async fn keys(&self) -> Option<std::collections::BTreeSet<String>> {
+        match self {
+            Backend::Memory => None,
+            Backend::Redis(server) => Some(server.keys().await.into_iter().collect()),
+        }
+    }
+
+    /// After each Redis test: nothing is left without a TTL.
+    pub async fn finish(self) {
+        if let Backend::Redis(server) = self {
+            server.assert_every_key_has_ttl().await;
+        }
+    }
+}
+
+/// Runs one behavioural test, `async fn test(backend: &Backend)`, against the memory store and
+/// against Redis.
+#[allow(unused_macros)]
+macro_rules! on_both_stores {
+    ($test:ident) => {
+        mod $test {
+            #[doc = concat!("`", stringify!($test), "` against the memory store.")]
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn memory() {
+                let backend = crate::support::Backend::Memory;
+                super::$test(&backend).await;
+                backend.finish().await;
+            }
+
+            #[doc = concat!("`", stringify!($test), "` against Redis.")]
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn redis() {
+                let backend = crate::support::Backend::redis().await;
+                super::$test(&backend).await;
+                backend.finish().await;
+            }
+        }
+    };
+}
