@@ -2,7 +2,7 @@
 //!
 //! A caller's key for policy P is `<prefix>:{<tag>}:<P>`, with `:<hex>` appended when the policy
 //! is keyed by more than one thing (`by = ["user", "route"]`). The tag is the lowercase hex
-//! SHA-256 of what names the caller (its user name, or `ip:<address>`), or HMAC-SHA256 under
+//! SHA-256 of what names the caller (its user name, or `\0ip:<address>`), or HMAC-SHA256 under
 //! `identity.hash_key`, or `global` for one bucket for everyone. The braces make it a Redis
 //! Cluster hash tag: every key of one caller hashes to the same slot, so one script call can
 //! touch all of them. Hashing bounds the key length and keeps names out of Redis in clear.
