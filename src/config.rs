@@ -514,23 +514,53 @@ impl RawRedis {
             return Ok(None);
         };
         // Never echo the URL in an error: it may hold the password.
-        let scheme = url.split_once("://").map(|(scheme, _)| scheme);
-        if !matches!(scheme, Some("redis" | "rediss")) {
-            return Err(ConfigError::new(
-                "redis.url",
-                "is not a Redis URL: it must start with redis:// or rediss://",
-            ));
-        }
-        if let Err(error) = fred::prelude::Config::from_url(url) {
+        let url = fred_url(url).map_err(|reason| ConfigError::new("redis.url", reason))?;
+        if let Err(error) = fred::prelude::Config::from_url(&url) {
             return Err(ConfigError::new(
                 "redis.url",
                 format!("is not a valid Redis URL ({})", error.details()),
             ));
         }
         Ok(Some(RedisSettings {
-            url: Secret::new(url.clone()),
+            url: Secret::new(url),
             password: self.password.clone(),
         }))
+    }
+}
+
+/// The URL in the form fred reads, from one of the forms tollgate documents:
+/// - `redis://` and `rediss://`: one server;
+/// - `redis-cluster://host:port?node=host2:port2` (and `rediss-cluster://`): cluster seed nodes;
+/// - `redis-sentinel://host:port/<service-name>?node=host2:port2` (and `rediss-sentinel://`):
+///   sentinels and the service they watch, which fred spells `?sentinelServiceName=`.
+fn fred_url(url: &str) -> Result<String, String> {
+    let not_redis =
+        "is not a Redis URL: it must start with redis://, rediss://, redis-cluster://, \
+                     rediss-cluster://, redis-sentinel:// or rediss-sentinel://";
+    let (scheme, rest) = url.split_once("://").ok_or(not_redis)?;
+    match scheme {
+        "redis" | "rediss" | "redis-cluster" | "rediss-cluster" => Ok(url.to_owned()),
+        "redis-sentinel" | "rediss-sentinel" => {
+            if rest.contains("sentinelServiceName=") {
+                return Ok(url.to_owned());
+            }
+            let (before_query, query) = rest.split_once('?').unwrap_or((rest, ""));
+            let (authority, service) = before_query
+                .split_once('/')
+                .filter(|(_, service)| !service.is_empty() && !service.contains('/'))
+                .ok_or(
+                    "a sentinel URL names its service: redis-sentinel://host:port/<service-name>",
+                )?;
+            let extra = if query.is_empty() {
+                String::new()
+            } else {
+                format!("&{query}")
+            };
+            Ok(format!(
+                "{scheme}://{authority}/0?sentinelServiceName={service}{extra}"
+            ))
+        }
+        _ => Err(not_redis.into()),
     }
 }
 
@@ -762,6 +792,30 @@ mod tests {
             redact_url("redis://127.0.0.1:6379"),
             "redis://127.0.0.1:6379"
         );
+    }
+
+    /// Cluster URLs pass as they are; a sentinel URL's path names the service.
+    #[test]
+    fn sentinel_and_cluster_urls_translate_for_fred() {
+        assert_eq!(
+            fred_url("redis-cluster://127.0.0.1:7000?node=127.0.0.1:7001").unwrap(),
+            "redis-cluster://127.0.0.1:7000?node=127.0.0.1:7001"
+        );
+        assert_eq!(
+            fred_url("redis-sentinel://:pw@127.0.0.1:26379/mymaster?node=127.0.0.1:26380").unwrap(),
+            "redis-sentinel://:pw@127.0.0.1:26379/0?sentinelServiceName=mymaster&node=127.0.0.1:26380"
+        );
+        assert!(fred_url("redis-sentinel://127.0.0.1:26379").is_err());
+        assert!(fred_url("http://127.0.0.1:6379").is_err());
+        for url in [
+            "redis-cluster://127.0.0.1:7000",
+            "redis-sentinel://127.0.0.1:26379/mymaster",
+        ] {
+            assert!(
+                fred::prelude::Config::from_url(&fred_url(url).unwrap()).is_ok(),
+                "{url}"
+            );
+        }
     }
 
     /// Figment's array paths render as `limits[0].limit`.

@@ -5,6 +5,8 @@
 //! flush Redis never disturb each other, and none ever touches a server it did not start.
 #![allow(dead_code)]
 
+pub mod cluster;
+
 use std::net::{SocketAddr, TcpListener as StdListener};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -18,18 +20,14 @@ use tollgate::config::Settings;
 pub struct RedisServer {
     port: u16,
     child: Option<Child>,
+    /// Extra `redis-server` arguments, e.g. to make it a cluster node.
+    args: Vec<String>,
 }
 
 impl RedisServer {
     /// Starts a server with no persistence and waits until it answers.
     pub async fn start() -> Self {
-        for _ in 0..5 {
-            let mut server = RedisServer::not_started();
-            if server.spawn().await {
-                return server;
-            }
-        }
-        panic!("redis-server did not start on a free port after 5 tries");
+        Self::start_with(&[]).await
     }
 
     /// A free port with no server on it yet: [`restart`](Self::restart) starts one there.
@@ -37,7 +35,21 @@ impl RedisServer {
         RedisServer {
             port: free_port(),
             child: None,
+            args: Vec::new(),
         }
+    }
+
+    /// Starts a server with extra arguments; `{port}` in them becomes its port.
+    pub async fn start_with(args: &[&str]) -> Self {
+        for _ in 0..5 {
+            let mut server = RedisServer::not_started();
+            let port = server.port.to_string();
+            server.args = args.iter().map(|a| a.replace("{port}", &port)).collect();
+            if server.spawn().await {
+                return server;
+            }
+        }
+        panic!("redis-server did not start on a free port after 5 tries");
     }
 
     /// `redis://127.0.0.1:<port>`.
@@ -74,6 +86,7 @@ impl RedisServer {
         let child = Command::new("redis-server")
             .args(["--port", &self.port.to_string()])
             .args(["--bind", "127.0.0.1", "--save", "", "--appendonly", "no"])
+            .args(&self.args)
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn();

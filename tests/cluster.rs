@@ -1,0 +1,119 @@
+//! tollgate on a real Redis Cluster: three primaries, three replicas.
+
+mod support;
+
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use support::cluster::RedisCluster;
+use support::{admitted_of, TestApp};
+use tokio::task::JoinSet;
+
+/// A service on `cluster`; failures answer 503, so none can pass for an admission.
+async fn app(cluster: &RedisCluster, limit: u64, timeout: &str) -> TestApp {
+    TestApp::with_toml(&format!(
+        r#"
+[redis]
+url = "{}"
+on_error = "deny"
+timeout = "{timeout}"
+
+[[limits]]
+name = "per_user"
+limit = {limit}
+window = "{}"
+"#,
+        cluster.url(),
+        support::NO_BOUNDARY
+    ))
+    .await
+}
+
+/// Many users, whose keys hash to every primary, are each admitted exactly `limit` times.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn decisions_are_exact_across_slots() {
+    let cluster = RedisCluster::start().await;
+    let app = Arc::new(app(&cluster, 3, "10s").await);
+    let client = reqwest::Client::new();
+    let mut users = JoinSet::new();
+    for user in 0..200 {
+        let (app, client) = (app.clone(), client.clone());
+        users.spawn(async move {
+            (
+                user,
+                admitted_of(&app, &client, &format!("u{user}"), 4).await,
+            )
+        });
+    }
+    while let Some(result) = users.join_next().await {
+        let (user, admitted) = result.unwrap();
+        assert_eq!(admitted, 3, "u{user}");
+    }
+    let spread = cluster.keys_per_primary().await;
+    assert_eq!(spread.len(), 3, "three primaries");
+    assert!(
+        spread.iter().all(|&(_, keys)| keys > 20),
+        "every primary holds a share of the 200 keys: {spread:?}"
+    );
+    assert_eq!(spread.iter().map(|&(_, keys)| keys).sum::<usize>(), 200);
+    cluster.assert_every_key_has_ttl().await;
+}
+
+/// A failover during steady traffic loses no decision to an error, and limiting is exact again
+/// right after it: the promoted replica lacks the script, which is loaded on NOSCRIPT.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn failover_during_traffic_loses_no_decision() {
+    let cluster = RedisCluster::start().await;
+    // The deadline covers the moment writes pause while the primary hands over.
+    let app = Arc::new(app(&cluster, 1_000_000, "5s").await);
+    let client = reqwest::Client::new();
+    let stop = Arc::new(AtomicBool::new(false));
+    let (sent, failed) = (Arc::new(AtomicUsize::new(0)), Arc::new(AtomicUsize::new(0)));
+    let mut traffic = JoinSet::new();
+    for worker in 0..8 {
+        let (app, client, stop) = (app.clone(), client.clone(), stop.clone());
+        let (sent, failed) = (sent.clone(), failed.clone());
+        traffic.spawn(async move {
+            let mut n = 0;
+            while !stop.load(Ordering::Relaxed) {
+                let status = app
+                    .get_user(&client, &format!("w{worker}-{}", n % 50))
+                    .await;
+                sent.fetch_add(1, Ordering::Relaxed);
+                if status.status() != 200 {
+                    failed.fetch_add(1, Ordering::Relaxed);
+                }
+                n += 1;
+            }
+        });
+    }
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let before = sent.load(Ordering::Relaxed);
+    cluster.failover().await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    stop.store(true, Ordering::Relaxed);
+    while traffic.join_next().await.is_some() {}
+    let (sent, failed) = (sent.load(Ordering::Relaxed), failed.load(Ordering::Relaxed));
+    assert!(
+        before > 0 && sent > before,
+        "traffic ran before and after: {before}, {sent}"
+    );
+    assert_eq!(failed, 0, "{failed} of {sent} requests failed");
+
+    // Exact again at once, on the new topology.
+    let exact = app_exact(&cluster).await;
+    assert_eq!(exact, vec![3; 30]);
+    cluster.assert_every_key_has_ttl().await;
+}
+
+/// Thirty users on a fresh service with limit 3, each sending 4: how many each got.
+async fn app_exact(cluster: &RedisCluster) -> Vec<usize> {
+    let app = app(cluster, 3, "5s").await;
+    let client = reqwest::Client::new();
+    let mut admitted = Vec::new();
+    for user in 0..30 {
+        admitted.push(admitted_of(&app, &client, &format!("after-{user}"), 4).await);
+    }
+    admitted
+}
