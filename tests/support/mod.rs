@@ -6,6 +6,7 @@
 #![allow(dead_code)]
 
 pub mod cluster;
+pub mod sentinel;
 
 use std::net::{SocketAddr, TcpListener as StdListener};
 use std::process::{Child, Command, Stdio};
@@ -166,7 +167,7 @@ impl Drop for RedisServer {
 
 /// The process id of the Redis answering on `port`, from `INFO server` over a raw socket, so
 /// that readiness does not depend on the client under test.
-async fn answering_pid(port: u16) -> Option<u32> {
+pub async fn answering_pid(port: u16) -> Option<u32> {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let mut stream = tokio::net::TcpStream::connect(("127.0.0.1", port))
         .await
