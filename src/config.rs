@@ -97,6 +97,12 @@ pub struct Settings {
     pub on_error: OnError,
     /// The longest a decision waits on Redis.
     pub timeout: Duration,
+    /// Consecutive store failures that open the circuit breaker.
+    pub breaker_failures: u32,
+    /// How long the open breaker skips the store before it probes.
+    pub breaker_cool_down: Duration,
+    /// Under `on_error = "local"`, what every limit is divided by: the number of instances.
+    pub local_divisor: u64,
     /// How callers are named: the identity header, trusted proxies, IPv6 grouping.
     pub identity: Identity,
     /// What happens when a policy keyed by user applies to a request that names nobody.
@@ -292,6 +298,9 @@ struct RawRedis {
     key_prefix: String,
     on_error: String,
     timeout: String,
+    breaker_failures: u32,
+    breaker_cool_down: String,
+    local_divisor: u64,
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -406,6 +415,9 @@ impl Default for RawConfig {
                 key_prefix: "tollgate".into(),
                 on_error: OnError::Allow.as_str().into(),
                 timeout: "100ms".into(),
+                breaker_failures: 5,
+                breaker_cool_down: "500ms".into(),
+                local_divisor: 1,
             },
             identity: RawIdentity {
                 header: "x-user".into(),
@@ -449,13 +461,28 @@ impl RawConfig {
         let on_error = match self.redis.on_error.as_str() {
             "allow" => OnError::Allow,
             "deny" => OnError::Deny,
+            "local" => OnError::Local,
             other => {
                 return Err(ConfigError::new(
                     "redis.on_error",
-                    format!("{other:?} is not one of \"allow\", \"deny\""),
+                    format!("{other:?} is not one of \"allow\", \"deny\", \"local\""),
                 ))
             }
         };
+        if self.redis.breaker_failures == 0 {
+            return Err(ConfigError::new(
+                "redis.breaker_failures",
+                "must be at least 1",
+            ));
+        }
+        let breaker_cool_down = parse_duration(&self.redis.breaker_cool_down)
+            .map_err(|reason| ConfigError::new("redis.breaker_cool_down", reason))?;
+        if self.redis.local_divisor == 0 {
+            return Err(ConfigError::new(
+                "redis.local_divisor",
+                "must be at least 1",
+            ));
+        }
         let timeout = parse_duration(&self.redis.timeout)
             .map_err(|reason| ConfigError::new("redis.timeout", reason))?;
         if timeout.is_zero() {
@@ -498,6 +525,9 @@ impl RawConfig {
             key_prefix,
             on_error,
             timeout,
+            breaker_failures: effective.redis.breaker_failures,
+            breaker_cool_down,
+            local_divisor: effective.redis.local_divisor,
             identity,
             on_missing,
             hash_key,

@@ -19,12 +19,14 @@
 #![warn(missing_docs)]
 
 pub mod algorithm;
+pub mod breaker;
 pub mod client_ip;
 pub mod config;
 pub mod decision;
 pub mod http;
 pub mod key;
 pub mod limiter;
+pub mod metrics;
 pub mod middleware;
 pub mod quota;
 pub mod scope;

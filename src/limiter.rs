@@ -7,12 +7,16 @@ use std::time::Duration;
 
 use axum::http::Method;
 
+use crate::breaker::{Breaker, BreakerState, Permit};
 use crate::decision::Decision;
 use crate::key::{CallerTag, KeyBuilder};
+use crate::metrics::Metrics;
 use crate::quota::Policy;
 use crate::scope::{Dimension, Scope};
+use crate::store::MemoryStore;
 use crate::store::{Check, Clock, Store, StoreError};
 use crate::throttle::Throttle;
+use std::time::Instant;
 
 /// What happens to a request when the store cannot decide.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -22,6 +26,9 @@ pub enum OnError {
     Allow,
     /// Answer 503 with `Retry-After: 1`: nothing passes unprotected.
     Deny,
+    /// Decide in this process's memory, with the same policies (limits divided by
+    /// `local_divisor`): still limited, per instance, while the store is out.
+    Local,
 }
 
 impl OnError {
@@ -30,6 +37,7 @@ impl OnError {
         match self {
             OnError::Allow => "allow",
             OnError::Deny => "deny",
+            OnError::Local => "local",
         }
     }
 }
@@ -98,8 +106,12 @@ pub enum Verdict {
     Unlimited,
     /// The store decided.
     Decided(Decision),
-    /// The store failed, and the failure mode decides.
+    /// The store failed (or the breaker is open), and the failure mode `allow` or `deny`
+    /// decides.
     Degraded(OnError),
+    /// The store failed (or the breaker is open), and under `on_error = "local"` this process's
+    /// memory decided, with the limits divided by `local_divisor`.
+    DecidedLocally(Decision),
     /// A policy keyed by user applies, the request names nobody, and `on_missing` is `deny`.
     Unidentified,
 }
@@ -115,6 +127,13 @@ pub struct Limiter {
     keys: KeyBuilder,
     on_error: OnError,
     on_missing: OnMissing,
+    /// Keeps a failing store from costing every request the whole deadline.
+    breaker: Breaker,
+    /// Decides under `on_error = "local"`.
+    local: MemoryStore,
+    /// Per rule, its policy as the local fallback applies it (limits divided).
+    local_policies: Vec<Arc<Policy>>,
+    metrics: Metrics,
     /// An outage logs once a second rather than once a request.
     failure_warnings: Throttle,
 }
@@ -133,14 +152,46 @@ impl std::fmt::Debug for Limiter {
 impl Limiter {
     /// A limiter over `store` applying `rules` (a `Policy` is a rule for every route, by user).
     pub fn new<R: Into<Rule>>(store: Arc<dyn Store>, rules: impl IntoIterator<Item = R>) -> Self {
+        let rules: Vec<Rule> = rules.into_iter().map(Into::into).collect();
         Limiter {
             store,
-            rules: rules.into_iter().map(Into::into).collect(),
+            local_policies: rules.iter().map(|r| r.policy.clone()).collect(),
+            metrics: Metrics::new(rules.iter().map(|r| r.policy.name().clone()).collect()),
+            rules,
             keys: KeyBuilder::new("tollgate"),
             on_error: OnError::default(),
             on_missing: OnMissing::default(),
+            breaker: Breaker::new(5, Duration::from_millis(500)),
+            local: MemoryStore::new(),
             failure_warnings: Throttle::new(Duration::from_secs(1)),
         }
+    }
+
+    /// Opens the circuit breaker after `failures` consecutive store failures, for `cool_down`.
+    pub fn with_breaker(mut self, failures: u32, cool_down: Duration) -> Self {
+        self.breaker = Breaker::new(failures, cool_down);
+        self
+    }
+
+    /// Under `on_error = "local"`, divides every limit by `divisor` (the number of instances),
+    /// so the fleet as a whole stays near the intended limit while the store is out.
+    pub fn with_local_divisor(mut self, divisor: u64) -> Self {
+        self.local_policies = self
+            .rules
+            .iter()
+            .map(|r| Arc::new(r.policy.divided(divisor)))
+            .collect();
+        self
+    }
+
+    /// The counters behind `/metrics`.
+    pub fn metrics(&self) -> &Metrics {
+        &self.metrics
+    }
+
+    /// The circuit breaker's state, for `/readyz`.
+    pub fn breaker_state(&self) -> BreakerState {
+        self.breaker.state()
     }
 
     /// Uses `keys` to name Redis keys (a different prefix, a hash key).
@@ -210,8 +261,14 @@ impl Limiter {
     /// The checks for one request: one per rule that applies, or [`Unidentified`] when a rule
     /// keyed by user applies, the request names nobody, and `on_missing` is `deny`.
     pub fn checks(&self, facts: &RequestFacts<'_>) -> Result<Vec<Check>, Unidentified> {
+        self.matched(facts).map(|(checks, _)| checks)
+    }
+
+    /// The checks for one request, with the position of each one's rule.
+    fn matched(&self, facts: &RequestFacts<'_>) -> Result<(Vec<Check>, Vec<usize>), Unidentified> {
         let mut checks = Vec::new();
-        for rule in &self.rules {
+        let mut indices = Vec::new();
+        for (i, rule) in self.rules.iter().enumerate() {
             if !rule.scope.applies_to(facts.method, facts.path) {
                 continue;
             }
@@ -228,24 +285,73 @@ impl Limiter {
                     policy: rule.policy.clone(),
                     cost,
                 });
+                indices.push(i);
             }
         }
-        Ok(checks)
+        Ok((checks, indices))
     }
 
     /// Checks one request.
     pub async fn check(&self, facts: &RequestFacts<'_>) -> Verdict {
-        let checks = match self.checks(facts) {
-            Ok(checks) if checks.is_empty() => return Verdict::Unlimited,
-            Ok(checks) => checks,
-            Err(Unidentified) => return Verdict::Unidentified,
+        let (checks, indices) = match self.matched(facts) {
+            Ok((checks, _)) if checks.is_empty() => return Verdict::Unlimited,
+            Ok(matched) => matched,
+            Err(Unidentified) => {
+                self.metrics.unidentified();
+                return Verdict::Unidentified;
+            }
         };
-        match self.store.decide(&checks, Clock::Store).await {
-            Ok(decision) => Verdict::Decided(decision),
+        let (permit, changed) = self.breaker.admit();
+        self.breaker_changed(changed);
+        if permit == Permit::Reject {
+            return self.degrade(checks, &indices).await;
+        }
+        let started = Instant::now();
+        let decided = self.store.decide(&checks, Clock::Store).await;
+        self.metrics
+            .store_call(started.elapsed(), decided.as_ref().err());
+        self.breaker_changed(self.breaker.record(permit, decided.is_ok()));
+        match decided {
+            Ok(decision) => {
+                self.metrics.decided(&decision, &indices);
+                Verdict::Decided(decision)
+            }
             Err(error) => {
                 self.warn_throttled(&error);
-                Verdict::Degraded(self.on_error)
+                self.degrade(checks, &indices).await
             }
+        }
+    }
+
+    /// The failure mode's verdict for a request the store could not decide.
+    async fn degrade(&self, mut checks: Vec<Check>, indices: &[usize]) -> Verdict {
+        self.metrics.degraded(self.on_error);
+        if self.on_error != OnError::Local {
+            return Verdict::Degraded(self.on_error);
+        }
+        for (check, &i) in checks.iter_mut().zip(indices) {
+            let local = &self.local_policies[i];
+            check.cost = check.cost.min(local.capacity());
+            check.policy = local.clone();
+        }
+        match self.local.decide(&checks, Clock::Store).await {
+            Ok(decision) => Verdict::DecidedLocally(decision),
+            // The memory store never fails; were it to, allowing is the mode's spirit.
+            Err(_) => Verdict::Degraded(OnError::Allow),
+        }
+    }
+
+    /// Logs and counts a breaker state change, once per change.
+    fn breaker_changed(&self, changed: Option<BreakerState>) {
+        let Some(state) = changed else { return };
+        self.metrics.breaker(state);
+        match state {
+            BreakerState::Open => tracing::warn!(
+                state = state.as_str(),
+                on_error = self.on_error.as_str(),
+                "circuit breaker opened: the store is skipped, the failure mode decides"
+            ),
+            _ => tracing::info!(state = state.as_str(), "circuit breaker"),
         }
     }
 

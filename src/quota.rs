@@ -192,6 +192,22 @@ impl Policy {
         Ok(())
     }
 
+    /// This policy with its limit (and burst) divided by `divisor`, at least 1, and its cost
+    /// capped to fit: what each of `divisor` instances applies on its own.
+    pub fn divided(&self, divisor: u64) -> Policy {
+        let divide =
+            |n: NonZeroU64| NonZeroU64::new(n.get() / divisor.max(1)).unwrap_or(NonZeroU64::MIN);
+        let mut policy = Policy {
+            limit: divide(self.limit),
+            burst: self.burst.map(divide),
+            ..self.clone()
+        };
+        policy.cost = policy
+            .cost
+            .min(NonZeroU64::new(policy.capacity()).unwrap_or(NonZeroU64::MIN));
+        policy
+    }
+
     /// The most quota a caller can hold at once: `burst` for a token bucket that sets one,
     /// `limit` otherwise.
     pub fn capacity(&self) -> u64 {

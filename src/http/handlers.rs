@@ -1,5 +1,6 @@
 use axum::extract::{Request, State};
-use axum::http::StatusCode;
+use axum::http::{header, StatusCode};
+use axum::response::IntoResponse;
 use axum::Json;
 use serde_json::{json, Value};
 
@@ -22,13 +23,28 @@ pub async fn healthz() -> Json<Value> {
     Json(json!({ "status": "ok" }))
 }
 
-/// 200 when the store can decide; 503 with a one-line JSON reason when it cannot.
+/// 200 when the store can decide; 503 with a one-line JSON reason when it cannot. Both name the
+/// circuit breaker's state.
 pub async fn readyz(State(state): State<AppState>) -> (StatusCode, Json<Value>) {
+    let breaker = state.limiter.breaker_state().as_str();
     match state.limiter.store().ready().await {
-        Ok(()) => (StatusCode::OK, Json(json!({ "status": "ready" }))),
+        Ok(()) => (
+            StatusCode::OK,
+            Json(json!({ "status": "ready", "breaker": breaker })),
+        ),
         Err(error) => (
             StatusCode::SERVICE_UNAVAILABLE,
-            Json(json!({ "status": "unavailable", "reason": error.to_string() })),
+            Json(
+                json!({ "status": "unavailable", "reason": error.to_string(), "breaker": breaker }),
+            ),
         ),
     }
+}
+
+/// Prometheus text: decisions, store latency and errors, the breaker.
+pub async fn metrics(State(state): State<AppState>) -> impl IntoResponse {
+    (
+        [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
+        state.limiter.metrics().render(),
+    )
 }

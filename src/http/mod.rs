@@ -38,6 +38,7 @@ pub fn router(state: AppState) -> Router {
         .merge(limited)
         .route("/healthz", get(handlers::healthz))
         .route("/readyz", get(handlers::readyz))
+        .route("/metrics", get(handlers::metrics))
         .with_state(state)
         .layer(axum::middleware::from_fn(access_log::access_log))
 }
@@ -66,7 +67,9 @@ pub async fn limiter(settings: &Settings) -> Result<Limiter, StoreError> {
     Ok(Limiter::new(store, settings.rules.clone())
         .with_keys(settings.key_builder())
         .with_on_error(settings.on_error)
-        .with_on_missing(settings.on_missing))
+        .with_on_missing(settings.on_missing)
+        .with_breaker(settings.breaker_failures, settings.breaker_cool_down)
+        .with_local_divisor(settings.local_divisor))
 }
 
 /// The whole service for `settings`, ready to serve.

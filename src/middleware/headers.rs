@@ -38,6 +38,14 @@ pub fn apply(headers: &mut HeaderMap, decision: &Decision) {
     }
 }
 
+/// `X-RateLimit-Degraded: local`: the store was out, and this process decided alone.
+pub const X_RATELIMIT_DEGRADED: HeaderName = HeaderName::from_static("x-ratelimit-degraded");
+
+/// Marks a response decided by the local fallback (`on_error = "local"`).
+pub fn mark_degraded(headers: &mut HeaderMap) {
+    headers.insert(X_RATELIMIT_DEGRADED, HeaderValue::from_static("local"));
+}
+
 /// Adds what a denial carries on top of [`apply`].
 pub fn apply_denial(headers: &mut HeaderMap, decision: &Decision) {
     apply(headers, decision);

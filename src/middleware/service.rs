@@ -68,25 +68,33 @@ where
         let limiter = self.limiter.clone();
         let facts = OwnedFacts::of(&request, &self.identity);
         Box::pin(async move {
-            match limiter.check(&facts.borrow()).await {
-                Verdict::Unlimited | Verdict::Degraded(OnError::Allow) => inner.call(request).await,
-                Verdict::Decided(decision) if decision.allowed => {
-                    let mut response = inner.call(request).await?;
-                    headers::apply(response.headers_mut(), &decision);
-                    Ok(response)
+            let (decision, local) = match limiter.check(&facts.borrow()).await {
+                Verdict::Unlimited | Verdict::Degraded(OnError::Allow) => {
+                    return inner.call(request).await
                 }
-                Verdict::Decided(decision) => {
-                    // Debug, not info: a flood of denials must not flood the logs.
-                    tracing::debug!(
-                        policy = decision.tightest().map(|p| p.policy.name().as_str()),
-                        retry_after_ms = decision.retry_after().as_millis() as u64,
-                        "denied"
-                    );
-                    Ok(response::too_many_requests(&decision))
-                }
-                Verdict::Degraded(OnError::Deny) => Ok(response::store_unavailable()),
-                Verdict::Unidentified => Ok(response::unidentified()),
+                Verdict::Degraded(_) => return Ok(response::store_unavailable()),
+                Verdict::Unidentified => return Ok(response::unidentified()),
+                Verdict::Decided(decision) => (decision, false),
+                Verdict::DecidedLocally(decision) => (decision, true),
+            };
+            let mut response = if decision.allowed {
+                let mut response = inner.call(request).await?;
+                headers::apply(response.headers_mut(), &decision);
+                response
+            } else {
+                // Debug, not info: a flood of denials must not flood the logs.
+                tracing::debug!(
+                    policy = decision.tightest().map(|p| p.policy.name().as_str()),
+                    retry_after_ms = decision.retry_after().as_millis() as u64,
+                    local,
+                    "denied"
+                );
+                response::too_many_requests(&decision)
+            };
+            if local {
+                headers::mark_degraded(response.headers_mut());
             }
+            Ok(response)
         })
     }
 }

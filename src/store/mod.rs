@@ -65,6 +65,17 @@ pub trait Store: Send + Sync + 'static {
     fn ready(&self) -> StoreFuture<'_, ()>;
 }
 
+impl StoreError {
+    /// The kind, as metrics label it: `timeout`, `redis` or `reply`.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            StoreError::Timeout(_) => "timeout",
+            StoreError::Redis(_) => "redis",
+            StoreError::Reply(_) => "reply",
+        }
+    }
+}
+
 /// Why a store could not decide.
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {

@@ -1,0 +1,246 @@
+//! Prometheus metrics, rendered as text for `GET /metrics`. Names start with `tollgate_`, and
+//! labels never carry caller identities: only policy names, outcomes and kinds.
+//!
+//! - `tollgate_decisions_total{policy, outcome}`: requests each policy applied to, by outcome
+//!   (`allowed`, `denied`).
+//! - `tollgate_denials_total{policy}`: denials each policy caused (over-limit callers, per
+//!   policy, without a label per user).
+//! - `tollgate_degraded_total{on_error}`: requests the failure mode decided (`allow`, `deny`,
+//!   `local`).
+//! - `tollgate_unidentified_total`: requests refused 401 under `on_missing = "deny"`.
+//! - `tollgate_store_latency_seconds`: a histogram of store decisions, successful or not.
+//! - `tollgate_store_errors_total{kind}`: store failures by kind (`timeout`, `redis`, `reply`).
+//! - `tollgate_breaker_state{state}`: 1 for the breaker's current state, 0 for the others.
+//! - `tollgate_breaker_transitions_total{to}`: breaker state changes.
+
+use std::fmt::Write;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::time::Duration;
+
+use crate::breaker::BreakerState;
+use crate::decision::Decision;
+use crate::limiter::OnError;
+use crate::quota::PolicyName;
+use crate::store::StoreError;
+
+/// Upper bounds of the store latency buckets, in seconds.
+const LATENCY_BUCKETS: [f64; 12] = [
+    0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5,
+];
+
+/// Store error kinds, as labelled.
+const ERROR_KINDS: [&str; 3] = ["timeout", "redis", "reply"];
+
+/// The failure modes, as labelled.
+const ON_ERROR: [OnError; 3] = [OnError::Allow, OnError::Deny, OnError::Local];
+
+/// Every counter tollgate keeps; lock-free, one per label set, fixed at startup.
+#[derive(Debug)]
+pub struct Metrics {
+    policies: Vec<PolicyName>,
+    /// Per policy: [allowed, denied, caused the denial].
+    per_policy: Vec<[AtomicU64; 3]>,
+    degraded: [AtomicU64; 3],
+    unidentified: AtomicU64,
+    latency_buckets: [AtomicU64; LATENCY_BUCKETS.len()],
+    latency_count: AtomicU64,
+    latency_sum_us: AtomicU64,
+    errors: [AtomicU64; 3],
+    breaker_state: AtomicUsize,
+    transitions: [AtomicU64; 3],
+}
+
+impl Metrics {
+    /// Counters for `policies`, all zero.
+    pub fn new(policies: Vec<PolicyName>) -> Self {
+        Metrics {
+            per_policy: policies.iter().map(|_| Default::default()).collect(),
+            policies,
+            degraded: Default::default(),
+            unidentified: AtomicU64::new(0),
+            latency_buckets: Default::default(),
+            latency_count: AtomicU64::new(0),
+            latency_sum_us: AtomicU64::new(0),
+            errors: Default::default(),
+            breaker_state: AtomicUsize::new(0),
+            transitions: Default::default(),
+        }
+    }
+
+    /// Counts a decision over the policies at `indices` (positions in the configured list).
+    pub fn decided(&self, decision: &Decision, indices: &[usize]) {
+        for (&i, policy) in indices.iter().zip(&decision.policies) {
+            let counters = &self.per_policy[i];
+            let outcome = if decision.allowed { 0 } else { 1 };
+            counters[outcome].fetch_add(1, Ordering::Relaxed);
+            if !policy.allowed {
+                counters[2].fetch_add(1, Ordering::Relaxed);
+            }
+        }
+    }
+
+    /// Counts a request the failure mode decided.
+    pub fn degraded(&self, on_error: OnError) {
+        let i = ON_ERROR.iter().position(|m| *m == on_error).unwrap_or(0);
+        self.degraded[i].fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Counts a 401 under `on_missing = "deny"`.
+    pub fn unidentified(&self) {
+        self.unidentified.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Records how long the store took, and whether and how it failed.
+    pub fn store_call(&self, took: Duration, error: Option<&StoreError>) {
+        let seconds = took.as_secs_f64();
+        for (bucket, bound) in self.latency_buckets.iter().zip(LATENCY_BUCKETS) {
+            if seconds <= bound {
+                bucket.fetch_add(1, Ordering::Relaxed);
+            }
+        }
+        self.latency_count.fetch_add(1, Ordering::Relaxed);
+        self.latency_sum_us
+            .fetch_add(took.as_micros() as u64, Ordering::Relaxed);
+        if let Some(error) = error {
+            let i = ERROR_KINDS
+                .iter()
+                .position(|k| *k == error.kind())
+                .unwrap_or(1);
+            self.errors[i].fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
+    /// Records a breaker state change.
+    pub fn breaker(&self, to: BreakerState) {
+        let i = BreakerState::ALL.iter().position(|s| *s == to).unwrap_or(0);
+        self.breaker_state.store(i, Ordering::Relaxed);
+        self.transitions[i].fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// The Prometheus text exposition of every metric.
+    pub fn render(&self) -> String {
+        let mut out = String::new();
+        let load = |c: &AtomicU64| c.load(Ordering::Relaxed);
+        family(
+            &mut out,
+            "tollgate_decisions_total",
+            "counter",
+            "Requests each policy applied to, by outcome.",
+        );
+        for (name, counters) in self.policies.iter().zip(&self.per_policy) {
+            for (outcome, counter) in ["allowed", "denied"].iter().zip(counters) {
+                let _ = writeln!(
+                    out,
+                    "tollgate_decisions_total{{policy=\"{name}\",outcome=\"{outcome}\"}} {}",
+                    load(counter)
+                );
+            }
+        }
+        family(
+            &mut out,
+            "tollgate_denials_total",
+            "counter",
+            "Denials each policy caused.",
+        );
+        for (name, counters) in self.policies.iter().zip(&self.per_policy) {
+            let _ = writeln!(
+                out,
+                "tollgate_denials_total{{policy=\"{name}\"}} {}",
+                load(&counters[2])
+            );
+        }
+        family(
+            &mut out,
+            "tollgate_degraded_total",
+            "counter",
+            "Requests the failure mode decided.",
+        );
+        for (mode, counter) in ON_ERROR.iter().zip(&self.degraded) {
+            let _ = writeln!(
+                out,
+                "tollgate_degraded_total{{on_error=\"{}\"}} {}",
+                mode.as_str(),
+                load(counter)
+            );
+        }
+        family(
+            &mut out,
+            "tollgate_unidentified_total",
+            "counter",
+            "Requests refused for naming no caller.",
+        );
+        let _ = writeln!(
+            out,
+            "tollgate_unidentified_total {}",
+            load(&self.unidentified)
+        );
+        family(
+            &mut out,
+            "tollgate_store_latency_seconds",
+            "histogram",
+            "How long store decisions took.",
+        );
+        for (bound, bucket) in LATENCY_BUCKETS.iter().zip(&self.latency_buckets) {
+            let _ = writeln!(
+                out,
+                "tollgate_store_latency_seconds_bucket{{le=\"{bound}\"}} {}",
+                load(bucket)
+            );
+        }
+        let count = load(&self.latency_count);
+        let _ = writeln!(
+            out,
+            "tollgate_store_latency_seconds_bucket{{le=\"+Inf\"}} {count}"
+        );
+        let sum = load(&self.latency_sum_us) as f64 / 1e6;
+        let _ = writeln!(out, "tollgate_store_latency_seconds_sum {sum}");
+        let _ = writeln!(out, "tollgate_store_latency_seconds_count {count}");
+        family(
+            &mut out,
+            "tollgate_store_errors_total",
+            "counter",
+            "Store failures by kind.",
+        );
+        for (kind, counter) in ERROR_KINDS.iter().zip(&self.errors) {
+            let _ = writeln!(
+                out,
+                "tollgate_store_errors_total{{kind=\"{kind}\"}} {}",
+                load(counter)
+            );
+        }
+        family(
+            &mut out,
+            "tollgate_breaker_state",
+            "gauge",
+            "1 for the circuit breaker's state.",
+        );
+        let current = self.breaker_state.load(Ordering::Relaxed);
+        for (i, state) in BreakerState::ALL.iter().enumerate() {
+            let on = u8::from(i == current);
+            let _ = writeln!(
+                out,
+                "tollgate_breaker_state{{state=\"{}\"}} {on}",
+                state.as_str()
+            );
+        }
+        family(
+            &mut out,
+            "tollgate_breaker_transitions_total",
+            "counter",
+            "Circuit breaker state changes.",
+        );
+        for (state, counter) in BreakerState::ALL.iter().zip(&self.transitions) {
+            let _ = writeln!(
+                out,
+                "tollgate_breaker_transitions_total{{to=\"{}\"}} {}",
+                state.as_str(),
+                load(counter)
+            );
+        }
+        out
+    }
+}
+
+fn family(out: &mut String, name: &str, kind: &str, help: &str) {
+    let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}");
+}
