@@ -594,6 +594,20 @@ fn other_bad_values_are_rejected() {
     for (toml, key) in [
         ("[identity]\nheader = \"x user\"\n", "identity.header"),
         ("[log]\nformat = \"xml\"\n", "log.format"),
+        ("[redis]\nbreaker_failures = 0\n", "redis.breaker_failures"),
+        (
+            "[redis]\nbreaker_cool_down = \"soon\"\n",
+            "redis.breaker_cool_down",
+        ),
+        ("[redis]\nlocal_divisor = 0\n", "redis.local_divisor"),
+        (
+            "[identity]\nforwarded_header = \"via\"\n",
+            "identity.forwarded_header",
+        ),
+        (
+            "[redis]\nurl = \"redis-sentinel://127.0.0.1:26379\"\n",
+            "redis.url",
+        ),
         ("[redis]\nkey_prefix = \"a{b}\"\n", "redis.key_prefix"),
         (
             "[[limits]]\nname = \"p\"\nlimit = 3\nwindow = \"1m\"\ncost = 0\n",
