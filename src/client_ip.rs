@@ -69,10 +69,12 @@ impl fmt::Display for Cidr {
     }
 }
 
-/// `addr` with all but its first `prefix` bits cleared.
+/// `addr` with all but its first `prefix` bits cleared (a prefix past the address's length
+/// keeps it whole).
 fn mask(addr: IpAddr, prefix: u8) -> IpAddr {
     match addr {
         IpAddr::V4(v4) => {
+            let prefix = prefix.min(32);
             let bits = u32::from(v4);
             let kept = if prefix == 0 {
                 0
@@ -82,6 +84,7 @@ fn mask(addr: IpAddr, prefix: u8) -> IpAddr {
             IpAddr::V4(kept.into())
         }
         IpAddr::V6(v6) => {
+            let prefix = prefix.min(128);
             let bits = u128::from(v6);
             let kept = if prefix == 0 {
                 0
@@ -290,6 +293,11 @@ mod tests {
             bucket(ip("2001:db8:1:2::1"), 64)
         );
         assert_eq!(bucket(ip("::ffff:192.0.2.1"), 64), "ip:192.0.2.1");
+        assert_eq!(
+            bucket(ip("2001:db8::1"), 200),
+            "ip:2001:db8::1/200",
+            "no overflow"
+        );
     }
 
     /// CIDRs parse with or without a prefix, and reject what is not one.

@@ -37,10 +37,17 @@ pub struct ConfigError {
 }
 
 impl ConfigError {
-    /// A mistake at `key`; a reason spread over several lines is joined into one.
+    /// A mistake at `key`; a reason spread over several lines is joined into one, and control
+    /// characters in a key (an unknown key may be named anything) are escaped.
     fn new(key: impl Into<String>, reason: impl Into<String>) -> Self {
+        let key = key.into();
+        let key = if key.chars().any(char::is_control) {
+            key.escape_default().to_string()
+        } else {
+            key
+        };
         ConfigError {
-            key: key.into(),
+            key,
             reason: one_line(&reason.into()),
         }
     }
