@@ -9,7 +9,9 @@
 //!   `local`).
 //! - `tollgate_unidentified_total`: requests refused 401 under `on_missing = "deny"`.
 //! - `tollgate_store_latency_seconds`: a histogram of store decisions, successful or not.
-//! - `tollgate_store_errors_total{kind}`: store failures by kind (`timeout`, `redis`, `reply`).
+//! - `tollgate_store_errors_total{kind}`: store failures by kind (`timeout`, `connection`,
+//!   `redis`, `reply`).
+//! - `tollgate_store_script_reloads_total`: scripts loaded again after NOSCRIPT.
 //! - `tollgate_breaker_state{state}`: 1 for the breaker's current state, 0 for the others.
 //! - `tollgate_breaker_transitions_total{to}`: breaker state changes.
 
@@ -29,7 +31,7 @@ const LATENCY_BUCKETS: [f64; 12] = [
 ];
 
 /// Store error kinds, as labelled.
-const ERROR_KINDS: [&str; 3] = ["timeout", "redis", "reply"];
+const ERROR_KINDS: [&str; 4] = ["timeout", "connection", "redis", "reply"];
 
 /// The failure modes, as labelled.
 const ON_ERROR: [OnError; 3] = [OnError::Allow, OnError::Deny, OnError::Local];
@@ -45,7 +47,7 @@ pub struct Metrics {
     latency_buckets: [AtomicU64; LATENCY_BUCKETS.len()],
     latency_count: AtomicU64,
     latency_sum_us: AtomicU64,
-    errors: [AtomicU64; 3],
+    errors: [AtomicU64; 4],
     breaker_state: AtomicUsize,
     transitions: [AtomicU64; 3],
 }
@@ -105,7 +107,7 @@ impl Metrics {
             let i = ERROR_KINDS
                 .iter()
                 .position(|k| *k == error.kind())
-                .unwrap_or(1);
+                .unwrap_or(2);
             self.errors[i].fetch_add(1, Ordering::Relaxed);
         }
     }
@@ -117,8 +119,8 @@ impl Metrics {
         self.transitions[i].fetch_add(1, Ordering::Relaxed);
     }
 
-    /// The Prometheus text exposition of every metric.
-    pub fn render(&self) -> String {
+    /// The Prometheus text exposition of every metric; `script_reloads` comes from the store.
+    pub fn render(&self, script_reloads: u64) -> String {
         let mut out = String::new();
         let load = |c: &AtomicU64| c.load(Ordering::Relaxed);
         family(
@@ -195,6 +197,13 @@ impl Metrics {
         let sum = load(&self.latency_sum_us) as f64 / 1e6;
         let _ = writeln!(out, "tollgate_store_latency_seconds_sum {sum}");
         let _ = writeln!(out, "tollgate_store_latency_seconds_count {count}");
+        family(
+            &mut out,
+            "tollgate_store_script_reloads_total",
+            "counter",
+            "Scripts loaded again after NOSCRIPT.",
+        );
+        let _ = writeln!(out, "tollgate_store_script_reloads_total {script_reloads}");
         family(
             &mut out,
             "tollgate_store_errors_total",

@@ -16,6 +16,15 @@ use tollgate::{Algorithm, Policy, PolicyName, Window};
 
 const CALLERS: usize = 20_000;
 
+/// How many callers the Redis flood sends: 20,000 in the suite; `FLOOD_CALLERS=1000000` for the
+/// README's figure (run it with `--release`).
+fn callers() -> usize {
+    std::env::var("FLOOD_CALLERS")
+        .ok()
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(CALLERS)
+}
+
 fn policy(algorithm: Algorithm, window_ms: u64) -> Arc<Policy> {
     Arc::new(
         Policy::new(
@@ -85,13 +94,14 @@ async fn a_flood_of_callers_expires_from_redis() {
     );
     let conn = server.client().await;
     let keys = KeyBuilder::new("tollgate");
+    let callers = callers();
     for algorithm in Algorithm::ALL {
         // Measured with a long window, so that no key expires while it is measured.
         let long = policy(algorithm, 3_600_000);
         let before = used_memory(&conn).await;
-        flood(&store, &long, "measured", CALLERS).await;
-        assert_eq!(dbsize(&conn).await, CALLERS as u64, "one key per caller");
-        let per_caller = (used_memory(&conn).await - before) / CALLERS as u64;
+        flood(&store, &long, "measured", callers).await;
+        assert_eq!(dbsize(&conn).await, callers as u64, "one key per caller");
+        let per_caller = (used_memory(&conn).await - before) / callers as u64;
         let sample = keys.key(&keys.tag(b"measured-0"), long.name());
         let usage: u64 = conn
             .custom(
@@ -101,7 +111,7 @@ async fn a_flood_of_callers_expires_from_redis() {
             .await
             .unwrap();
         eprintln!(
-            "{}: {per_caller} bytes of used_memory per active caller; MEMORY USAGE of one key: \
+            "{} ({callers} callers): {per_caller} bytes of used_memory per active caller; MEMORY USAGE of one key: \
              {usage} bytes",
             algorithm.as_str()
         );

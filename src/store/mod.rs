@@ -63,6 +63,11 @@ pub trait Store: Send + Sync + 'static {
 
     /// Succeeds when the store can decide right now.
     fn ready(&self) -> StoreFuture<'_, ()>;
+
+    /// How often the store had lost its scripts and loaded them again (NOSCRIPT).
+    fn script_reloads(&self) -> u64 {
+        0
+    }
 }
 
 impl StoreError {
@@ -70,6 +75,7 @@ impl StoreError {
     pub fn kind(&self) -> &'static str {
         match self {
             StoreError::Timeout(_) => "timeout",
+            StoreError::Connection(_) => "connection",
             StoreError::Redis(_) => "redis",
             StoreError::Reply(_) => "reply",
         }
@@ -82,7 +88,10 @@ pub enum StoreError {
     /// The store did not answer within the deadline.
     #[error("the store did not answer within {0:?}")]
     Timeout(Duration),
-    /// Redis answered with an error or could not be reached.
+    /// Redis could not be reached, or dropped the connection, or refused the credentials.
+    #[error("redis connection: {0}")]
+    Connection(String),
+    /// Redis answered with an error.
     #[error("redis: {0}")]
     Redis(String),
     /// The store answered something the decision cannot be read from.

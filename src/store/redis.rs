@@ -1,5 +1,6 @@
 //! The shared store: one EVALSHA of a Lua script per decision, reloaded after NOSCRIPT.
 
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -81,6 +82,7 @@ impl RedisStore {
             conn: Conn {
                 client,
                 script: Script::from_lua(DECIDE_LUA),
+                reloads: Arc::new(AtomicU64::new(0)),
             },
             timeout,
             connection_error,
@@ -101,7 +103,7 @@ impl RedisStore {
 
     /// Loads every script with SCRIPT LOAD, on every primary.
     pub async fn load_scripts(&self) -> Result<(), StoreError> {
-        let Conn { client, script } = &self.conn;
+        let Conn { client, script, .. } = &self.conn;
         client.wait_for_connect().await.map_err(redis_error)?;
         script.load(client).await.map_err(redis_error)
     }
@@ -155,6 +157,8 @@ struct Conn {
     client: Client,
     /// `DECIDE_LUA`, by its SHA-1.
     script: Script,
+    /// How often Redis had lost the script (NOSCRIPT) and it was loaded again.
+    reloads: Arc<AtomicU64>,
 }
 
 impl Conn {
@@ -221,11 +225,21 @@ impl Conn {
             }));
             args.push(Value::from(receipts.map_or(0, |r| r[n]) as i64));
         }
-        let reply: Vec<i64> = self
-            .script
-            .evalsha_with_reload(&self.client, keys, args)
+        // fred's `evalsha_with_reload`, spelled out so that reloads can be counted.
+        let sha = self.script.sha1().clone();
+        let reply: Vec<i64> = match self
+            .client
+            .evalsha(sha.clone(), keys.clone(), args.clone())
             .await
-            .map_err(redis_error)?;
+        {
+            Err(error) if error.details().starts_with("NOSCRIPT") => {
+                self.reloads.fetch_add(1, Ordering::Relaxed);
+                self.script.load(&self.client).await.map_err(redis_error)?;
+                self.client.evalsha(sha, keys, args).await
+            }
+            reply => reply,
+        }
+        .map_err(redis_error)?;
         Reply::read(&reply, members.len())
     }
 }
@@ -333,6 +347,10 @@ impl Store for RedisStore {
         Box::pin(self.run(checks, clock))
     }
 
+    fn script_reloads(&self) -> u64 {
+        self.conn.reloads.load(Ordering::Relaxed)
+    }
+
     /// Runs the decide script with no keys: ready means the script, the connection and the
     /// user's permissions all work, not merely that PING answers.
     fn ready(&self) -> StoreFuture<'_, ()> {
@@ -379,5 +397,10 @@ fn watch_connection(client: &Client) -> Arc<Mutex<Option<String>>> {
 }
 
 fn redis_error(error: fred::error::Error) -> StoreError {
-    StoreError::Redis(error.to_string())
+    match error.kind() {
+        ErrorKind::IO | ErrorKind::Canceled | ErrorKind::Auth => {
+            StoreError::Connection(error.to_string())
+        }
+        _ => StoreError::Redis(error.to_string()),
+    }
 }
