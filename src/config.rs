@@ -120,6 +120,8 @@ pub struct Settings {
     pub rules: Vec<Rule>,
     /// How logs are written.
     pub log_format: LogFormat,
+    /// Whether denials are cached in process until their retry time.
+    pub local_cache: bool,
     /// The configuration as it was read, with secrets redacted, for `check-config`.
     effective: RawConfig,
 }
@@ -289,6 +291,7 @@ fn load_dotenv(path: &Path) -> Result<(), ConfigError> {
 #[serde(deny_unknown_fields)]
 struct RawConfig {
     listen: String,
+    local_cache: bool,
     redis: RawRedis,
     identity: RawIdentity,
     limits: Vec<RawLimit>,
@@ -416,6 +419,7 @@ impl Default for RawConfig {
     fn default() -> Self {
         RawConfig {
             listen: "127.0.0.1:8000".into(),
+            local_cache: true,
             redis: RawRedis {
                 url: None,
                 password: None,
@@ -540,6 +544,7 @@ impl RawConfig {
             hash_key,
             rules,
             log_format,
+            local_cache: effective.local_cache,
             effective,
         })
     }

@@ -23,6 +23,7 @@ pub mod breaker;
 pub mod client_ip;
 pub mod config;
 pub mod decision;
+pub mod denial_cache;
 pub mod http;
 pub mod key;
 pub mod limiter;

@@ -9,8 +9,12 @@ use axum::http::Method;
 
 use crate::breaker::{Breaker, BreakerState, Permit};
 use crate::decision::Decision;
+use crate::denial_cache::DenialCache;
 use crate::key::{CallerTag, KeyBuilder};
 use crate::metrics::Metrics;
+
+/// How many denials the local over-limit cache holds at most (a few hundred bytes each).
+pub const DENIAL_CACHE_CAPACITY: usize = 100_000;
 use crate::quota::Policy;
 use crate::scope::{Dimension, Scope};
 use crate::store::MemoryStore;
@@ -134,6 +138,8 @@ pub struct Limiter {
     /// Per rule, its policy as the local fallback applies it (limits divided).
     local_policies: Vec<Arc<Policy>>,
     metrics: Metrics,
+    /// Recent denials, served without a store call until their retry time.
+    denials: Option<DenialCache>,
     /// An outage logs once a second rather than once a request.
     failure_warnings: Throttle,
 }
@@ -163,6 +169,7 @@ impl Limiter {
             on_missing: OnMissing::default(),
             breaker: Breaker::new(5, Duration::from_millis(500)),
             local: MemoryStore::new(),
+            denials: Some(DenialCache::new(DENIAL_CACHE_CAPACITY)),
             failure_warnings: Throttle::new(Duration::from_secs(1)),
         }
     }
@@ -181,6 +188,12 @@ impl Limiter {
             .iter()
             .map(|r| Arc::new(r.policy.divided(divisor)))
             .collect();
+        self
+    }
+
+    /// Turns the local over-limit cache on (the default) or off.
+    pub fn with_local_cache(mut self, enabled: bool) -> Self {
+        self.denials = enabled.then(|| DenialCache::new(DENIAL_CACHE_CAPACITY));
         self
     }
 
@@ -301,6 +314,17 @@ impl Limiter {
                 return Verdict::Unidentified;
             }
         };
+        let cached = self
+            .denials
+            .as_ref()
+            .map(|cache| (cache, DenialCache::key(&checks)));
+        if let Some((cache, key)) = &cached {
+            if let Some(decision) = cache.get(key, Instant::now()) {
+                self.metrics.cached_denial();
+                self.metrics.decided(&decision, &indices);
+                return Verdict::Decided(decision);
+            }
+        }
         let (permit, changed) = self.breaker.admit();
         self.breaker_changed(changed);
         if permit == Permit::Reject {
@@ -314,6 +338,10 @@ impl Limiter {
         match decided {
             Ok(decision) => {
                 self.metrics.decided(&decision, &indices);
+                if let (Some((cache, key)), false) = (cached, decision.allowed) {
+                    // From before the call: the entry may expire a little early, never late.
+                    cache.insert(key, &decision, started);
+                }
                 Verdict::Decided(decision)
             }
             Err(error) => {

@@ -8,6 +8,7 @@
 //! - `tollgate_degraded_total{on_error}`: requests the failure mode decided (`allow`, `deny`,
 //!   `local`).
 //! - `tollgate_unidentified_total`: requests refused 401 under `on_missing = "deny"`.
+//! - `tollgate_cached_denials_total`: denials served by the local over-limit cache.
 //! - `tollgate_store_latency_seconds`: a histogram of store decisions, successful or not.
 //! - `tollgate_store_errors_total{kind}`: store failures by kind (`timeout`, `connection`,
 //!   `redis`, `reply`).
@@ -44,6 +45,7 @@ pub struct Metrics {
     per_policy: Vec<[AtomicU64; 3]>,
     degraded: [AtomicU64; 3],
     unidentified: AtomicU64,
+    cached_denials: AtomicU64,
     latency_buckets: [AtomicU64; LATENCY_BUCKETS.len()],
     latency_count: AtomicU64,
     latency_sum_us: AtomicU64,
@@ -60,6 +62,7 @@ impl Metrics {
             policies,
             degraded: Default::default(),
             unidentified: AtomicU64::new(0),
+            cached_denials: AtomicU64::new(0),
             latency_buckets: Default::default(),
             latency_count: AtomicU64::new(0),
             latency_sum_us: AtomicU64::new(0),
@@ -85,6 +88,11 @@ impl Metrics {
     pub fn degraded(&self, on_error: OnError) {
         let i = ON_ERROR.iter().position(|m| *m == on_error).unwrap_or(0);
         self.degraded[i].fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Counts a denial served from the local over-limit cache, without a store call.
+    pub fn cached_denial(&self) {
+        self.cached_denials.fetch_add(1, Ordering::Relaxed);
     }
 
     /// Counts a 401 under `on_missing = "deny"`.
@@ -175,6 +183,17 @@ impl Metrics {
             out,
             "tollgate_unidentified_total {}",
             load(&self.unidentified)
+        );
+        family(
+            &mut out,
+            "tollgate_cached_denials_total",
+            "counter",
+            "Denials served from the local over-limit cache, without a store call.",
+        );
+        let _ = writeln!(
+            out,
+            "tollgate_cached_denials_total {}",
+            load(&self.cached_denials)
         );
         family(
             &mut out,

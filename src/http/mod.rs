@@ -69,7 +69,8 @@ pub async fn limiter(settings: &Settings) -> Result<Limiter, StoreError> {
         .with_on_error(settings.on_error)
         .with_on_missing(settings.on_missing)
         .with_breaker(settings.breaker_failures, settings.breaker_cool_down)
-        .with_local_divisor(settings.local_divisor))
+        .with_local_divisor(settings.local_divisor)
+        .with_local_cache(settings.local_cache))
 }
 
 /// The whole service for `settings`, ready to serve.

@@ -1,0 +1,181 @@
+//! The local over-limit cache: once the store has denied a caller, further identical requests
+//! are denied in process until the moment the store said they could be retried, without a
+//! store call.
+//!
+//! It is exact for what it serves: a denial consumes nothing, so nothing the caller does can
+//! make the store admit them sooner, and others' requests only ever delay it. (One exception,
+//! by a round trip: a concurrent request's refund across hash tags can give quota back early;
+//! the cache then keeps denying until the retry time it was given.) Entries expire at that
+//! exact time, the cache holds a bounded number of them, and it is per process, so a
+//! configuration change, which needs a restart, never serves a stale denial.
+
+use std::collections::HashMap;
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use crate::decision::Decision;
+use crate::store::Check;
+
+/// Recent denials by request shape (its keys and costs), each valid until its retry time.
+#[derive(Debug)]
+pub struct DenialCache {
+    capacity: usize,
+    inner: Mutex<Inner>,
+}
+
+#[derive(Debug)]
+struct Inner {
+    entries: HashMap<String, Entry>,
+    /// A full cache is swept of expired entries at most once a second, so a flood of denied
+    /// callers costs O(1) per request, not a scan each.
+    next_sweep: Instant,
+}
+
+#[derive(Debug, Clone)]
+struct Entry {
+    decision: Decision,
+    /// When the store decided; headers count down from it.
+    decided_at: Instant,
+    /// When the store said a retry could be admitted: the entry's expiry.
+    until: Instant,
+}
+
+impl DenialCache {
+    /// A cache of at most `capacity` denials (at least 1).
+    pub fn new(capacity: usize) -> Self {
+        DenialCache {
+            capacity: capacity.max(1),
+            inner: Mutex::new(Inner {
+                entries: HashMap::new(),
+                next_sweep: Instant::now(),
+            }),
+        }
+    }
+
+    /// The cache key of a request: every check's key, cost and policy version (algorithm,
+    /// limit, window, burst), so a policy that changes never meets a denial made under the old.
+    pub fn key(checks: &[Check]) -> String {
+        use std::fmt::Write;
+        let mut key = String::new();
+        for check in checks {
+            let p = &check.policy;
+            let _ = writeln!(
+                key,
+                "{}#{}#{}/{}/{}/{}",
+                check.key,
+                check.cost,
+                p.algorithm().as_str(),
+                p.limit(),
+                p.window().as_millis(),
+                p.capacity()
+            );
+        }
+        key
+    }
+
+    /// The cached denial for `key` as of `now`, its waits shortened by the time since the store
+    /// decided; `None` once the retry time has come.
+    pub fn get(&self, key: &str, now: Instant) -> Option<Decision> {
+        let mut inner = self.lock();
+        let entry = inner.entries.get(key)?;
+        if now >= entry.until {
+            inner.entries.remove(key);
+            return None;
+        }
+        let elapsed = now.duration_since(entry.decided_at);
+        let mut decision = entry.decision.clone();
+        for policy in &mut decision.policies {
+            policy.retry_after = policy.retry_after.saturating_sub(elapsed);
+            policy.reset_after = policy.reset_after.saturating_sub(elapsed);
+        }
+        Some(decision)
+    }
+
+    /// Remembers a denial made at `now` under `key`, until its retry time.
+    pub fn insert(&self, key: String, decision: &Decision, now: Instant) {
+        let wait = decision.retry_after();
+        if decision.allowed || wait.is_zero() {
+            return;
+        }
+        let mut inner = self.lock();
+        if inner.entries.len() >= self.capacity && now >= inner.next_sweep {
+            inner.entries.retain(|_, entry| entry.until > now);
+            inner.next_sweep = now + Duration::from_secs(1);
+        }
+        if inner.entries.len() >= self.capacity {
+            // Full of live denials: this one goes to the store each time until room is made.
+            return;
+        }
+        let entry = Entry {
+            decision: decision.clone(),
+            decided_at: now,
+            until: now + wait,
+        };
+        inner.entries.insert(key, entry);
+    }
+
+    /// How many denials are held.
+    pub fn len(&self) -> usize {
+        self.lock().entries.len()
+    }
+
+    /// Whether no denial is held.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Inner> {
+        self.inner.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::decision::PolicyDecision;
+    use crate::quota::Policy;
+    use std::sync::Arc;
+
+    fn denied(retry_ms: u64) -> Decision {
+        let policy: Policy = "p: 1 per 1m".parse().unwrap();
+        Decision {
+            allowed: false,
+            policies: vec![PolicyDecision {
+                policy: Arc::new(policy),
+                allowed: false,
+                limit: 1,
+                remaining: 0,
+                retry_after: Duration::from_millis(retry_ms),
+                reset_after: Duration::from_millis(retry_ms),
+            }],
+        }
+    }
+
+    /// A cached denial counts down, and expires at the exact retry time.
+    #[test]
+    fn denials_count_down_and_expire_on_time() {
+        let cache = DenialCache::new(10);
+        let t0 = Instant::now();
+        cache.insert("k".into(), &denied(2_000), t0);
+        let later = cache.get("k", t0 + Duration::from_millis(1_500)).unwrap();
+        assert_eq!(later.retry_after(), Duration::from_millis(500));
+        assert!(cache.get("k", t0 + Duration::from_millis(1_999)).is_some());
+        assert!(cache.get("k", t0 + Duration::from_millis(2_000)).is_none());
+        assert!(cache.is_empty());
+    }
+
+    /// The cache never holds more than its capacity.
+    #[test]
+    fn the_cache_is_bounded() {
+        let cache = DenialCache::new(3);
+        let t0 = Instant::now();
+        for i in 0..10 {
+            cache.insert(format!("k{i}"), &denied(60_000), t0);
+        }
+        assert_eq!(cache.len(), 3);
+        // Once the first denials have expired, room is made for new ones.
+        let later = t0 + Duration::from_secs(61);
+        cache.insert("fresh".into(), &denied(1_000), later);
+        assert!(cache.get("fresh", later).is_some());
+    }
+}
