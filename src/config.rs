@@ -309,7 +309,8 @@ struct RawRedis {
     on_error: String,
     timeout: String,
     breaker_failures: u32,
-    breaker_cool_down: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    breaker_cool_down: Option<String>,
     local_divisor: u64,
 }
 
@@ -427,7 +428,7 @@ impl Default for RawConfig {
                 on_error: OnError::Allow.as_str().into(),
                 timeout: "100ms".into(),
                 breaker_failures: 5,
-                breaker_cool_down: "500ms".into(),
+                breaker_cool_down: None,
                 local_divisor: 1,
             },
             identity: RawIdentity {
@@ -486,7 +487,12 @@ impl RawConfig {
                 "must be at least 1",
             ));
         }
-        let breaker_cool_down = parse_duration(&self.redis.breaker_cool_down)
+        let breaker_cool_down = self
+            .redis
+            .breaker_cool_down
+            .as_deref()
+            .map(parse_duration)
+            .transpose()
             .map_err(|reason| ConfigError::new("redis.breaker_cool_down", reason))?;
         if self.redis.local_divisor == 0 {
             return Err(ConfigError::new(
@@ -499,6 +505,18 @@ impl RawConfig {
         if timeout.is_zero() {
             return Err(ConfigError::new("redis.timeout", "must be longer than 0"));
         }
+        // By default 500 ms, and always longer than the deadline, so that one probe ends before
+        // the next may start.
+        let breaker_cool_down = match breaker_cool_down {
+            Some(cool_down) if cool_down <= timeout => {
+                return Err(ConfigError::new(
+                    "redis.breaker_cool_down",
+                    "must be longer than redis.timeout, so that one probe ends before the next",
+                ))
+            }
+            Some(cool_down) => cool_down,
+            None => Duration::from_millis(500).max(timeout * 2),
+        };
         let identity = self.identity.validate()?;
         let on_missing = match self.identity.on_missing.as_str() {
             "allow" => OnMissing::Allow,
@@ -583,10 +601,17 @@ fn fred_url(url: &str) -> Result<String, String> {
     match scheme {
         "redis" | "rediss" | "redis-cluster" | "rediss-cluster" => Ok(url.to_owned()),
         "redis-sentinel" | "rediss-sentinel" => {
+            if rest.contains("sentinelUsername=") || rest.contains("sentinelPassword=") {
+                return Err(
+                    "sentinel credentials are not supported: sentinels must not require a password"
+                        .into(),
+                );
+            }
             if rest.contains("sentinelServiceName=") {
                 return Ok(url.to_owned());
             }
             let (before_query, query) = rest.split_once('?').unwrap_or((rest, ""));
+            let before_query = before_query.strip_suffix('/').unwrap_or(before_query);
             let (authority, service) = before_query
                 .split_once('/')
                 .filter(|(_, service)| !service.is_empty() && !service.contains('/'))
@@ -848,6 +873,11 @@ mod tests {
             "redis-sentinel://:pw@127.0.0.1:26379/0?sentinelServiceName=mymaster&node=127.0.0.1:26380"
         );
         assert!(fred_url("redis-sentinel://127.0.0.1:26379").is_err());
+        assert_eq!(
+            fred_url("rediss-sentinel://127.0.0.1:26379/mymaster/").unwrap(),
+            "rediss-sentinel://127.0.0.1:26379/0?sentinelServiceName=mymaster"
+        );
+        assert!(fred_url("redis-sentinel://h:1/m?sentinelPassword=s3cret").is_err());
         assert!(fred_url("http://127.0.0.1:6379").is_err());
         for url in [
             "redis-cluster://127.0.0.1:7000",

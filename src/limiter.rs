@@ -2,6 +2,7 @@
 //! apply, the keys, the store and the failure modes. It knows nothing of HTTP responses; the
 //! middleware gathers the facts and renders the verdicts.
 
+use std::sync::atomic::{AtomicBool, Ordering as AtomicOrdering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -138,6 +139,8 @@ pub struct Limiter {
     /// Per rule, its policy as the local fallback applies it (limits divided).
     local_policies: Vec<Arc<Policy>>,
     metrics: Metrics,
+    /// Whether the breaker was closed before its last change, to log an outage once.
+    breaker_was_closed: AtomicBool,
     /// Recent denials, served without a store call until their retry time.
     denials: Option<DenialCache>,
     /// An outage logs once a second rather than once a request.
@@ -170,6 +173,7 @@ impl Limiter {
             breaker: Breaker::new(5, Duration::from_millis(500)),
             local: MemoryStore::new(),
             denials: Some(DenialCache::new(DENIAL_CACHE_CAPACITY)),
+            breaker_was_closed: AtomicBool::new(true),
             failure_warnings: Throttle::new(Duration::from_secs(1)),
         }
     }
@@ -321,7 +325,7 @@ impl Limiter {
         if let Some((cache, key)) = &cached {
             if let Some(decision) = cache.get(key, Instant::now()) {
                 self.metrics.cached_denial();
-                self.metrics.decided(&decision, &indices);
+                self.metrics.decided(&decision);
                 return Verdict::Decided(decision);
             }
         }
@@ -337,7 +341,7 @@ impl Limiter {
         self.breaker_changed(self.breaker.record(permit, decided.is_ok()));
         match decided {
             Ok(decision) => {
-                self.metrics.decided(&decision, &indices);
+                self.metrics.decided(&decision);
                 if let (Some((cache, key)), false) = (cached, decision.allowed) {
                     // From before the call: the entry may expire a little early, never late.
                     cache.insert(key, &decision, started);
@@ -357,13 +361,16 @@ impl Limiter {
         if self.on_error != OnError::Local {
             return Verdict::Degraded(self.on_error);
         }
+        // The real cost, even above a divided capacity: such a request is denied locally, rather
+        // than let each instance admit it at a cheaper price.
         for (check, &i) in checks.iter_mut().zip(indices) {
-            let local = &self.local_policies[i];
-            check.cost = check.cost.min(local.capacity());
-            check.policy = local.clone();
+            check.policy = self.local_policies[i].clone();
         }
         match self.local.decide(&checks, Clock::Store).await {
-            Ok(decision) => Verdict::DecidedLocally(decision),
+            Ok(decision) => {
+                self.metrics.decided(&decision);
+                Verdict::DecidedLocally(decision)
+            }
             // The memory store never fails; were it to, allowing is the mode's spirit.
             Err(_) => Verdict::Degraded(OnError::Allow),
         }
@@ -373,13 +380,22 @@ impl Limiter {
     fn breaker_changed(&self, changed: Option<BreakerState>) {
         let Some(state) = changed else { return };
         self.metrics.breaker(state);
-        match state {
-            BreakerState::Open => tracing::warn!(
+        // The outage's first opening warns and its end informs; the probes in between (every
+        // cool-down) are debug, so a long outage does not fill the logs.
+        match (
+            self.breaker_was_closed
+                .swap(state == BreakerState::Closed, AtomicOrdering::Relaxed),
+            state,
+        ) {
+            (true, BreakerState::Open) => tracing::warn!(
                 state = state.as_str(),
                 on_error = self.on_error.as_str(),
                 "circuit breaker opened: the store is skipped, the failure mode decides"
             ),
-            _ => tracing::info!(state = state.as_str(), "circuit breaker"),
+            (_, BreakerState::Closed) => {
+                tracing::info!(state = state.as_str(), "circuit breaker closed")
+            }
+            _ => tracing::debug!(state = state.as_str(), "circuit breaker"),
         }
     }
 

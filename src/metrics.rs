@@ -17,7 +17,7 @@
 //! - `tollgate_breaker_transitions_total{to}`: breaker state changes.
 
 use std::fmt::Write;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use crate::breaker::BreakerState;
@@ -50,7 +50,6 @@ pub struct Metrics {
     latency_count: AtomicU64,
     latency_sum_us: AtomicU64,
     errors: [AtomicU64; 4],
-    breaker_state: AtomicUsize,
     transitions: [AtomicU64; 3],
 }
 
@@ -67,14 +66,16 @@ impl Metrics {
             latency_count: AtomicU64::new(0),
             latency_sum_us: AtomicU64::new(0),
             errors: Default::default(),
-            breaker_state: AtomicUsize::new(0),
             transitions: Default::default(),
         }
     }
 
-    /// Counts a decision over the policies at `indices` (positions in the configured list).
-    pub fn decided(&self, decision: &Decision, indices: &[usize]) {
-        for (&i, policy) in indices.iter().zip(&decision.policies) {
+    /// Counts a decision over the policies it lists (a failed peek may leave one out).
+    pub fn decided(&self, decision: &Decision) {
+        for policy in &decision.policies {
+            let Some(i) = self.policies.iter().position(|p| p == policy.policy.name()) else {
+                continue;
+            };
             let counters = &self.per_policy[i];
             let outcome = if decision.allowed { 0 } else { 1 };
             counters[outcome].fetch_add(1, Ordering::Relaxed);
@@ -123,12 +124,12 @@ impl Metrics {
     /// Records a breaker state change.
     pub fn breaker(&self, to: BreakerState) {
         let i = BreakerState::ALL.iter().position(|s| *s == to).unwrap_or(0);
-        self.breaker_state.store(i, Ordering::Relaxed);
         self.transitions[i].fetch_add(1, Ordering::Relaxed);
     }
 
-    /// The Prometheus text exposition of every metric; `script_reloads` comes from the store.
-    pub fn render(&self, script_reloads: u64) -> String {
+    /// The Prometheus text exposition of every metric; `script_reloads` comes from the store
+    /// and `breaker` from the breaker itself, so the gauge never lags a transition.
+    pub fn render(&self, script_reloads: u64, breaker: BreakerState) -> String {
         let mut out = String::new();
         let load = |c: &AtomicU64| c.load(Ordering::Relaxed);
         family(
@@ -242,9 +243,8 @@ impl Metrics {
             "gauge",
             "1 for the circuit breaker's state.",
         );
-        let current = self.breaker_state.load(Ordering::Relaxed);
-        for (i, state) in BreakerState::ALL.iter().enumerate() {
-            let on = u8::from(i == current);
+        for state in BreakerState::ALL {
+            let on = u8::from(state == breaker);
             let _ = writeln!(
                 out,
                 "tollgate_breaker_state{{state=\"{}\"}} {on}",

@@ -117,3 +117,68 @@ async fn app_exact(cluster: &RedisCluster) -> Vec<usize> {
     }
     admitted
 }
+
+/// At the default 100 ms deadline under `on_error = "allow"`, a failover costs no error either:
+/// the requests inside the failover window are decided by the failure mode (they pass without
+/// rate-limit headers), and only those.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn failover_at_the_default_deadline_degrades_only_its_window() {
+    let cluster = RedisCluster::start().await;
+    let app = Arc::new(
+        TestApp::with_toml(&format!(
+            "[redis]\nurl = \"{}\"\n\n[[limits]]\nname = \"per_user\"\nlimit = 1000000\nwindow = \"{}\"\n",
+            cluster.url(),
+            support::NO_BOUNDARY
+        ))
+        .await,
+    );
+    let client = reqwest::Client::new();
+    let stop = Arc::new(AtomicBool::new(false));
+    let degraded_at = Arc::new(std::sync::Mutex::new(Vec::new()));
+    let failed = Arc::new(AtomicUsize::new(0));
+    let mut traffic = JoinSet::new();
+    for worker in 0..8 {
+        let (app, client, stop) = (app.clone(), client.clone(), stop.clone());
+        let (degraded_at, failed) = (degraded_at.clone(), failed.clone());
+        traffic.spawn(async move {
+            let mut n = 0;
+            while !stop.load(Ordering::Relaxed) {
+                let response = app
+                    .get_user(&client, &format!("w{worker}-{}", n % 50))
+                    .await;
+                if response.status() != 200 {
+                    failed.fetch_add(1, Ordering::Relaxed);
+                } else if !response.headers().contains_key("ratelimit") {
+                    degraded_at.lock().unwrap().push(std::time::Instant::now());
+                }
+                n += 1;
+            }
+        });
+    }
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let began = std::time::Instant::now();
+    cluster.failover().await;
+    let ended = std::time::Instant::now();
+    // The breaker's cool-down and one probe may follow the failover.
+    let settled = ended + Duration::from_millis(1_500);
+    tokio::time::sleep(Duration::from_millis(2_000)).await;
+    stop.store(true, Ordering::Relaxed);
+    while traffic.join_next().await.is_some() {}
+    assert_eq!(
+        failed.load(Ordering::Relaxed),
+        0,
+        "allow never fails a request"
+    );
+    let degraded = degraded_at.lock().unwrap();
+    eprintln!(
+        "failover window {:?}; {} requests decided by on_error",
+        ended - began,
+        degraded.len()
+    );
+    for at in degraded.iter() {
+        assert!(
+            *at >= began && *at <= settled,
+            "degraded outside the failover window"
+        );
+    }
+}

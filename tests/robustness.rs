@@ -224,7 +224,15 @@ impl Binary {
         let deadline = Instant::now() + IO_DEADLINE;
         loop {
             match TcpStream::connect(("127.0.0.1", self.port)).await {
-                Err(e) if e.kind() == std::io::ErrorKind::ConnectionRefused => return,
+                // A reset is a refusal too: the listener went away mid-handshake.
+                Err(e)
+                    if matches!(
+                        e.kind(),
+                        std::io::ErrorKind::ConnectionRefused | std::io::ErrorKind::ConnectionReset
+                    ) =>
+                {
+                    return
+                }
                 Err(e) => panic!("connect failed otherwise than refused: {e}"),
                 Ok(_) => assert!(
                     Instant::now() < deadline,

@@ -85,8 +85,8 @@ impl StoreError {
 /// Why a store could not decide.
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
-    /// The store did not answer within the deadline.
-    #[error("the store did not answer within {0:?}")]
+    /// The store did not answer within the deadline (its length, when known; zero otherwise).
+    #[error("the store did not answer within the deadline")]
     Timeout(Duration),
     /// Redis could not be reached, or dropped the connection, or refused the credentials.
     #[error("redis connection: {0}")]

@@ -122,7 +122,9 @@ impl RedisStore {
         let mut outcomes = vec![None; checks.len()];
         let mut consumed: Vec<(Vec<usize>, Vec<u64>)> = Vec::new();
         for (g, group) in groups.iter().enumerate() {
-            let decide = self.conn.call(checks, group, Mode::Decide, None, clock);
+            let decide = self
+                .conn
+                .call(checks, group, Mode::Decide, None, clock, deadline);
             let reply = tokio::time::timeout_at(deadline, decide)
                 .await
                 .map_err(|_| StoreError::Timeout(self.timeout))??;
@@ -179,8 +181,16 @@ impl Conn {
         let peeks = later.into_iter().map(|members| (members, Mode::Peek, None));
         let mut replies = Vec::new();
         for (members, mode, receipts) in refunds.chain(peeks) {
-            let call = self.call(&checks, &members, mode, receipts.as_deref(), clock);
-            match tokio::time::timeout(timeout, call).await {
+            let deadline = Instant::now() + timeout;
+            let call = self.call(
+                &checks,
+                &members,
+                mode,
+                receipts.as_deref(),
+                clock,
+                deadline,
+            );
+            match tokio::time::timeout_at(deadline, call).await {
                 Ok(Ok(reply)) => replies.push((members, reply)),
                 Ok(Err(error)) => tracing::warn!(%error, mode = mode.as_str(), "follow-up failed"),
                 Err(_) => tracing::warn!(mode = mode.as_str(), "follow-up timed out"),
@@ -190,6 +200,10 @@ impl Conn {
     }
 
     /// One EVALSHA of the decide script over the checks at `members`.
+    ///
+    /// fred gets the time left until `deadline` as the command's own timeout, so a command that
+    /// times out is never written later. A refund is never retried: giving back twice would
+    /// admit more than the limit.
     async fn call(
         &self,
         checks: &[Check],
@@ -197,7 +211,17 @@ impl Conn {
         mode: Mode,
         receipts: Option<&[u64]>,
         clock: Clock,
+        deadline: Instant,
     ) -> Result<Reply, StoreError> {
+        let left = deadline.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            return Err(StoreError::Timeout(Duration::ZERO));
+        }
+        let options = Options {
+            timeout: Some(left),
+            max_attempts: (mode == Mode::Refund).then_some(1),
+            ..Options::default()
+        };
         let mut keys = Vec::with_capacity(members.len());
         let mut args: Vec<Value> = Vec::with_capacity(2 + 7 * members.len());
         args.push(match clock {
@@ -227,15 +251,23 @@ impl Conn {
         }
         // fred's `evalsha_with_reload`, spelled out so that reloads can be counted.
         let sha = self.script.sha1().clone();
-        let reply: Vec<i64> = match self
-            .client
+        let client = self.client.with_options(&options);
+        let reply: Vec<i64> = match client
             .evalsha(sha.clone(), keys.clone(), args.clone())
             .await
         {
             Err(error) if error.details().starts_with("NOSCRIPT") => {
                 self.reloads.fetch_add(1, Ordering::Relaxed);
                 self.script.load(&self.client).await.map_err(redis_error)?;
-                self.client.evalsha(sha, keys, args).await
+                let left = deadline.saturating_duration_since(Instant::now());
+                let options = Options {
+                    timeout: Some(left.max(Duration::from_millis(1))),
+                    ..options
+                };
+                self.client
+                    .with_options(&options)
+                    .evalsha(sha, keys, args)
+                    .await
             }
             reply => reply,
         }
@@ -355,7 +387,10 @@ impl Store for RedisStore {
     /// user's permissions all work, not merely that PING answers.
     fn ready(&self) -> StoreFuture<'_, ()> {
         Box::pin(async move {
-            let probe = self.conn.call(&[], &[], Mode::Peek, None, Clock::Store);
+            let deadline = Instant::now() + self.timeout;
+            let probe = self
+                .conn
+                .call(&[], &[], Mode::Peek, None, Clock::Store, deadline);
             let probed = tokio::time::timeout(self.timeout, probe)
                 .await
                 .unwrap_or(Err(StoreError::Timeout(self.timeout)));
@@ -398,6 +433,8 @@ fn watch_connection(client: &Client) -> Arc<Mutex<Option<String>>> {
 
 fn redis_error(error: fred::error::Error) -> StoreError {
     match error.kind() {
+        // fred's own timer, set to the time left: the deadline passed.
+        ErrorKind::Timeout => StoreError::Timeout(Duration::ZERO),
         ErrorKind::IO | ErrorKind::Canceled | ErrorKind::Auth => {
             StoreError::Connection(error.to_string())
         }
