@@ -159,9 +159,10 @@ async fn failover_at_the_default_deadline_degrades_only_its_window() {
     let began = std::time::Instant::now();
     cluster.failover().await;
     let ended = std::time::Instant::now();
-    // The breaker's cool-down and one probe may follow the failover.
-    let settled = ended + Duration::from_millis(1_500);
-    tokio::time::sleep(Duration::from_millis(2_000)).await;
+    // The client settles on the new topology after the nodes do, and the breaker may need a
+    // cool-down or two and a probe: "exact again within a few seconds", here three.
+    let settled = ended + Duration::from_secs(3);
+    tokio::time::sleep(Duration::from_millis(3_500)).await;
     stop.store(true, Ordering::Relaxed);
     while traffic.join_next().await.is_some() {}
     assert_eq!(
@@ -178,7 +179,9 @@ async fn failover_at_the_default_deadline_degrades_only_its_window() {
     for at in degraded.iter() {
         assert!(
             *at >= began && *at <= settled,
-            "degraded outside the failover window"
+            "degraded outside the failover window: {:?} after it began, which lasted {:?}",
+            at.saturating_duration_since(began),
+            ended - began
         );
     }
 }
