@@ -17,14 +17,20 @@ for tool in wrk redis-server redis-cli; do
 done
 
 cargo build --release --quiet
-bin=$PWD/target/release/tollgate
+bin=${CARGO_TARGET_DIR:-$PWD/target}/release/tollgate
 work=$(mktemp -d)
 pids=()
 cleanup() { for pid in "${pids[@]}"; do kill "$pid" 2>/dev/null || true; done; rm -rf "$work"; }
 trap cleanup EXIT
 
 free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
-wait_port() { for _ in $(seq 200); do (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null && return 0; sleep 0.05; done; echo "nothing on :$1" >&2; exit 1; }
+# wait_port PORT [LOG]: waits up to 10 s for a listener, showing LOG if none comes.
+wait_port() {
+  for _ in $(seq 200); do (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null && return 0; sleep 0.05; done
+  echo "bench/load.sh: nothing listens on :$1" >&2
+  [ -n "${2:-}" ] && cat "$2" >&2
+  exit 1
+}
 
 # Two cores: tollgate on CPU 0, wrk and Redis on CPU 1, so the service under test has a core.
 pin_service="taskset -c 0"; pin_load="taskset -c 1"
@@ -46,7 +52,7 @@ scenario() {
   port=$(free_port)
   printf 'listen = "127.0.0.1:%s"\n%s\n' "$port" "$toml" > "$work/$name.toml"
   RUST_LOG=warn $pin_service "$bin" --config "$work/$name.toml" >"$work/$name.log" 2>&1 &
-  local pid=$!; pids+=($pid); wait_port "$port"
+  local pid=$!; pids+=($pid); wait_port "$port" "$work/$name.log"
   local before; before=$(redis_calls)
   $pin_load wrk -t "$threads" -c "$connections" -d "$duration" --latency -s "bench/$script" \
     "http://127.0.0.1:$port" > "$work/$name.wrk"
