@@ -23,21 +23,6 @@ window = "{}"
     .await
 }
 
-/// The value of one sample line of `/metrics`, e.g. `tollgate_breaker_state{state="open"}`.
-async fn metric(app: &TestApp, client: &reqwest::Client, sample: &str) -> f64 {
-    let text = client
-        .get(app.url("/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
-    text.lines()
-        .find_map(|line| line.strip_prefix(sample)?.trim().parse().ok())
-        .unwrap_or_else(|| panic!("no sample {sample} in:\n{text}"))
-}
-
 /// After `breaker_failures` failures the breaker opens: later requests are decided by the
 /// failure mode without asking the store (its call count stops); once Redis is back, a probe
 /// closes it and limiting resumes.
@@ -57,16 +42,16 @@ async fn the_breaker_opens_skips_the_store_and_closes() {
         assert_eq!(app.get_user(&client, "ann").await.status(), 200);
     }
     let opened = r#"tollgate_breaker_state{state="open"}"#;
-    assert_eq!(metric(&app, &client, opened).await, 1.0);
+    assert_eq!(app.metric(opened).await, 1.0);
     let calls = "tollgate_store_latency_seconds_count";
-    let before = metric(&app, &client, calls).await;
+    let before = app.metric(calls).await;
     for _ in 0..20 {
         let response = app.get_user(&client, "ann").await;
         assert_eq!(response.status(), 200, "allow decides");
         assert!(response.headers().get("ratelimit").is_none());
     }
     assert!(
-        metric(&app, &client, calls).await <= before + 1.0,
+        app.metric(calls).await <= before + 1.0,
         "while open, the store is skipped (one probe at most)"
     );
     let ready = client.get(app.url("/readyz")).send().await.unwrap();
@@ -87,9 +72,9 @@ async fn the_breaker_opens_skips_the_store_and_closes() {
         tokio::time::sleep(std::time::Duration::from_millis(20)).await;
     }
     let closed = r#"tollgate_breaker_state{state="closed"}"#;
-    assert_eq!(metric(&app, &client, closed).await, 1.0);
+    assert_eq!(app.metric(closed).await, 1.0);
     let probes = r#"tollgate_breaker_transitions_total{to="half_open"}"#;
-    assert!(metric(&app, &client, probes).await >= 1.0);
+    assert!(app.metric(probes).await >= 1.0);
     redis.assert_every_key_has_ttl().await;
 }
 
@@ -114,7 +99,7 @@ async fn local_mode_still_limits_while_redis_is_out() {
     }
     assert_eq!(statuses, [200, 200, 200, 429]);
     let local = r#"tollgate_degraded_total{on_error="local"}"#;
-    assert_eq!(metric(&app, &client, local).await, 4.0);
+    assert_eq!(app.metric(local).await, 4.0);
 }
 
 /// Decisions are counted by policy and outcome, and no caller's name appears in the metrics.
@@ -129,22 +114,14 @@ async fn metrics_count_decisions_without_naming_callers() {
     let allowed = r#"tollgate_decisions_total{policy="per_user",outcome="allowed"}"#;
     let denied = r#"tollgate_decisions_total{policy="per_user",outcome="denied"}"#;
     let caused = r#"tollgate_denials_total{policy="per_user"}"#;
-    assert_eq!(metric(&app, &client, allowed).await, 2.0);
-    assert_eq!(metric(&app, &client, denied).await, 1.0);
-    assert_eq!(metric(&app, &client, caused).await, 1.0);
+    assert_eq!(app.metric(allowed).await, 2.0);
+    assert_eq!(app.metric(denied).await, 1.0);
+    assert_eq!(app.metric(caused).await, 1.0);
     assert_eq!(
-        metric(&app, &client, "tollgate_store_latency_seconds_count").await,
+        app.metric("tollgate_store_latency_seconds_count").await,
         3.0
     );
-    let text = client
-        .get(app.url("/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
-    assert!(!text.contains("secret-user-7"));
+    assert!(!app.metrics().await.contains("secret-user-7"));
     let limited = client
         .get(app.url("/metrics"))
         .header("x-user", "secret-user-7")

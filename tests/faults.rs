@@ -42,16 +42,8 @@ async fn script_flush_between_requests_is_invisible() {
         statuses.push(app.get_user(&client, "flushed").await.status().as_u16());
     }
     assert_eq!(statuses, [200, 200, 200, 200, 200, 429, 429, 429]);
-    let metrics = reqwest::get(app.url("/metrics"))
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
-    assert!(
-        metrics.contains("tollgate_store_script_reloads_total 8"),
-        "every flush cost one reload:\n{metrics}"
-    );
+    let reloads = app.metric("tollgate_store_script_reloads_total").await;
+    assert_eq!(reloads, 8.0, "every flush cost one reload");
     redis.assert_every_key_has_ttl().await;
 }
 

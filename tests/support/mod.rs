@@ -236,6 +236,24 @@ impl TestApp {
         format!("http://{}{}", self.addr, path)
     }
 
+    /// The `/metrics` text.
+    pub async fn metrics(&self) -> String {
+        reqwest::get(self.url("/metrics"))
+            .await
+            .expect("the service answers")
+            .text()
+            .await
+            .unwrap()
+    }
+
+    /// The value of one sample of `/metrics`, e.g. `tollgate_breaker_state{state="open"}`.
+    pub async fn metric(&self, sample: &str) -> f64 {
+        let text = self.metrics().await;
+        text.lines()
+            .find_map(|line| line.strip_prefix(sample)?.trim().parse().ok())
+            .unwrap_or_else(|| panic!("no sample {sample} in:\n{text}"))
+    }
+
     /// `GET /user` as `user`.
     pub async fn get_user(&self, client: &reqwest::Client, user: &str) -> reqwest::Response {
         client
