@@ -191,12 +191,13 @@ fn parse_node(text: &str) -> Option<IpAddr> {
         .map(|addr| addr.to_canonical())
 }
 
-/// The bucket name of a client address: IPv4 as is, IPv6 by its first `ipv6_prefix` bits, so
-/// one host cannot mint endless buckets from its /64.
+/// The bucket name of a client address, `\0ip:<addr>`: IPv4 as is, IPv6 by its first
+/// `ipv6_prefix` bits, so one host cannot mint endless buckets from its /64. The NUL byte keeps
+/// the name apart from every user name: no header value can hold one.
 pub fn bucket(addr: IpAddr, ipv6_prefix: u8) -> String {
     match addr.to_canonical() {
-        IpAddr::V4(v4) => format!("ip:{v4}"),
-        v6 => format!("ip:{}/{ipv6_prefix}", mask(v6, ipv6_prefix)),
+        IpAddr::V4(v4) => format!("\0ip:{v4}"),
+        v6 => format!("\0ip:{}/{ipv6_prefix}", mask(v6, ipv6_prefix)),
     }
 }
 
@@ -282,7 +283,7 @@ mod tests {
     fn ipv6_is_grouped_by_prefix() {
         assert_eq!(
             bucket(ip("2001:db8:1:2:aaaa::1"), 64),
-            "ip:2001:db8:1:2::/64"
+            "\0ip:2001:db8:1:2::/64"
         );
         assert_eq!(
             bucket(ip("2001:db8:1:2:aaaa::1"), 64),
@@ -292,10 +293,10 @@ mod tests {
             bucket(ip("2001:db8:1:3::1"), 64),
             bucket(ip("2001:db8:1:2::1"), 64)
         );
-        assert_eq!(bucket(ip("::ffff:192.0.2.1"), 64), "ip:192.0.2.1");
+        assert_eq!(bucket(ip("::ffff:192.0.2.1"), 64), "\0ip:192.0.2.1");
         assert_eq!(
             bucket(ip("2001:db8::1"), 200),
-            "ip:2001:db8::1/200",
+            "\0ip:2001:db8::1/200",
             "no overflow"
         );
     }

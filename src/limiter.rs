@@ -94,7 +94,7 @@ impl From<Policy> for Rule {
 pub struct RequestFacts<'a> {
     /// The identity header's value, when it names someone and may be believed.
     pub user: Option<&'a [u8]>,
-    /// The client address's bucket name (`ip:192.0.2.1`, `ip:2001:db8::/64`), when known.
+    /// The client address's bucket name (`\0ip:192.0.2.1`, `\0ip:2001:db8::/64`), when known.
     pub ip: Option<&'a str>,
     /// The request method.
     pub method: &'a Method,
@@ -242,10 +242,8 @@ impl Limiter {
     /// The key `rule` counts this request under, or `None` when the rule does not apply to it
     /// (its routes do not match, or a name it is keyed by is unknown).
     pub fn key_of(&self, rule: &Rule, facts: &RequestFacts<'_>) -> Option<String> {
-        // Addresses are named "\0ip:<addr>": no header value can hold a NUL byte, so no user
-        // can pick a name that lands in an address's bucket.
-        let address = facts.ip.map(|ip| [&b"\0"[..], ip.as_bytes()].concat());
-        let address = address.as_deref();
+        // An address's name ("\0ip:<addr>", from client_ip::bucket) is built once per request.
+        let address = facts.ip.map(str::as_bytes);
         let mut names = rule.scope.by.dimensions().iter().map(|d| match d {
             Dimension::User => match (facts.user, self.on_missing) {
                 (Some(user), _) => Some(user),

@@ -75,24 +75,9 @@ fn load(
 }
 
 async fn app(redis: &RedisServer, on_error: &str, limit: u64, timeout: &str) -> Arc<TestApp> {
-    Arc::new(
-        TestApp::with_toml(&format!(
-            r#"
-[redis]
-url = "{}"
-on_error = "{on_error}"
-timeout = "{timeout}"
-
-[[limits]]
-name = "per_user"
-limit = {limit}
-window = "{}"
-"#,
-            redis.url(),
-            support::NO_BOUNDARY
-        ))
-        .await,
-    )
+    let toml =
+        support::redis_toml_with_timeout(redis, limit, support::NO_BOUNDARY, on_error, timeout);
+    Arc::new(TestApp::with_toml(&toml).await)
 }
 
 fn no_5xx(response: &reqwest::Response) -> Option<String> {

@@ -719,7 +719,7 @@ proptest! {
             prop_assert_eq!(client, peer.to_canonical());
         }
         prop_assert_eq!(client, client.to_canonical());
-        prop_assert!(bucket(client, ipv6_prefix).starts_with("ip:"));
+        prop_assert!(bucket(client, ipv6_prefix).starts_with("\0ip:"));
     }
 
     /// `Cidr::parse` never panics; an `Err` is one line, and a CIDR that parses prints as text
