@@ -10,6 +10,10 @@ use support::cluster::RedisCluster;
 use support::{admitted_of, TestApp};
 use tokio::task::JoinSet;
 
+/// One cluster at a time: six nodes and a loaded service per test, several at once on two cores,
+/// starve the failovers the tests time.
+static ONE_CLUSTER_AT_A_TIME: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
 /// A service on `cluster`; failures answer 503, so none can pass for an admission.
 async fn app(cluster: &RedisCluster, limit: u64, timeout: &str) -> TestApp {
     TestApp::with_toml(&format!(
@@ -33,6 +37,7 @@ window = "{}"
 /// Many users, whose keys hash to every primary, are each admitted exactly `limit` times.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn decisions_are_exact_across_slots() {
+    let _turn = ONE_CLUSTER_AT_A_TIME.lock().await;
     let cluster = RedisCluster::start().await;
     let app = Arc::new(app(&cluster, 3, "10s").await);
     let client = reqwest::Client::new();
@@ -64,6 +69,7 @@ async fn decisions_are_exact_across_slots() {
 /// right after it: the promoted replica lacks the script, which is loaded on NOSCRIPT.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn failover_during_traffic_loses_no_decision() {
+    let _turn = ONE_CLUSTER_AT_A_TIME.lock().await;
     let cluster = RedisCluster::start().await;
     // The deadline covers the moment writes pause while the primary hands over.
     let app = Arc::new(app(&cluster, 1_000_000, "5s").await);
@@ -123,6 +129,7 @@ async fn app_exact(cluster: &RedisCluster) -> Vec<usize> {
 /// rate-limit headers), and only those.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn failover_at_the_default_deadline_degrades_only_its_window() {
+    let _turn = ONE_CLUSTER_AT_A_TIME.lock().await;
     let cluster = RedisCluster::start().await;
     let app = Arc::new(
         TestApp::with_toml(&format!(
