@@ -13,6 +13,7 @@ use std::collections::HashMap;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
+use crate::decimal;
 use crate::decision::Decision;
 use crate::store::Check;
 
@@ -55,20 +56,19 @@ impl DenialCache {
     /// The cache key of a request: every check's key, cost and policy version (algorithm,
     /// limit, window, burst), so a policy that changes never meets a denial made under the old.
     pub fn key(checks: &[Check]) -> String {
-        use std::fmt::Write;
-        let mut key = String::new();
+        let mut key = String::with_capacity(checks.iter().map(|c| c.key.len() + 64).sum());
         for check in checks {
             let p = &check.policy;
-            let _ = writeln!(
-                key,
-                "{}#{}#{}/{}/{}/{}",
-                check.key,
-                check.cost,
-                p.algorithm().as_str(),
-                p.limit(),
-                p.window().as_millis(),
-                p.capacity()
-            );
+            key.push_str(&check.key);
+            key.push('#');
+            decimal::push(&mut key, check.cost);
+            key.push('#');
+            key.push_str(p.algorithm().as_str());
+            for n in [p.limit(), p.window().as_millis(), p.capacity()] {
+                key.push('/');
+                decimal::push(&mut key, n);
+            }
+            key.push('\n');
         }
         key
     }

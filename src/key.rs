@@ -7,6 +7,8 @@
 //! Cluster hash tag: every key of one caller hashes to the same slot, so one script call can
 //! touch all of them. Hashing bounds the key length and keeps names out of Redis in clear.
 
+use std::borrow::Cow;
+
 use hmac::{Hmac, Mac};
 use sha2::{Digest, Sha256};
 
@@ -52,37 +54,52 @@ impl KeyBuilder {
             Some(key) => {
                 let mut mac = Hmac::<Sha256>::new_from_slice(key).expect("HMAC takes any key");
                 mac.update(name);
-                CallerTag(base16ct::lower::encode_string(&mac.finalize().into_bytes()))
+                CallerTag(Cow::Owned(base16ct::lower::encode_string(
+                    &mac.finalize().into_bytes(),
+                )))
             }
         }
     }
 
     /// The key of `caller` under `policy`.
     pub fn key(&self, caller: &CallerTag, policy: &PolicyName) -> String {
-        format!("{}:{{{}}}:{}", self.prefix, caller.0, policy)
+        let policy = policy.as_str();
+        let mut key =
+            String::with_capacity(self.prefix.len() + caller.0.len() + policy.len() + 4 + 17);
+        key.push_str(&self.prefix);
+        key.push_str(":{");
+        key.push_str(&caller.0);
+        key.push_str("}:");
+        key.push_str(policy);
+        key
     }
 
     /// The key of `caller` under `policy`, narrowed by `rest` (the other dimensions' values),
     /// which is hashed and appended outside the hash tag.
     pub fn key_within(&self, caller: &CallerTag, policy: &PolicyName, rest: &[u8]) -> String {
         let digest = self.tag(rest);
-        format!("{}:{}", self.key(caller, policy), &digest.0[..16])
+        let mut key = self.key(caller, policy);
+        key.push(':');
+        key.push_str(&digest.0[..16]);
+        key
     }
 }
 
 /// A caller's hash tag: a hex digest of its name, or `global`.
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
-pub struct CallerTag(String);
+pub struct CallerTag(Cow<'static, str>);
 
 impl CallerTag {
     /// The lowercase hex SHA-256 of `name`.
     pub fn of(name: &[u8]) -> Self {
-        CallerTag(base16ct::lower::encode_string(&Sha256::digest(name)))
+        CallerTag(Cow::Owned(base16ct::lower::encode_string(&Sha256::digest(
+            name,
+        ))))
     }
 
     /// The tag shared by everyone, for policies keyed `by = "global"`.
     pub fn global() -> Self {
-        CallerTag("global".into())
+        CallerTag(Cow::Borrowed("global"))
     }
 
     /// The tag as text.

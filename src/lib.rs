@@ -22,6 +22,7 @@ pub mod algorithm;
 pub mod breaker;
 pub mod client_ip;
 pub mod config;
+pub mod decimal;
 pub mod decision;
 pub mod denial_cache;
 pub mod http;

@@ -242,6 +242,27 @@ impl Limiter {
     /// The key `rule` counts this request under, or `None` when the rule does not apply to it
     /// (its routes do not match, or a name it is keyed by is unknown).
     pub fn key_of(&self, rule: &Rule, facts: &RequestFacts<'_>) -> Option<String> {
+        self.key_reusing(rule, facts, &mut None)
+    }
+
+    /// Whether some rule can use the client address: keyed by it, or by a user whose absence
+    /// `on_missing = "ip"` fills with it. The middleware builds the address's name only then.
+    pub fn needs_address(&self) -> bool {
+        self.rules.iter().any(|rule| {
+            let by = rule.scope.by.dimensions();
+            by.contains(&Dimension::Ip)
+                || (self.on_missing == OnMissing::Ip && by.contains(&Dimension::User))
+        })
+    }
+
+    /// [`Limiter::key_of`], reusing the last caller tag when this rule's caller is named by the
+    /// same bytes, so a user under several policies is hashed once per request.
+    fn key_reusing<'f>(
+        &self,
+        rule: &Rule,
+        facts: &RequestFacts<'f>,
+        last: &mut Option<(&'f [u8], CallerTag)>,
+    ) -> Option<String> {
         // An address's name ("\0ip:<addr>", from client_ip::bucket) is built once per request.
         let address = facts.ip.map(str::as_bytes);
         let mut names = rule.scope.by.dimensions().iter().map(|d| match d {
@@ -255,9 +276,16 @@ impl Limiter {
             Dimension::Route => Some(facts.route.as_bytes()),
         });
         let first = names.next()??;
+        let global;
         let tag = match rule.scope.by.dimensions()[0] {
-            Dimension::Global => CallerTag::global(),
-            _ => self.keys.tag(first),
+            Dimension::Global => {
+                global = CallerTag::global();
+                &global
+            }
+            _ => match last {
+                Some((name, tag)) if *name == first => tag,
+                _ => &last.insert((first, self.keys.tag(first))).1,
+            },
         };
         let mut rest = Vec::new();
         for name in names {
@@ -267,9 +295,9 @@ impl Limiter {
             rest.extend_from_slice(name);
         }
         Some(if rest.is_empty() {
-            self.keys.key(&tag, rule.policy.name())
+            self.keys.key(tag, rule.policy.name())
         } else {
-            self.keys.key_within(&tag, rule.policy.name(), &rest)
+            self.keys.key_within(tag, rule.policy.name(), &rest)
         })
     }
 
@@ -281,8 +309,9 @@ impl Limiter {
 
     /// The checks for one request, with the position of each one's rule.
     fn matched(&self, facts: &RequestFacts<'_>) -> Result<(Vec<Check>, Vec<usize>), Unidentified> {
-        let mut checks = Vec::new();
-        let mut indices = Vec::new();
+        let mut checks = Vec::with_capacity(self.rules.len());
+        let mut indices = Vec::with_capacity(self.rules.len());
+        let mut last_tag = None;
         for (i, rule) in self.rules.iter().enumerate() {
             if !rule.scope.applies_to(facts.method, facts.path) {
                 continue;
@@ -291,7 +320,7 @@ impl Limiter {
             if unnamed && self.on_missing == OnMissing::Deny {
                 return Err(Unidentified);
             }
-            if let Some(key) = self.key_of(rule, facts) {
+            if let Some(key) = self.key_reusing(rule, facts, &mut last_tag) {
                 let cost = rule
                     .scope
                     .cost_of(facts.method, facts.path, rule.policy.cost());
@@ -406,5 +435,73 @@ impl Limiter {
                 "store failed; the failure mode decides"
             );
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::scope::By;
+
+    fn rule(text: &str, by: Vec<Dimension>) -> Rule {
+        Rule {
+            policy: Arc::new(text.parse().unwrap()),
+            scope: Scope {
+                by: By::new(by).unwrap(),
+                ..Scope::default()
+            },
+        }
+    }
+
+    /// Reusing one caller's tag across rules names every key exactly as `key_of` does alone,
+    /// whatever the rules key by and in whatever order.
+    #[test]
+    fn keys_of_a_request_match_key_of_each_rule() {
+        let rules = vec![
+            rule("a: 3 per 1m", vec![Dimension::User]),
+            rule("b: 3 per 1h", vec![Dimension::Ip]),
+            rule("c: 3 per 1d", vec![Dimension::User]),
+            rule("d: 3 per 1s", vec![Dimension::Global]),
+            rule("e: 3 per 1m", vec![Dimension::User, Dimension::Route]),
+            rule("f: 3 per 1m", vec![Dimension::Route]),
+        ];
+        let limiter = Limiter::new(Arc::new(MemoryStore::new()), rules)
+            .with_keys(KeyBuilder::new("t").with_hash_key(b"k".to_vec()));
+        assert!(limiter.needs_address());
+        let facts = RequestFacts {
+            user: Some(b"joe"),
+            ip: Some("\0ip:192.0.2.1"),
+            method: &Method::GET,
+            path: "/user",
+            route: "/user",
+        };
+        let keys: Vec<String> = limiter
+            .checks(&facts)
+            .unwrap()
+            .into_iter()
+            .map(|c| c.key)
+            .collect();
+        let alone: Vec<String> = limiter
+            .rules()
+            .iter()
+            .map(|rule| limiter.key_of(rule, &facts).unwrap())
+            .collect();
+        assert_eq!(keys, alone);
+        assert_eq!(keys[0].split(':').nth(1), keys[2].split(':').nth(1));
+        assert_ne!(keys[0].split(':').nth(1), keys[1].split(':').nth(1));
+    }
+
+    /// The address is asked for only when a rule is keyed by it or falls back to it.
+    #[test]
+    fn needs_address_only_when_some_rule_can_use_it() {
+        let by_user = || vec![rule("a: 3 per 1m", vec![Dimension::User])];
+        let store = || Arc::new(MemoryStore::new());
+        assert!(!Limiter::new(store(), by_user()).needs_address());
+        assert!(Limiter::new(store(), by_user())
+            .with_on_missing(OnMissing::Ip)
+            .needs_address());
+        assert!(!Limiter::new(store(), Vec::<Rule>::new())
+            .with_on_missing(OnMissing::Ip)
+            .needs_address());
     }
 }

@@ -5,15 +5,14 @@ use axum::Json;
 use serde_json::{json, Value};
 
 use crate::http::AppState;
-use crate::middleware::extract::OwnedFacts;
 
 /// The original example's endpoint: the caller's name as a JSON string, or `null` when the
 /// request names nobody (the same rule the limiter applies).
 pub async fn user(State(state): State<AppState>, request: Request) -> Json<Option<String>> {
-    let facts = OwnedFacts::of(&request, &state.identity);
-    let caller = facts
-        .borrow()
-        .user
+    let (parts, _) = request.into_parts();
+    let caller = state
+        .identity
+        .user(&parts)
         .map(|name| String::from_utf8_lossy(name).into_owned());
     Json(caller)
 }

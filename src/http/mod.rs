@@ -25,7 +25,7 @@ pub struct AppState {
     /// The limiter, for `/readyz` to ask its store.
     pub limiter: Arc<Limiter>,
     /// How callers are named; `/user` echoes the identity header.
-    pub identity: Identity,
+    pub identity: Arc<Identity>,
 }
 
 /// The service's routes: `/user` behind the limiter, `/healthz` and `/readyz` not limited.
@@ -78,7 +78,7 @@ pub async fn app(settings: &Settings) -> Result<Router, StoreError> {
     let limiter = limiter(settings).await?;
     Ok(router(AppState {
         limiter: Arc::new(limiter),
-        identity: settings.identity.clone(),
+        identity: Arc::new(settings.identity.clone()),
     }))
 }
 

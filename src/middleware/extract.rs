@@ -1,8 +1,9 @@
 //! Who the caller is, from the request.
 
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 
-use axum::extract::{ConnectInfo, MatchedPath, Request};
+use axum::extract::{ConnectInfo, MatchedPath};
+use axum::http::request::Parts;
 use axum::http::{HeaderMap, HeaderName, HeaderValue, Method};
 
 use crate::client_ip::{self, Proxies};
@@ -38,51 +39,67 @@ pub fn caller<'a>(headers: &'a HeaderMap, identity: &HeaderName) -> Option<&'a H
     headers.get(identity).filter(|value| !value.is_empty())
 }
 
-/// What a request says about its caller, owned, so it can travel into the limiter's future.
-#[derive(Clone, Debug)]
-pub struct OwnedFacts {
-    user: Option<HeaderValue>,
-    ip: Option<String>,
-    method: Method,
-    path: String,
-    route: Option<String>,
+impl Identity {
+    /// The caller's name from the identity header, believed only from a trusted peer when
+    /// trusted proxies are configured.
+    pub fn user<'a>(&self, parts: &'a Parts) -> Option<&'a [u8]> {
+        let believed = self.proxies.trusted.is_empty()
+            || peer(parts).is_some_and(|peer| self.proxies.trusts(peer));
+        caller(&parts.headers, &self.header)
+            .filter(|_| believed)
+            .map(HeaderValue::as_bytes)
+    }
 }
 
-impl OwnedFacts {
-    /// Gathers the facts of `request` under `identity`.
-    pub fn of(request: &Request, identity: &Identity) -> Self {
-        let peer = request
-            .extensions()
-            .get::<ConnectInfo<SocketAddr>>()
-            .map(|info| info.0.ip());
-        let headers = request.headers();
-        // With trusted proxies configured, only they may name the caller.
-        let believed = identity.proxies.trusted.is_empty()
-            || peer.is_some_and(|peer| identity.proxies.trusts(peer));
-        OwnedFacts {
-            user: caller(headers, &identity.header)
-                .filter(|_| believed)
-                .cloned(),
-            ip: peer.map(|peer| {
-                client_ip::bucket(identity.proxies.client(peer, headers), identity.ipv6_prefix)
-            }),
-            method: request.method().clone(),
-            path: request.uri().path().to_owned(),
-            route: request
-                .extensions()
+fn peer(parts: &Parts) -> Option<IpAddr> {
+    parts
+        .extensions
+        .get::<ConnectInfo<SocketAddr>>()
+        .map(|info| info.0.ip())
+}
+
+/// What the limiter needs to know of one request, borrowed from its head.
+///
+/// Only the client address is built (hashing wants its text); the limiter asks for it only when
+/// some rule or `on_missing = "ip"` can use it, so most requests allocate nothing here.
+#[derive(Debug)]
+pub struct Facts<'a> {
+    user: Option<&'a [u8]>,
+    ip: Option<String>,
+    method: &'a Method,
+    path: &'a str,
+    route: Option<&'a str>,
+}
+
+impl<'a> Facts<'a> {
+    /// The facts of a request's head; the client address only `with_address`.
+    pub fn of(parts: &'a Parts, identity: &Identity, with_address: bool) -> Self {
+        let ip = peer(parts).filter(|_| with_address).map(|peer| {
+            client_ip::bucket(
+                identity.proxies.client(peer, &parts.headers),
+                identity.ipv6_prefix,
+            )
+        });
+        Facts {
+            user: identity.user(parts),
+            ip,
+            method: &parts.method,
+            path: parts.uri.path(),
+            route: parts
+                .extensions
                 .get::<MatchedPath>()
-                .map(|matched| matched.as_str().to_owned()),
+                .map(MatchedPath::as_str),
         }
     }
 
-    /// The facts, borrowed, as the limiter takes them.
+    /// The facts as the limiter takes them.
     pub fn borrow(&self) -> RequestFacts<'_> {
         RequestFacts {
-            user: self.user.as_ref().map(HeaderValue::as_bytes),
+            user: self.user,
             ip: self.ip.as_deref(),
-            method: &self.method,
-            path: &self.path,
-            route: self.route.as_deref().unwrap_or(&self.path),
+            method: self.method,
+            path: self.path,
+            route: self.route.unwrap_or(self.path),
         }
     }
 }

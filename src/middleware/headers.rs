@@ -7,11 +7,11 @@
 //! - On denials only, `Retry-After` (whole seconds, rounded up, at least 1) and the original
 //!   example's `X-Rate-Limit` (the limit).
 
-use std::fmt::Write;
 use std::time::Duration;
 
 use axum::http::{HeaderMap, HeaderName, HeaderValue};
 
+use crate::decimal;
 use crate::decision::{Decision, PolicyDecision};
 
 /// `RateLimit-Policy`: the quota policies that applied.
@@ -29,6 +29,8 @@ pub const X_RATE_LIMIT: HeaderName = HeaderName::from_static("x-rate-limit");
 
 /// Adds the headers every limited response carries, admitted or denied.
 pub fn apply(headers: &mut HeaderMap, decision: &Decision) {
+    // Room for these five and a denial's two more, so the map grows once, not entry by entry.
+    headers.reserve(7);
     headers.insert(RATELIMIT_POLICY, policy_list(decision));
     headers.insert(RATELIMIT, quota_list(decision));
     if let Some(tightest) = decision.tightest() {
@@ -69,24 +71,35 @@ fn secs_ceil(duration: Duration) -> u64 {
 
 /// `"per_minute";q=3;w=60, "per_day";q=1000;w=86400`
 fn policy_list(decision: &Decision) -> HeaderValue {
-    sf_list(decision, |p| {
-        format!(";q={};w={}", p.limit, p.policy.quota_window_secs())
+    sf_list(decision, |list, p| {
+        list.push_str(";q=");
+        decimal::push(list, p.limit);
+        list.push_str(";w=");
+        decimal::push(list, p.policy.quota_window_secs());
     })
 }
 
 /// `"per_minute";r=0;t=42, "per_day";r=990;t=3600`
 fn quota_list(decision: &Decision) -> HeaderValue {
-    sf_list(decision, |p| {
-        format!(";r={};t={}", p.remaining, secs_ceil(p.reset_after))
+    sf_list(decision, |list, p| {
+        list.push_str(";r=");
+        decimal::push(list, p.remaining);
+        list.push_str(";t=");
+        decimal::push(list, secs_ceil(p.reset_after));
     })
 }
 
 /// A Structured Field list with one item per policy: its name as a string, then `params`.
-fn sf_list(decision: &Decision, params: impl Fn(&PolicyDecision) -> String) -> HeaderValue {
-    let mut list = String::new();
+fn sf_list(decision: &Decision, params: impl Fn(&mut String, &PolicyDecision)) -> HeaderValue {
+    let mut list = String::with_capacity(64 * decision.policies.len());
     for p in &decision.policies {
-        let sep = if list.is_empty() { "" } else { ", " };
-        let _ = write!(list, "{sep}\"{}\"{}", p.policy.name(), params(p));
+        if !list.is_empty() {
+            list.push_str(", ");
+        }
+        list.push('"');
+        list.push_str(p.policy.name().as_str());
+        list.push('"');
+        params(&mut list, p);
     }
     header_value(list)
 }

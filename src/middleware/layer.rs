@@ -12,7 +12,7 @@ use crate::middleware::RateLimit;
 pub struct RateLimitLayer {
     limiter: Arc<Limiter>,
     /// How callers are named: `X-User` and no trusted proxies unless set.
-    identity: Identity,
+    identity: Arc<Identity>,
 }
 
 impl RateLimitLayer {
@@ -20,19 +20,19 @@ impl RateLimitLayer {
     pub fn new(limiter: Arc<Limiter>) -> Self {
         RateLimitLayer {
             limiter,
-            identity: Identity::default(),
+            identity: Arc::new(Identity::default()),
         }
     }
 
     /// Names callers by `header` instead.
     pub fn identity_header(mut self, header: HeaderName) -> Self {
-        self.identity.header = header;
+        Arc::make_mut(&mut self.identity).header = header;
         self
     }
 
     /// Names callers as `identity` says: header, trusted proxies, IPv6 grouping.
-    pub fn identity(mut self, identity: Identity) -> Self {
-        self.identity = identity;
+    pub fn identity(mut self, identity: impl Into<Arc<Identity>>) -> Self {
+        self.identity = identity.into();
         self
     }
 }

@@ -8,7 +8,7 @@ use axum::response::Response;
 use tower::Service;
 
 use crate::limiter::{Limiter, OnError, Verdict};
-use crate::middleware::extract::{Identity, OwnedFacts};
+use crate::middleware::extract::{Facts, Identity};
 use crate::middleware::{headers, response};
 
 /// Checks each request against the limiter before it reaches `inner`.
@@ -16,7 +16,7 @@ use crate::middleware::{headers, response};
 pub struct RateLimit<S> {
     inner: S,
     limiter: Arc<Limiter>,
-    identity: Identity,
+    identity: Arc<Identity>,
 }
 
 /// The future of a [`RateLimit`] call: the store's decision, then the inner service if admitted.
@@ -24,7 +24,7 @@ pub type ResponseFuture<E> = Pin<Box<dyn Future<Output = Result<Response, E>> + 
 
 impl<S> RateLimit<S> {
     /// Limits `inner` with `limiter`, naming callers as `identity` says.
-    pub fn new(inner: S, limiter: Arc<Limiter>, identity: Identity) -> Self {
+    pub fn new(inner: S, limiter: Arc<Limiter>, identity: Arc<Identity>) -> Self {
         RateLimit {
             inner,
             limiter,
@@ -66,9 +66,17 @@ where
         let clone = self.inner.clone();
         let mut inner = std::mem::replace(&mut self.inner, clone);
         let limiter = self.limiter.clone();
-        let facts = OwnedFacts::of(&request, &self.identity);
+        let identity = self.identity.clone();
         Box::pin(async move {
-            let (decision, local) = match limiter.check(&facts.borrow()).await {
+            // The facts borrow the request's head while the store decides; split from the body,
+            // which is not `Sync`, so the future stays `Send`.
+            let (parts, body) = request.into_parts();
+            let verdict = {
+                let facts = Facts::of(&parts, &identity, limiter.needs_address());
+                limiter.check(&facts.borrow()).await
+            };
+            let request = Request::from_parts(parts, body);
+            let (decision, local) = match verdict {
                 Verdict::Unlimited | Verdict::Degraded(OnError::Allow) => {
                     return inner.call(request).await
                 }

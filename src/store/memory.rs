@@ -75,7 +75,12 @@ impl MemoryStore {
                     state: evaluation.next,
                     expires_at_us: now_us + evaluation.ttl_ms * 1000,
                 };
-                entries.by_key.insert(check.key.clone(), entry);
+                match entries.by_key.get_mut(&check.key) {
+                    Some(stored) => *stored = entry,
+                    None => {
+                        entries.by_key.insert(check.key.clone(), entry);
+                    }
+                }
             }
         }
         let policies = checks

@@ -222,38 +222,16 @@ impl Conn {
             max_attempts: (mode == Mode::Refund).then_some(1),
             ..Options::default()
         };
-        let mut keys = Vec::with_capacity(members.len());
-        let mut args: Vec<Value> = Vec::with_capacity(2 + 7 * members.len());
-        args.push(match clock {
-            Clock::Store => Value::from(""),
-            Clock::At(ms) => Value::from((ms * 1000) as i64),
-        });
-        args.push(Value::from(mode.as_str()));
-        for (n, &i) in members.iter().enumerate() {
-            let policy = &checks[i].policy;
-            let bucket = policy.algorithm() == Algorithm::TokenBucket;
-            keys.push(checks[i].key.as_str());
-            args.push(Value::from(policy.algorithm().as_str()));
-            args.push(Value::from(policy.limit() as i64));
-            args.push(Value::from(policy.window().as_millis() as i64));
-            args.push(Value::from(checks[i].cost as i64));
-            args.push(Value::from(if bucket {
-                policy.emission_us() as i64
-            } else {
-                0
-            }));
-            args.push(Value::from(if bucket {
-                policy.capacity_us() as i64
-            } else {
-                0
-            }));
-            args.push(Value::from(receipts.map_or(0, |r| r[n]) as i64));
-        }
-        // fred's `evalsha_with_reload`, spelled out so that reloads can be counted.
-        let sha = self.script.sha1().clone();
+        // fred's `evalsha_with_reload`, spelled out so that reloads can be counted. The
+        // arguments are built again for the retry rather than cloned for every call.
+        let args = || script_args(checks, members, mode, receipts, clock);
         let client = self.client.with_options(&options);
         let reply: Vec<i64> = match client
-            .evalsha(sha.clone(), keys.clone(), args.clone())
+            .evalsha(
+                self.script.sha1().clone(),
+                script_keys(checks, members),
+                args(),
+            )
             .await
         {
             Err(error) if error.details().starts_with("NOSCRIPT") => {
@@ -266,7 +244,11 @@ impl Conn {
                 };
                 self.client
                     .with_options(&options)
-                    .evalsha(sha, keys, args)
+                    .evalsha(
+                        self.script.sha1().clone(),
+                        script_keys(checks, members),
+                        args(),
+                    )
                     .await
             }
             reply => reply,
@@ -274,6 +256,44 @@ impl Conn {
         .map_err(redis_error)?;
         Reply::read(&reply, members.len())
     }
+}
+
+/// KEYS of the decide script: the key of each check at `members`.
+fn script_keys(checks: &[Check], members: &[usize]) -> Vec<Key> {
+    members
+        .iter()
+        .map(|&i| Key::from(checks[i].key.as_str()))
+        .collect()
+}
+
+/// ARGV of the decide script (see lua/decide.lua): the clock, the mode, then seven values per
+/// check at `members`.
+fn script_args(
+    checks: &[Check],
+    members: &[usize],
+    mode: Mode,
+    receipts: Option<&[u64]>,
+    clock: Clock,
+) -> Vec<Value> {
+    let mut args: Vec<Value> = Vec::with_capacity(2 + 7 * members.len());
+    args.push(match clock {
+        Clock::Store => Value::from_static_str(""),
+        Clock::At(ms) => Value::from((ms * 1000) as i64),
+    });
+    args.push(Value::from_static_str(mode.as_str()));
+    for (n, &i) in members.iter().enumerate() {
+        let policy = &checks[i].policy;
+        let bucket = policy.algorithm() == Algorithm::TokenBucket;
+        let integer = |n: u64| Value::Integer(n as i64);
+        args.push(Value::from_static_str(policy.algorithm().as_str()));
+        args.push(integer(policy.limit()));
+        args.push(integer(policy.window().as_millis()));
+        args.push(integer(checks[i].cost));
+        args.push(integer(if bucket { policy.emission_us() } else { 0 }));
+        args.push(integer(if bucket { policy.capacity_us() } else { 0 }));
+        args.push(integer(receipts.map_or(0, |r| r[n])));
+    }
+    args
 }
 
 /// What the script is asked to do.
