@@ -23,6 +23,14 @@
 --   retry_after_ms_i  0 when policy i admits; otherwise milliseconds until it would.
 --   receipt_i         what "refund" needs to give the cost back (a window start, or 0).
 -- Integers only: Redis truncates Lua numbers, and a nil would end the reply early.
+--
+-- Each algorithm's evaluate(key, now_us, p) reads its key and writes nothing. It returns
+--   fits, receipt, remaining, reset_after, retry_after   the policy as it stands, and
+--   write, write_ttl, written_reset_after                when it fits: the value to SET with
+--                                                       PX write_ttl, and the reset after it.
+-- A write spends exactly `cost` of what remains. The driver writes, all or nothing. Plain values
+-- rather than commit/reply closures: the whole script runs on every call, and Redis's Lua pays
+-- for every closure, upvalue and table it makes.
 
 local evaluate = {
   fixed_window = fixed_window,
@@ -35,6 +43,7 @@ local refund = {
   token_bucket = token_bucket_refund,
 }
 
+local mode = ARGV[2]
 local now_us = tonumber(ARGV[1])
 -- Redis expires keys on its own clock. Under an explicit time, keys live a minute longer than
 -- their state matters, so a contract test is never raced by real time; what they hold is still
@@ -46,56 +55,70 @@ if not now_us then
   ttl_grace_ms = 0
 end
 
+-- The token bucket's two values and the receipt are read only where they are used: each
+-- tonumber costs Redis a strtod.
 local function params(i)
   local base = 3 + 7 * (i - 1)
+  local algorithm = ARGV[base]
+  if not evaluate[algorithm] then
+    error('unknown algorithm ' .. tostring(algorithm))
+  end
   local p = {
-    algorithm = ARGV[base],
+    algorithm = algorithm,
     limit = tonumber(ARGV[base + 1]),
     window_ms = tonumber(ARGV[base + 2]),
     cost = tonumber(ARGV[base + 3]),
-    emission_us = tonumber(ARGV[base + 4]),
-    capacity_us = tonumber(ARGV[base + 5]),
-    receipt = tonumber(ARGV[base + 6]),
     ttl_grace_ms = ttl_grace_ms,
   }
-  if not evaluate[p.algorithm] then
-    error('unknown algorithm ' .. tostring(p.algorithm))
+  if algorithm == 'token_bucket' then
+    p.emission_us = tonumber(ARGV[base + 4])
+    p.capacity_us = tonumber(ARGV[base + 5])
+  end
+  if mode == 'refund' then
+    p.receipt = tonumber(ARGV[base + 6])
   end
   return p
 end
 
-local mode = ARGV[2]
 if mode == 'refund' then
-  for i, key in ipairs(KEYS) do
+  for i = 1, #KEYS do
     local p = params(i)
-    refund[p.algorithm](key, now_us, p)
+    refund[p.algorithm](KEYS[i], now_us, p)
   end
 elseif mode ~= 'decide' and mode ~= 'peek' then
   error('unknown mode ' .. tostring(mode))
 end
 
+-- Numeric loops and explicit reply indices: ipairs and the length operator each cost a call per
+-- step.
+local n = #KEYS
 local allowed = 1
 local evaluations = {}
-for i, key in ipairs(KEYS) do
+local costs = {}
+for i = 1, n do
   local p = params(i)
-  evaluations[i] = evaluate[p.algorithm](key, now_us, p)
-  if not evaluations[i].fits then
+  local e = evaluate[p.algorithm](KEYS[i], now_us, p)
+  evaluations[i] = e
+  costs[i] = p.cost
+  if not e.fits then
     allowed = 0
   end
 end
 
-if allowed == 1 and mode == 'decide' then
-  for _, e in ipairs(evaluations) do
-    e.commit()
-  end
-end
-
+local write = allowed == 1 and mode == 'decide'
 local reply = { allowed }
-for _, e in ipairs(evaluations) do
-  local remaining, reset_after, retry_after = e.reply()
-  reply[#reply + 1] = remaining
-  reply[#reply + 1] = reset_after
-  reply[#reply + 1] = retry_after
-  reply[#reply + 1] = e.receipt
+for i = 1, n do
+  local e = evaluations[i]
+  local at = 4 * (i - 1) + 1
+  if write then
+    redis.call('SET', KEYS[i], e.write, 'PX', e.write_ttl)
+    reply[at + 1] = e.remaining - costs[i]
+    reply[at + 2] = e.written_reset_after
+  else
+    reply[at + 1] = e.remaining
+    reply[at + 2] = e.reset_after
+  end
+  reply[at + 3] = e.retry_after
+  reply[at + 4] = e.receipt
 end
 return reply

@@ -8,9 +8,8 @@
 --              every TTL gets p.ttl_grace_ms more: see decide.lua).
 -- Stored       "<count>:<window_start_ms>", so `redis-cli GET` shows it; a value from another
 --              window counts as 0. Every write sets the TTL to the end of the window.
--- Evaluation   fits; commit() consumes the cost; reply() gives remaining, reset_after_ms (to the
---              end of the window) and retry_after_ms (0 when it fits); receipt is the window
---              start the cost was counted in.
+-- Evaluation   see decide.lua; reset_after_ms runs to the end of the window, retry_after_ms is
+--              the same when the cost does not fit; the receipt is the window start.
 
 local function fixed_window(key, now_us, p)
   local now = math.floor(now_us / 1000)
@@ -25,21 +24,26 @@ local function fixed_window(key, now_us, p)
     end
   end
 
-  local e = { fits = count + p.cost <= p.limit, receipt = start }
-  function e.commit()
-    count = count + p.cost
-    redis.call('SET', key, string.format('%d:%d', count, start), 'PX',
-      reset_after + p.ttl_grace_ms)
-  end
-  function e.reply()
-    local retry_after = 0
-    if not e.fits then
-      retry_after = reset_after
-    end
+  if count + p.cost > p.limit then
     -- A count above the limit (the limit was lowered mid-window) leaves nothing, not less.
-    return math.max(0, p.limit - count), reset_after, retry_after
+    return {
+      fits = false,
+      receipt = start,
+      remaining = math.max(0, p.limit - count),
+      reset_after = reset_after,
+      retry_after = reset_after,
+    }
   end
-  return e
+  return {
+    fits = true,
+    receipt = start,
+    remaining = p.limit - count,
+    reset_after = reset_after,
+    retry_after = 0,
+    write = string.format('%d:%d', count + p.cost, start),
+    write_ttl = reset_after + p.ttl_grace_ms,
+    written_reset_after = reset_after,
+  }
 end
 
 -- Gives back `cost` counted in the window p.receipt, if that window is still the stored one.

@@ -14,8 +14,9 @@
 --              every TTL gets p.ttl_grace_ms more: see decide.lua).
 -- Stored       "<curr>:<prev>:<window_start_ms>"; TTL to the end of the next window, the last
 --              moment the current count still weighs.
--- Evaluation   as fixed_window; reset_after_ms is when nothing weighs any more, retry_after_ms
---              the first millisecond at which the request would fit.
+-- Evaluation   see decide.lua; reset_after_ms is when nothing weighs any more, retry_after_ms
+--              the first millisecond at which the request would fit; the receipt is the window
+--              start.
 
 local function sliding_window_retry(curr, prev, elapsed, p)
   local w = p.window_ms
@@ -54,34 +55,37 @@ local function sliding_window(key, now_us, p)
   end
 
   local overlap = w - elapsed
-  local e = {
-    fits = prev * overlap + (curr + p.cost) * w <= p.limit * w,
+  local left = p.limit * w - prev * overlap - curr * w
+  local remaining = 0
+  if left > 0 then
+    remaining = math.floor(left / w)
+  end
+  local reset_after = 0
+  if curr > 0 then
+    reset_after = w + overlap
+  elseif prev > 0 then
+    reset_after = overlap
+  end
+
+  if prev * overlap + (curr + p.cost) * w > p.limit * w then
+    return {
+      fits = false,
+      receipt = start,
+      remaining = remaining,
+      reset_after = reset_after,
+      retry_after = sliding_window_retry(curr, prev, elapsed, p),
+    }
+  end
+  return {
+    fits = true,
     receipt = start,
+    remaining = remaining,
+    reset_after = reset_after,
+    retry_after = 0,
+    write = string.format('%d:%d:%d', curr + p.cost, prev, start),
+    write_ttl = w + overlap + p.ttl_grace_ms,
+    written_reset_after = w + overlap,
   }
-  local retry_after = 0
-  if not e.fits then
-    retry_after = sliding_window_retry(curr, prev, elapsed, p)
-  end
-  function e.commit()
-    curr = curr + p.cost
-    redis.call('SET', key, string.format('%d:%d:%d', curr, prev, start), 'PX',
-      w + overlap + p.ttl_grace_ms)
-  end
-  function e.reply()
-    local left = p.limit * w - prev * overlap - curr * w
-    local remaining = 0
-    if left > 0 then
-      remaining = math.floor(left / w)
-    end
-    local reset_after = 0
-    if curr > 0 then
-      reset_after = w + overlap
-    elseif prev > 0 then
-      reset_after = overlap
-    end
-    return remaining, reset_after, retry_after
-  end
-  return e
 end
 
 -- Gives back `cost` counted in the window p.receipt: from the current count while that window

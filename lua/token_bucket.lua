@@ -13,9 +13,9 @@
 --              every TTL gets p.ttl_grace_ms more: see decide.lua).
 -- Stored       "<tat_us>": the theoretical arrival time, in Unix microseconds, at which the
 --              bucket is full again; TTL until then.
--- Evaluation   fits when the new TAT is at most capacity_us ahead of now; reply() gives the
---              whole tokens left, reset_after_ms (until the bucket is full) and retry_after_ms
---              (exact, rounded up to the millisecond); the receipt is the new TAT.
+-- Evaluation   see decide.lua; it fits when the new TAT is at most capacity_us ahead of now;
+--              remaining counts whole tokens, reset_after_ms runs until the bucket is full,
+--              retry_after_ms is exact, rounded up to the millisecond; the receipt is the new TAT.
 
 local function ceil_div(a, b)
   return math.floor((a + b - 1) / b)
@@ -27,21 +27,29 @@ local function token_bucket(key, now_us, p)
     tat = now_us
   end
   local new_tat = tat + p.cost * p.emission_us
-  local e = { fits = new_tat - now_us <= p.capacity_us, receipt = new_tat }
-  function e.commit()
-    tat = new_tat
-    redis.call('SET', key, string.format('%d', tat), 'PX',
-      ceil_div(tat - now_us, 1000) + p.ttl_grace_ms)
+  local remaining = math.max(0, math.floor((p.capacity_us - (tat - now_us)) / p.emission_us))
+  local reset_after = ceil_div(tat - now_us, 1000)
+
+  if new_tat - now_us > p.capacity_us then
+    return {
+      fits = false,
+      receipt = new_tat,
+      remaining = remaining,
+      reset_after = reset_after,
+      retry_after = ceil_div(new_tat - now_us - p.capacity_us, 1000),
+    }
   end
-  function e.reply()
-    local remaining = math.max(0, math.floor((p.capacity_us - (tat - now_us)) / p.emission_us))
-    local retry_after = 0
-    if not e.fits then
-      retry_after = ceil_div(new_tat - now_us - p.capacity_us, 1000)
-    end
-    return remaining, ceil_div(tat - now_us, 1000), retry_after
-  end
-  return e
+  local written_reset_after = ceil_div(new_tat - now_us, 1000)
+  return {
+    fits = true,
+    receipt = new_tat,
+    remaining = remaining,
+    reset_after = reset_after,
+    retry_after = 0,
+    write = string.format('%d', new_tat),
+    write_ttl = written_reset_after + p.ttl_grace_ms,
+    written_reset_after = written_reset_after,
+  }
 end
 
 -- Gives back what is still outstanding of `cost` tokens spent with the TAT p.receipt: tokens
