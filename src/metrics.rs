@@ -46,6 +46,7 @@ pub struct Metrics {
     degraded: [AtomicU64; 3],
     unidentified: AtomicU64,
     cached_denials: AtomicU64,
+    /// Calls per bucket, each counted once in the narrowest bucket that holds it.
     latency_buckets: [AtomicU64; LATENCY_BUCKETS.len()],
     latency_count: AtomicU64,
     latency_sum_us: AtomicU64,
@@ -103,11 +104,11 @@ impl Metrics {
 
     /// Records how long the store took, and whether and how it failed.
     pub fn store_call(&self, took: Duration, error: Option<&StoreError>) {
+        // One count in the narrowest bucket that holds it (rendering sums them up to each
+        // bound), so a call costs one atomic add here, not one per bucket.
         let seconds = took.as_secs_f64();
-        for (bucket, bound) in self.latency_buckets.iter().zip(LATENCY_BUCKETS) {
-            if seconds <= bound {
-                bucket.fetch_add(1, Ordering::Relaxed);
-            }
+        if let Some(i) = LATENCY_BUCKETS.iter().position(|&bound| seconds <= bound) {
+            self.latency_buckets[i].fetch_add(1, Ordering::Relaxed);
         }
         self.latency_count.fetch_add(1, Ordering::Relaxed);
         self.latency_sum_us
@@ -202,11 +203,12 @@ impl Metrics {
             "histogram",
             "How long store decisions took.",
         );
+        let mut cumulative = 0;
         for (bound, bucket) in LATENCY_BUCKETS.iter().zip(&self.latency_buckets) {
+            cumulative += load(bucket);
             let _ = writeln!(
                 out,
-                "tollgate_store_latency_seconds_bucket{{le=\"{bound}\"}} {}",
-                load(bucket)
+                "tollgate_store_latency_seconds_bucket{{le=\"{bound}\"}} {cumulative}"
             );
         }
         let count = load(&self.latency_count);
@@ -271,4 +273,32 @@ impl Metrics {
 
 fn family(out: &mut String, name: &str, kind: &str, help: &str) {
     let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}");
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Each bucket counts every call up to its bound, as Prometheus histograms are cumulative,
+    /// though a call is stored once.
+    #[test]
+    fn latency_buckets_render_cumulative() {
+        let metrics = Metrics::new(Vec::new());
+        for ms in [0.3, 3.0, 3_000.0] {
+            metrics.store_call(Duration::from_secs_f64(ms / 1000.0), None);
+        }
+        let text = metrics.render(0, BreakerState::Closed);
+        let bucket = |le: &str| {
+            let line = format!("tollgate_store_latency_seconds_bucket{{le=\"{le}\"}} ");
+            text.lines()
+                .find_map(|l| l.strip_prefix(line.as_str()))
+                .unwrap_or_else(|| panic!("no bucket {le} in {text}"))
+                .to_owned()
+        };
+        assert_eq!(bucket("0.0005"), "1");
+        assert_eq!(bucket("0.0025"), "1");
+        assert_eq!(bucket("0.005"), "2");
+        assert_eq!(bucket("2.5"), "2");
+        assert!(text.contains("tollgate_store_latency_seconds_count 3"));
+    }
 }
