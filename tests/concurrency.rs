@@ -4,7 +4,7 @@ mod support;
 
 use std::sync::Arc;
 
-use fred::prelude::KeysInterface;
+use fred::prelude::{ClientLike, KeysInterface};
 use support::{admitted_of, RedisServer, TestApp};
 use tokio::task::JoinSet;
 
@@ -32,6 +32,36 @@ async fn concurrent_requests_admit_exactly_the_limit() {
     assert!(value.starts_with("50:"), "the key holds {value}");
     let pttl: i64 = conn.pttl(&keys[0]).await.unwrap();
     assert!(pttl > 0 && pttl <= 30_000 * 86_400_000, "PTTL {pttl}");
+    redis.assert_every_key_has_ttl().await;
+}
+
+/// With `redis.connections = 4`, the service opens four connections and decisions spread over
+/// them stay exact: 200 concurrent requests against a limit of 50 admit exactly 50.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn several_connections_admit_exactly_the_limit() {
+    let redis = RedisServer::start().await;
+    let conn = redis.client().await;
+    let clients = || async {
+        let list: String = conn
+            .custom(
+                fred::types::CustomCommand::new_static("CLIENT", None, false),
+                vec!["LIST"],
+            )
+            .await
+            .unwrap();
+        list.lines().count()
+    };
+    let before = clients().await;
+    let toml = support::redis_toml_with_timeout(&redis, 50, support::NO_BOUNDARY, "deny", "10s")
+        .replacen("[redis]\n", "[redis]\nconnections = 4\n", 1);
+    assert!(toml.contains("connections = 4"), "{toml}");
+    let app = TestApp::with_toml(&toml).await;
+
+    assert_eq!(clients().await - before, 4);
+    assert_eq!(
+        admitted_of(&app, &reqwest::Client::new(), "crowd", 200).await,
+        50
+    );
     redis.assert_every_key_has_ttl().await;
 }
 

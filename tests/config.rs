@@ -600,6 +600,8 @@ fn other_bad_values_are_rejected() {
             "redis.breaker_cool_down",
         ),
         ("[redis]\nlocal_divisor = 0\n", "redis.local_divisor"),
+        ("[redis]\nconnections = 0\n", "redis.connections"),
+        ("[redis]\nconnections = 65\n", "redis.connections"),
         (
             "[identity]\nforwarded_header = \"via\"\n",
             "identity.forwarded_header",

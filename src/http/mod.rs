@@ -50,8 +50,19 @@ pub fn router(state: AppState) -> Router {
 pub async fn limiter(settings: &Settings) -> Result<Limiter, StoreError> {
     let store: Arc<dyn Store> = match &settings.redis {
         Some(redis) => {
-            tracing::info!(url = %redis.redacted_url(), "using the redis store");
-            Arc::new(RedisStore::connect(redis.client_config(), settings.timeout).await?)
+            tracing::info!(
+                url = %redis.redacted_url(),
+                connections = settings.connections,
+                "using the redis store"
+            );
+            Arc::new(
+                RedisStore::connect_with(
+                    redis.client_config(),
+                    settings.timeout,
+                    settings.connections,
+                )
+                .await?,
+            )
         }
         None => {
             tracing::info!(

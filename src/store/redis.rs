@@ -48,15 +48,26 @@ impl std::fmt::Debug for RedisStore {
 }
 
 impl RedisStore {
-    /// Starts a client for `config` that reconnects forever, and loads the scripts if it can.
+    /// Starts a client for `config` over one connection: see [`RedisStore::connect_with`].
+    pub async fn connect(config: Config, timeout: Duration) -> Result<Self, StoreError> {
+        Self::connect_with(config, timeout, 1).await
+    }
+
+    /// Starts `connections` clients for `config` (at least one) that reconnect forever, and
+    /// loads the scripts if it can. Decisions take the connections in turn; each pipelines
+    /// whatever decisions are in flight on it.
     ///
     /// An unreachable Redis is not an error here: the service must still start and serve under
     /// its failure mode, and decisions resume once the client reconnects.
-    pub async fn connect(mut config: Config, timeout: Duration) -> Result<Self, StoreError> {
+    pub async fn connect_with(
+        mut config: Config,
+        timeout: Duration,
+        connections: usize,
+    ) -> Result<Self, StoreError> {
         // Retry a first connection that fails exactly like one lost later, so a Redis that is
         // down at startup is picked up when it comes up.
         config.fail_fast = false;
-        let client = Builder::from_config(config)
+        let pool = Builder::from_config(config)
             .with_performance_config(|perf| {
                 // Commands that time out are marked so, and fred never writes them later:
                 // a decision the failure mode already took is not counted again on reconnect.
@@ -74,13 +85,13 @@ impl RedisStore {
                 conn.max_command_attempts = 4;
             })
             .set_policy(ReconnectPolicy::new_constant(0, RECONNECT_DELAY_MS))
-            .build()
+            .build_pool(connections.max(1))
             .map_err(redis_error)?;
-        let connection_error = watch_connection(&client);
-        client.connect();
+        let connection_error = watch_connections(pool.clients());
+        pool.connect();
         let store = RedisStore {
             conn: Conn {
-                client,
+                pool,
                 script: Script::from_lua(DECIDE_LUA),
                 reloads: Arc::new(AtomicU64::new(0)),
             },
@@ -103,14 +114,14 @@ impl RedisStore {
 
     /// Loads every script with SCRIPT LOAD, on every primary.
     pub async fn load_scripts(&self) -> Result<(), StoreError> {
-        let Conn { client, script, .. } = &self.conn;
-        client.wait_for_connect().await.map_err(redis_error)?;
-        script.load(client).await.map_err(redis_error)
+        let Conn { pool, script, .. } = &self.conn;
+        pool.wait_for_connect().await.map_err(redis_error)?;
+        script.load(pool.next()).await.map_err(redis_error)
     }
 
     /// The underlying client, for tests and tools that inspect Redis through tollgate's pool.
     pub fn client(&self) -> &Client {
-        &self.conn.client
+        self.conn.pool.next()
     }
 
     /// Decides `checks` all-or-nothing: one EVALSHA when they share a hash tag (always, for
@@ -156,7 +167,8 @@ impl RedisStore {
 /// The client and the script: all a script call needs, cheap to clone into a task.
 #[derive(Clone)]
 struct Conn {
-    client: Client,
+    /// The connections, taken in turn.
+    pool: Pool,
     /// `DECIDE_LUA`, by its SHA-1.
     script: Script,
     /// How often Redis had lost the script (NOSCRIPT) and it was loaded again.
@@ -225,8 +237,9 @@ impl Conn {
         // fred's `evalsha_with_reload`, spelled out so that reloads can be counted. The
         // arguments are built again for the retry rather than cloned for every call.
         let args = || script_args(checks, members, mode, receipts, clock);
-        let client = self.client.with_options(&options);
+        let client = self.pool.next();
         let reply: Vec<i64> = match client
+            .with_options(&options)
             .evalsha(
                 self.script.sha1().clone(),
                 script_keys(checks, members),
@@ -236,13 +249,13 @@ impl Conn {
         {
             Err(error) if error.details().starts_with("NOSCRIPT") => {
                 self.reloads.fetch_add(1, Ordering::Relaxed);
-                self.script.load(&self.client).await.map_err(redis_error)?;
+                self.script.load(client).await.map_err(redis_error)?;
                 let left = deadline.saturating_duration_since(Instant::now());
                 let options = Options {
                     timeout: Some(left.max(Duration::from_millis(1))),
                     ..options
                 };
-                self.client
+                client
                     .with_options(&options)
                     .evalsha(
                         self.script.sha1().clone(),
@@ -425,11 +438,20 @@ impl Store for RedisStore {
     }
 }
 
-/// Records and logs (at most once a second) the client's connection errors, and forgets them
-/// once it reconnects.
-fn watch_connection(client: &Client) -> Arc<Mutex<Option<String>>> {
+/// Records and logs (at most once a second) the clients' connection errors, and forgets the last
+/// one when a client reconnects.
+fn watch_connections(clients: &[Client]) -> Arc<Mutex<Option<String>>> {
     let last = Arc::new(Mutex::new(None));
     let throttle = Arc::new(Throttle::new(Duration::from_secs(1)));
+    for client in clients {
+        watch_connection(client, &last, &throttle);
+    }
+    last
+}
+
+/// One client's part of [`watch_connections`].
+fn watch_connection(client: &Client, last: &Arc<Mutex<Option<String>>>, throttle: &Arc<Throttle>) {
+    let throttle = throttle.clone();
     let on_error = last.clone();
     client.on_error(move |(error, _server)| {
         let message = error.to_string();
@@ -448,7 +470,6 @@ fn watch_connection(client: &Client) -> Arc<Mutex<Option<String>>> {
         }
         std::future::ready(Ok(()))
     });
-    last
 }
 
 fn redis_error(error: fred::error::Error) -> StoreError {
