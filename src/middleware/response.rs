@@ -1,8 +1,10 @@
 //! The responses the limiter answers with instead of calling the service.
 
+use std::sync::OnceLock;
+
+use axum::body::Bytes;
 use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
-use axum::Json;
 
 use crate::decision::Decision;
 use crate::middleware::headers;
@@ -15,14 +17,14 @@ pub const UNAVAILABLE_DETAIL: &str = "Rate limiter unavailable: the store could 
 
 /// 429 with `{"detail":"User Rate Limit Exceeded"}` and every rate-limit header.
 pub fn too_many_requests(decision: &Decision) -> Response {
-    let mut response = detail(StatusCode::TOO_MANY_REQUESTS, DENIED_DETAIL);
+    let mut response = DENIED.response(StatusCode::TOO_MANY_REQUESTS);
     headers::apply_denial(response.headers_mut(), decision);
     response
 }
 
 /// 503 with a JSON reason and `Retry-After: 1`, when the store failed under `on_error = "deny"`.
 pub fn store_unavailable() -> Response {
-    let mut response = detail(StatusCode::SERVICE_UNAVAILABLE, UNAVAILABLE_DETAIL);
+    let mut response = UNAVAILABLE.response(StatusCode::SERVICE_UNAVAILABLE);
     response
         .headers_mut()
         .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
@@ -34,9 +36,35 @@ pub const UNIDENTIFIED_DETAIL: &str = "Missing caller identity: this route is li
 
 /// 401 with a JSON reason, when a policy keyed by user applies and the request names nobody.
 pub fn unidentified() -> Response {
-    detail(StatusCode::UNAUTHORIZED, UNIDENTIFIED_DETAIL)
+    UNIDENTIFIED.response(StatusCode::UNAUTHORIZED)
 }
 
-fn detail(status: StatusCode, detail: &str) -> Response {
-    (status, Json(serde_json::json!({ "detail": detail }))).into_response()
+/// A JSON body `{"detail": TEXT}`, serialized on first use and shared after: the texts are
+/// constants, and a flood of denials is the response most worth making cheap.
+struct Detail {
+    text: &'static str,
+    json: OnceLock<Bytes>,
 }
+
+impl Detail {
+    const fn new(text: &'static str) -> Self {
+        Detail {
+            text,
+            json: OnceLock::new(),
+        }
+    }
+
+    fn response(&self, status: StatusCode) -> Response {
+        let json = self.json.get_or_init(|| {
+            serde_json::to_vec(&serde_json::json!({ "detail": self.text }))
+                .expect("a string serializes")
+                .into()
+        });
+        let content_type = HeaderValue::from_static("application/json");
+        (status, [(header::CONTENT_TYPE, content_type)], json.clone()).into_response()
+    }
+}
+
+static DENIED: Detail = Detail::new(DENIED_DETAIL);
+static UNAVAILABLE: Detail = Detail::new(UNAVAILABLE_DETAIL);
+static UNIDENTIFIED: Detail = Detail::new(UNIDENTIFIED_DETAIL);
