@@ -7,6 +7,7 @@
 //! - On denials only, `Retry-After` (whole seconds, rounded up, at least 1) and the original
 //!   example's `X-Rate-Limit` (the limit).
 
+use std::sync::LazyLock;
 use std::time::Duration;
 
 use axum::http::{HeaderMap, HeaderName, HeaderValue};
@@ -34,9 +35,9 @@ pub fn apply(headers: &mut HeaderMap, decision: &Decision) {
     headers.insert(RATELIMIT_POLICY, policy_list(decision));
     headers.insert(RATELIMIT, quota_list(decision));
     if let Some(tightest) = decision.tightest() {
-        headers.insert(X_RATELIMIT_LIMIT, tightest.limit.into());
-        headers.insert(X_RATELIMIT_REMAINING, tightest.remaining.into());
-        headers.insert(X_RATELIMIT_RESET, secs_ceil(tightest.reset_after).into());
+        headers.insert(X_RATELIMIT_LIMIT, number(tightest.limit));
+        headers.insert(X_RATELIMIT_REMAINING, number(tightest.remaining));
+        headers.insert(X_RATELIMIT_RESET, number(secs_ceil(tightest.reset_after)));
     }
 }
 
@@ -53,16 +54,46 @@ pub fn apply_denial(headers: &mut HeaderMap, decision: &Decision) {
     apply(headers, decision);
     headers.insert(
         axum::http::header::RETRY_AFTER,
-        retry_after_secs(decision.retry_after()).into(),
+        number(retry_after_secs(decision.retry_after())),
     );
     if let Some(tightest) = decision.tightest() {
-        headers.insert(X_RATE_LIMIT, tightest.limit.into());
+        headers.insert(X_RATE_LIMIT, number(tightest.limit));
     }
 }
 
 /// Whole seconds for `Retry-After`: rounded up, so a client that waits is admitted, and at least 1.
 pub fn retry_after_secs(wait: Duration) -> u64 {
     secs_ceil(wait).max(1)
+}
+
+/// The integers below this have their header values made once: limits, counts left and
+/// seconds (an hour is 3,600) are mostly small, and every response carries three to five.
+const SMALL_NUMBERS: usize = 4096;
+
+/// `n` as a header value; a small one is a copy of a static value, not a new allocation.
+fn number(n: u64) -> HeaderValue {
+    static SMALL: LazyLock<Vec<HeaderValue>> = LazyLock::new(|| {
+        let mut digits = String::new();
+        let mut ends = Vec::with_capacity(SMALL_NUMBERS);
+        for i in 0..SMALL_NUMBERS as u64 {
+            decimal::push(&mut digits, i);
+            ends.push(digits.len());
+        }
+        // Leaked once, for the process's life: static values are shared without counting.
+        let digits: &'static str = Box::leak(digits.into_boxed_str());
+        let mut start = 0;
+        ends.into_iter()
+            .map(|end| {
+                let value = HeaderValue::from_static(&digits[start..end]);
+                start = end;
+                value
+            })
+            .collect()
+    });
+    match usize::try_from(n).ok().and_then(|i| SMALL.get(i)) {
+        Some(value) => value.clone(),
+        None => n.into(),
+    }
 }
 
 fn secs_ceil(duration: Duration) -> u64 {
@@ -144,6 +175,14 @@ mod tests {
         assert_eq!(get("x-ratelimit-limit"), "3");
         assert_eq!(get("x-ratelimit-remaining"), "0");
         assert_eq!(get("x-ratelimit-reset"), "42");
+    }
+
+    /// Small numbers come from the table and large ones are formatted, both as Display does.
+    #[test]
+    fn numbers_render_like_display() {
+        for n in [0, 1, 9, 10, 3_600, 4_095, 4_096, 1_000_000_000, u64::MAX] {
+            assert_eq!(number(n).to_str().unwrap(), n.to_string());
+        }
     }
 
     /// Retry-After is never 0, even a millisecond before the window turns.
