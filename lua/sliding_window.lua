@@ -1,7 +1,8 @@
 -- sliding_window: the sliding-window counter.
 --
 -- A part of the decide script (see decide.lua for KEYS, ARGV and the reply); it defines
--- sliding_window(key, now_us, p) and sliding_window_refund(key, now_us, p).
+-- sliding_window(key, now_us, limit, window_ms, cost, grace_ms) and
+-- sliding_window_refund(key, window_ms, cost, receipt).
 --
 -- A request at `elapsed` ms into the current window sees the previous window's count weighted
 -- by how much of it the sliding window still overlaps, (window - elapsed) / window, plus the
@@ -9,21 +10,20 @@
 -- window: all integers, so Lua and Rust agree to the unit (limit * window_ms is bounded by the
 -- configuration so these products stay below 2^53).
 --
--- p            limit, window_ms, cost; receipt for refunds.
+-- Values       limit, window_ms, cost: positive integers, cost <= limit.
 -- Clock        now_us, the caller's Redis TIME (or a contract test's explicit time, when
---              every TTL gets p.ttl_grace_ms more: see decide.lua).
+--              every TTL gets grace_ms more: see decide.lua).
 -- Stored       "<curr>:<prev>:<window_start_ms>"; TTL to the end of the next window, the last
 --              moment the current count still weighs.
 -- Evaluation   see decide.lua; reset_after_ms is when nothing weighs any more, retry_after_ms
 --              the first millisecond at which the request would fit; the receipt is the window
 --              start.
 
-local function sliding_window_retry(curr, prev, elapsed, p)
-  local w = p.window_ms
-  if curr + p.cost <= p.limit and prev > 0 then
+local function sliding_window_retry(curr, prev, elapsed, limit, w, cost)
+  if curr + cost <= limit and prev > 0 then
     -- Later in this window the previous count weighs less: the first elapsed' with
     -- prev * (w - elapsed') <= (limit - curr - cost) * w.
-    local need = w - math.floor((p.limit - curr - p.cost) * w / prev)
+    local need = w - math.floor((limit - curr - cost) * w / prev)
     if need < w then
       return need - elapsed
     end
@@ -32,13 +32,12 @@ local function sliding_window_retry(curr, prev, elapsed, p)
   -- after next, where nothing weighs.
   local need = 0
   if curr > 0 then
-    need = math.max(0, w - math.floor((p.limit - p.cost) * w / curr))
+    need = math.max(0, w - math.floor((limit - cost) * w / curr))
   end
   return (w - elapsed) + need
 end
 
-local function sliding_window(key, now_us, p)
-  local w = p.window_ms
+local function sliding_window(key, now_us, limit, w, cost, grace_ms)
   local now = math.floor(now_us / 1000)
   local start = now - (now % w)
   local elapsed = now - start
@@ -55,7 +54,7 @@ local function sliding_window(key, now_us, p)
   end
 
   local overlap = w - elapsed
-  local left = p.limit * w - prev * overlap - curr * w
+  local left = limit * w - prev * overlap - curr * w
   local remaining = 0
   if left > 0 then
     remaining = math.floor(left / w)
@@ -67,40 +66,27 @@ local function sliding_window(key, now_us, p)
     reset_after = overlap
   end
 
-  if prev * overlap + (curr + p.cost) * w > p.limit * w then
-    return {
-      fits = false,
-      receipt = start,
-      remaining = remaining,
-      reset_after = reset_after,
-      retry_after = sliding_window_retry(curr, prev, elapsed, p),
-    }
+  if prev * overlap + (curr + cost) * w > limit * w then
+    return false, remaining, reset_after, sliding_window_retry(curr, prev, elapsed, limit, w, cost),
+      start
   end
-  return {
-    fits = true,
-    receipt = start,
-    remaining = remaining,
-    reset_after = reset_after,
-    retry_after = 0,
-    write = string.format('%d:%d:%d', curr + p.cost, prev, start),
-    write_ttl = w + overlap + p.ttl_grace_ms,
-    written_reset_after = w + overlap,
-  }
+  return true, remaining, reset_after, 0, start,
+    string.format('%d:%d:%d', curr + cost, prev, start), w + overlap + grace_ms, w + overlap
 end
 
--- Gives back `cost` counted in the window p.receipt: from the current count while that window
+-- Gives back `cost` counted in the window `receipt`: from the current count while that window
 -- is current, from the previous count once another request has moved the key to the next one.
-local function sliding_window_refund(key, now_us, p)
+local function sliding_window_refund(key, window_ms, cost, receipt)
   local stored = redis.call('GET', key)
   if not stored then
     return
   end
   local curr, prev, start = string.match(stored, '^(%d+):(%d+):(%d+)$')
   curr, prev, start = tonumber(curr), tonumber(prev), tonumber(start)
-  if start == p.receipt then
-    curr = math.max(0, curr - p.cost)
-  elseif start == p.receipt + p.window_ms then
-    prev = math.max(0, prev - p.cost)
+  if start == receipt then
+    curr = math.max(0, curr - cost)
+  elseif start == receipt + window_ms then
+    prev = math.max(0, prev - cost)
   else
     return
   end
