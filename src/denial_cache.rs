@@ -10,6 +10,7 @@
 //! configuration change, which needs a restart, never serves a stale denial.
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
@@ -22,6 +23,9 @@ use crate::store::Check;
 pub struct DenialCache {
     capacity: usize,
     inner: Mutex<Inner>,
+    /// The number of entries, kept beside the map so that a request can skip building its
+    /// cache key, and the lock, while nothing is cached: the usual state.
+    len: AtomicUsize,
 }
 
 #[derive(Debug)]
@@ -50,6 +54,7 @@ impl DenialCache {
                 entries: HashMap::new(),
                 next_sweep: Instant::now(),
             }),
+            len: AtomicUsize::new(0),
         }
     }
 
@@ -80,6 +85,7 @@ impl DenialCache {
         let entry = inner.entries.get(key)?;
         if now >= entry.until {
             inner.entries.remove(key);
+            self.len.store(inner.entries.len(), Ordering::Relaxed);
             return None;
         }
         let elapsed = now.duration_since(entry.decided_at);
@@ -101,6 +107,7 @@ impl DenialCache {
         if inner.entries.len() >= self.capacity && now >= inner.next_sweep {
             inner.entries.retain(|_, entry| entry.until > now);
             inner.next_sweep = now + Duration::from_secs(1);
+            self.len.store(inner.entries.len(), Ordering::Relaxed);
         }
         if inner.entries.len() >= self.capacity {
             // Full of live denials: this one goes to the store each time until room is made.
@@ -112,11 +119,12 @@ impl DenialCache {
             until: now + wait,
         };
         inner.entries.insert(key, entry);
+        self.len.store(inner.entries.len(), Ordering::Relaxed);
     }
 
     /// How many denials are held.
     pub fn len(&self) -> usize {
-        self.lock().entries.len()
+        self.len.load(Ordering::Relaxed)
     }
 
     /// Whether no denial is held.
@@ -177,5 +185,22 @@ mod tests {
         let later = t0 + Duration::from_secs(61);
         cache.insert("fresh".into(), &denied(1_000), later);
         assert!(cache.get("fresh", later).is_some());
+    }
+
+    /// The count kept beside the map follows inserts and expiries, so an empty cache is seen
+    /// as empty and a held denial is never skipped.
+    #[test]
+    fn len_follows_inserts_and_expiries() {
+        let cache = DenialCache::new(10);
+        let t0 = Instant::now();
+        assert!(cache.is_empty());
+        cache.insert("a".into(), &denied(1_000), t0);
+        cache.insert("b".into(), &denied(5_000), t0);
+        assert_eq!(cache.len(), 2);
+        assert!(cache.get("a", t0 + Duration::from_millis(1_000)).is_none());
+        assert_eq!(cache.len(), 1);
+        assert!(cache.get("b", t0 + Duration::from_millis(4_999)).is_some());
+        assert!(cache.get("b", t0 + Duration::from_millis(5_000)).is_none());
+        assert!(cache.is_empty());
     }
 }

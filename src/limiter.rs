@@ -345,12 +345,9 @@ impl Limiter {
                 return Verdict::Unidentified;
             }
         };
-        let cached = self
-            .denials
-            .as_ref()
-            .map(|cache| (cache, DenialCache::key(&checks)));
-        if let Some((cache, key)) = &cached {
-            if let Some(decision) = cache.get(key, Instant::now()) {
+        // While nothing is cached (the usual state), a request builds no cache key.
+        if let Some(cache) = self.denials.as_ref().filter(|cache| !cache.is_empty()) {
+            if let Some(decision) = cache.get(&DenialCache::key(&checks), Instant::now()) {
                 self.metrics.cached_denial();
                 self.metrics.decided(&decision);
                 return Verdict::Decided(decision);
@@ -369,9 +366,9 @@ impl Limiter {
         match decided {
             Ok(decision) => {
                 self.metrics.decided(&decision);
-                if let (Some((cache, key)), false) = (cached, decision.allowed) {
+                if let (Some(cache), false) = (&self.denials, decision.allowed) {
                     // From before the call: the entry may expire a little early, never late.
-                    cache.insert(key, &decision, started);
+                    cache.insert(DenialCache::key(&checks), &decision, started);
                 }
                 Verdict::Decided(decision)
             }

@@ -30,8 +30,6 @@ pub const X_RATE_LIMIT: HeaderName = HeaderName::from_static("x-rate-limit");
 
 /// Adds the headers every limited response carries, admitted or denied.
 pub fn apply(headers: &mut HeaderMap, decision: &Decision) {
-    // Room for these five and a denial's two more, so the map grows once, not entry by entry.
-    headers.reserve(7);
     headers.insert(RATELIMIT_POLICY, policy_list(decision));
     headers.insert(RATELIMIT, quota_list(decision));
     if let Some(tightest) = decision.tightest() {
