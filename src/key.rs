@@ -7,8 +7,6 @@
 //! Cluster hash tag: every key of one caller hashes to the same slot, so one script call can
 //! touch all of them. Hashing bounds the key length and keeps names out of Redis in clear.
 
-use std::borrow::Cow;
-
 use hmac::{Hmac, Mac};
 use sha2::{Digest, Sha256};
 
@@ -18,8 +16,9 @@ use crate::quota::PolicyName;
 #[derive(Clone)]
 pub struct KeyBuilder {
     prefix: String,
-    /// `identity.hash_key`: when set, names are hashed with HMAC-SHA256 under it.
-    hash_key: Option<Vec<u8>>,
+    /// `identity.hash_key`: when set, names are hashed with HMAC-SHA256 under it. Kept keyed,
+    /// so each name costs a copy of the keyed state rather than the key schedule again.
+    hash_key: Option<Hmac<Sha256>>,
 }
 
 impl std::fmt::Debug for KeyBuilder {
@@ -43,7 +42,8 @@ impl KeyBuilder {
     /// Hashes names with HMAC-SHA256 under `key`, so a copy of Redis cannot be matched against
     /// a dictionary of user names.
     pub fn with_hash_key(mut self, key: impl Into<Vec<u8>>) -> Self {
-        self.hash_key = Some(key.into());
+        let key: Vec<u8> = key.into();
+        self.hash_key = Some(Hmac::<Sha256>::new_from_slice(&key).expect("HMAC takes any key"));
         self
     }
 
@@ -51,12 +51,10 @@ impl KeyBuilder {
     pub fn tag(&self, name: &[u8]) -> CallerTag {
         match &self.hash_key {
             None => CallerTag::of(name),
-            Some(key) => {
-                let mut mac = Hmac::<Sha256>::new_from_slice(key).expect("HMAC takes any key");
+            Some(keyed) => {
+                let mut mac = keyed.clone();
                 mac.update(name);
-                CallerTag(Cow::Owned(base16ct::lower::encode_string(
-                    &mac.finalize().into_bytes(),
-                )))
+                CallerTag::hex(&mac.finalize().into_bytes())
             }
         }
     }
@@ -64,11 +62,10 @@ impl KeyBuilder {
     /// The key of `caller` under `policy`.
     pub fn key(&self, caller: &CallerTag, policy: &PolicyName) -> String {
         let policy = policy.as_str();
-        let mut key =
-            String::with_capacity(self.prefix.len() + caller.0.len() + policy.len() + 4 + 17);
+        let mut key = String::with_capacity(self.prefix.len() + caller.len + policy.len() + 4 + 17);
         key.push_str(&self.prefix);
         key.push_str(":{");
-        key.push_str(&caller.0);
+        key.push_str(caller.as_str());
         key.push_str("}:");
         key.push_str(policy);
         key
@@ -80,31 +77,46 @@ impl KeyBuilder {
         let digest = self.tag(rest);
         let mut key = self.key(caller, policy);
         key.push(':');
-        key.push_str(&digest.0[..16]);
+        key.push_str(&digest.as_str()[..16]);
         key
     }
 }
 
 /// A caller's hash tag: a hex digest of its name, or `global`.
+///
+/// Held inline, not on the heap: it is made for every request, and only copied into the key.
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
-pub struct CallerTag(Cow<'static, str>);
+pub struct CallerTag {
+    text: [u8; 64],
+    len: usize,
+}
 
 impl CallerTag {
     /// The lowercase hex SHA-256 of `name`.
     pub fn of(name: &[u8]) -> Self {
-        CallerTag(Cow::Owned(base16ct::lower::encode_string(&Sha256::digest(
-            name,
-        ))))
+        Self::hex(&Sha256::digest(name))
     }
 
     /// The tag shared by everyone, for policies keyed `by = "global"`.
     pub fn global() -> Self {
-        CallerTag(Cow::Borrowed("global"))
+        let mut text = [0; 64];
+        text[..6].copy_from_slice(b"global");
+        CallerTag { text, len: 6 }
+    }
+
+    /// The tag of a 32-byte digest: its lowercase hex.
+    fn hex(digest: &[u8]) -> Self {
+        let mut text = [0; 64];
+        let len = base16ct::lower::encode(digest, &mut text)
+            .expect("a 32-byte digest fits 64 hex digits")
+            .len();
+        CallerTag { text, len }
     }
 
     /// The tag as text.
     pub fn as_str(&self) -> &str {
-        &self.0
+        // Only ASCII is ever written: hex digits or "global".
+        std::str::from_utf8(&self.text[..self.len]).expect("ASCII")
     }
 }
 
