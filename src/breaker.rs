@@ -5,6 +5,7 @@
 //! one probe goes to the store; its success closes the breaker, its failure opens it again.
 //! Each state change is logged once, and counted in the metrics.
 
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
@@ -54,6 +55,10 @@ pub struct Breaker {
     failures: u32,
     cool_down: Duration,
     inner: Mutex<Inner>,
+    /// Closed with no failure counted: the usual state, in which a request's admission and a
+    /// success change nothing, so both are answered from this flag, without the lock or the
+    /// clock. Written under the lock whenever the state or the count changes.
+    healthy: AtomicBool,
 }
 
 #[derive(Debug)]
@@ -75,6 +80,7 @@ impl Breaker {
                 consecutive_failures: 0,
                 since: Instant::now(),
             }),
+            healthy: AtomicBool::new(true),
         }
     }
 
@@ -86,12 +92,18 @@ impl Breaker {
     /// Whether this request may ask the store. Returns the permit and, when this call changed
     /// the state, the new one.
     pub fn admit(&self) -> (Permit, Option<BreakerState>) {
+        if self.healthy.load(Ordering::Acquire) {
+            return (Permit::Pass, None);
+        }
         self.admit_at(Instant::now())
     }
 
     /// Records how the store answered a request that had `permit`. Returns the new state when
     /// this changed it.
     pub fn record(&self, permit: Permit, ok: bool) -> Option<BreakerState> {
+        if ok && self.healthy.load(Ordering::Acquire) {
+            return None;
+        }
         self.record_at(permit, ok, Instant::now())
     }
 
@@ -132,6 +144,10 @@ impl Breaker {
                 inner.since = now;
             }
         }
+        self.healthy.store(
+            inner.state == BreakerState::Closed && inner.consecutive_failures == 0,
+            Ordering::Release,
+        );
         (inner.state != before).then_some(inner.state)
     }
 
@@ -212,5 +228,22 @@ mod tests {
             breaker.admit_at(probe + Duration::from_secs(1)).0,
             Permit::Probe
         );
+    }
+
+    /// The lock-free path agrees with the locked one: after a failure a success still resets
+    /// the count, and only consecutive failures open the breaker.
+    #[test]
+    fn healthy_flag_follows_the_state() {
+        let breaker = Breaker::new(2, Duration::from_secs(60));
+        assert_eq!(breaker.admit(), (Permit::Pass, None));
+        assert_eq!(breaker.record(Permit::Pass, false), None);
+        assert_eq!(breaker.record(Permit::Pass, true), None);
+        assert_eq!(breaker.record(Permit::Pass, false), None);
+        assert_eq!(
+            breaker.record(Permit::Pass, false),
+            Some(BreakerState::Open)
+        );
+        assert_eq!(breaker.admit(), (Permit::Reject, None));
+        assert_eq!(breaker.state(), BreakerState::Open);
     }
 }

@@ -4,7 +4,7 @@ use std::collections::HashMap;
 use std::sync::Mutex;
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use crate::algorithm::{self, State};
+use crate::algorithm::{self, Evaluation, State};
 use crate::decision::{Decision, PolicyDecision};
 use crate::store::{Check, Clock, Store, StoreFuture};
 
@@ -57,6 +57,9 @@ impl MemoryStore {
     fn decide_at(&self, checks: &[Check], now_us: u64) -> Decision {
         let mut entries = self.lock();
         entries.sweep(now_us);
+        if let [check] = checks {
+            return entries.decide_one(check, now_us);
+        }
         let evaluations: Vec<_> = checks
             .iter()
             .map(|check| {
@@ -71,10 +74,7 @@ impl MemoryStore {
         let allowed = evaluations.iter().all(|e| e.fits);
         if allowed {
             for (check, evaluation) in checks.iter().zip(&evaluations) {
-                let entry = Entry {
-                    state: evaluation.next,
-                    expires_at_us: now_us + evaluation.ttl_ms * 1000,
-                };
+                let entry = Entry::after(evaluation, now_us);
                 match entries.by_key.get_mut(&check.key) {
                     Some(stored) => *stored = entry,
                     None => {
@@ -95,7 +95,45 @@ impl MemoryStore {
     }
 }
 
+impl Entry {
+    /// What an admitted evaluation leaves stored.
+    fn after(evaluation: &Evaluation, now_us: u64) -> Self {
+        Entry {
+            state: evaluation.next,
+            expires_at_us: now_us + evaluation.ttl_ms * 1000,
+        }
+    }
+}
+
 impl Entries {
+    /// One policy, the usual case: one lookup of its key serves the read and the write.
+    fn decide_one(&mut self, check: &Check, now_us: u64) -> Decision {
+        let slot = self.by_key.get_mut(&check.key);
+        let stored = slot
+            .as_deref()
+            .filter(|entry| entry.expires_at_us > now_us)
+            .map(|entry| &entry.state);
+        let evaluation = algorithm::evaluate(&check.policy, check.cost, stored, now_us);
+        if evaluation.fits {
+            let entry = Entry::after(&evaluation, now_us);
+            match slot {
+                Some(stored) => *stored = entry,
+                None => {
+                    self.by_key.insert(check.key.clone(), entry);
+                }
+            }
+        }
+        let outcome = if evaluation.fits {
+            evaluation.admitted
+        } else {
+            evaluation.denied
+        };
+        Decision {
+            allowed: evaluation.fits,
+            policies: vec![PolicyDecision::new(check.policy.clone(), outcome)],
+        }
+    }
+
     /// Drops expired entries once the map has doubled since the last sweep.
     fn sweep(&mut self, now_us: u64) {
         if self.by_key.len() < self.sweep_at {
