@@ -5,12 +5,15 @@
 # (Debian: apt-get install wrk) and redis-server (which brings redis-cli).
 #
 #   benches/load.sh            10 s per run (DURATION=3s for another length)
+#   ROUNDS=3 benches/load.sh   every scenario three times, in turn, then the median of each
+#                              figure: on a machine with noisy neighbours one run misleads
 #   QUICK=1 benches/load.sh    2 s per run: a smoke test of every run's status codes, no speed
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 duration=${DURATION:-10s}
 [ -n "${QUICK:-}" ] && duration=2s
+rounds=${ROUNDS:-1}
 threads=${THREADS:-1}
 connections=${CONNECTIONS:-32}
 for tool in wrk redis-server redis-cli; do
@@ -161,6 +164,8 @@ scenario() {
   read -r ratio evalsha cpu service <<<"$per_request"
   printf '%-34s %10s %6s %9s %9s %9s %11s %13s %12s\n' "$name" "$last_rps" "$ratio" "$(wrk_field "$out" p50)" \
     "$(wrk_field "$out" p99)" "$(wrk_field "$out" non2xx)" "$evalsha" "$cpu" "$service"
+  printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$name" "$last_rps" "$ratio" "$(wrk_field "$out" p50)" \
+    "$(wrk_field "$out" p99)" "$(wrk_field "$out" non2xx)" "$evalsha" "$cpu" "$service" >> "$work/rows.tsv"
   check_status "$name" "$out" "$denials"
 }
 
@@ -213,18 +218,24 @@ pinning=""
 [ "${#pin_service[@]}" -gt 0 ] &&
   pinning="; tollgate pinned to CPU 0, and wrk, Redis and the cluster's 3 primaries to CPU 1"
 echo "tollgate load benchmark: wrk -t$threads -c$connections -d$duration$pinning"
-printf '%-34s %10s %6s %9s %9s %9s %11s %13s %12s\n' scenario 'req/s' ratio p50 p99 non-2xx 'evalsha/req' 'redis-us/req' 'svc-us/req'
-scenario "$baseline_name" "$toml_baseline" users.lua none "$redis_port"
-scenario "$memory_name" "$toml_memory" users.lua none "$redis_port"
-scenario "$redis_name" "$toml_redis" users.lua none "$redis_port"
-redis_rps=$last_rps
-scenario "4 redis, one hot user denied" "[redis]
+header() {
+  printf '%-34s %10s %6s %9s %9s %9s %11s %13s %12s\n' scenario 'req/s' ratio p50 p99 non-2xx 'evalsha/req' 'redis-us/req' 'svc-us/req'
+}
+# one_round: every scenario once, each a ratio to this round's baseline.
+redis_rps_rounds=()
+one_round() {
+  baseline_rps=""
+  scenario "$baseline_name" "$toml_baseline" users.lua none "$redis_port"
+  scenario "$memory_name" "$toml_memory" users.lua none "$redis_port"
+  scenario "$redis_name" "$toml_redis" users.lua none "$redis_port"
+  redis_rps_rounds+=("$last_rps")
+  scenario "4 redis, one hot user denied" "[redis]
 url = \"$redis_url\"
 [[limits]]
 name = \"per_minute\"
 limit = 3
 window = \"1h\"" hot.lua most "$redis_port"
-scenario "5 redis, three policies" "[redis]
+  scenario "5 redis, three policies" "[redis]
 url = \"$redis_url\"
 [[limits]]
 name = \"per_second\"
@@ -240,9 +251,45 @@ window = \"1m\"
 name = \"per_day\"
 limit = 1000000000
 window = \"1d\"" users.lua none "$redis_port"
-scenario "6 cluster, 10k users admitted" "[redis]
+  scenario "6 cluster, 10k users admitted" "[redis]
 url = \"$cluster_url\"
 $limits_admit_all" users.lua none "${cluster_ports[@]}"
+}
+
+# medians: reads rows.tsv and prints, per scenario in first-seen order, the median of each
+# figure over the rounds, latencies in ms (with an even count, the lower middle value).
+medians() {
+  awk -F'\t' '
+    function ms(v) { if (v ~ /us$/) return v / 1000; if (v ~ /ms$/) return v + 0; if (v ~ /s$/) return v * 1000; return v + 0 }
+    function median(list,   n, a, i, j, t) {
+      n = split(list, a, " ")
+      for (i = 2; i <= n; i++) { t = a[i]; for (j = i - 1; j >= 1 && a[j] + 0 > t + 0; j--) a[j + 1] = a[j]; a[j + 1] = t }
+      return a[int((n + 1) / 2)]
+    }
+    !($1 in seen) { seen[$1] = 1; order[++count] = $1 }
+    { for (c = 2; c <= 9; c++) { v = (c == 4 || c == 5) ? ms($c) : $c; col[$1, c] = col[$1, c] " " v } }
+    END {
+      for (k = 1; k <= count; k++) {
+        name = order[k]
+        printf "%-34s %10.2f %6.2f %7.3fms %7.3fms %9d %11.3f %13.1f %12.1f\n", name,
+          median(col[name, 2]), median(col[name, 3]), median(col[name, 4]), median(col[name, 5]),
+          median(col[name, 6]), median(col[name, 7]), median(col[name, 8]), median(col[name, 9])
+      }
+    }' "$work/rows.tsv"
+}
+
+header
+for round in $(seq "$rounds"); do
+  [ "$rounds" -gt 1 ] && echo "round $round of $rounds"
+  one_round
+done
+if [ "$rounds" -gt 1 ]; then
+  echo
+  echo "median of $rounds rounds (each ratio taken against its own round's baseline):"
+  header
+  medians
+fi
+redis_rps=$(printf '%s\n' "${redis_rps_rounds[@]}" | sort -n | awk '{ a[NR] = $1 } END { print a[int((NR + 1) / 2)] }')
 
 # The latency the limiter adds below saturation: the same fixed rate, half of scenario 3's
 # maximum, for the baseline and for the limiters. wrk has no rate option; users.lua paces it
