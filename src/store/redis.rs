@@ -229,40 +229,30 @@ impl Conn {
         if left.is_zero() {
             return Err(StoreError::Timeout(Duration::ZERO));
         }
-        let options = Options {
-            timeout: Some(left),
-            max_attempts: (mode == Mode::Refund).then_some(1),
-            ..Options::default()
-        };
         // fred's `evalsha_with_reload`, spelled out so that reloads can be counted. The
         // arguments are built again for the retry rather than cloned for every call.
-        let args = || script_args(checks, members, mode, receipts, clock);
         let client = self.pool.next();
-        let reply: Vec<i64> = match client
-            .with_options(&options)
-            .evalsha(
-                self.script.sha1().clone(),
-                script_keys(checks, members),
-                args(),
-            )
-            .await
-        {
+        let evalsha = |timeout: Duration| async move {
+            let options = Options {
+                timeout: Some(timeout),
+                max_attempts: (mode == Mode::Refund).then_some(1),
+                ..Options::default()
+            };
+            client
+                .with_options(&options)
+                .evalsha::<Vec<i64>, _, _, _>(
+                    self.script.sha1().clone(),
+                    script_keys(checks, members),
+                    script_args(checks, members, mode, receipts, clock),
+                )
+                .await
+        };
+        let reply = match evalsha(left).await {
             Err(error) if error.details().starts_with("NOSCRIPT") => {
                 self.reloads.fetch_add(1, Ordering::Relaxed);
                 self.script.load(client).await.map_err(redis_error)?;
                 let left = deadline.saturating_duration_since(Instant::now());
-                let options = Options {
-                    timeout: Some(left.max(Duration::from_millis(1))),
-                    ..options
-                };
-                client
-                    .with_options(&options)
-                    .evalsha(
-                        self.script.sha1().clone(),
-                        script_keys(checks, members),
-                        args(),
-                    )
-                    .await
+                evalsha(left.max(Duration::from_millis(1))).await
             }
             reply => reply,
         }
