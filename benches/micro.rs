@@ -15,8 +15,8 @@ use tollgate::limiter::RequestFacts;
 use tollgate::middleware::headers;
 use tollgate::store::Check;
 use tollgate::{
-    Algorithm, Clock, Decision, KeyBuilder, Limiter, MemoryStore, Policy, PolicyDecision,
-    PolicyName, Store, Verdict, Window,
+    Algorithm, Decision, KeyBuilder, Limiter, MemoryStore, Policy, PolicyDecision, PolicyName,
+    Verdict, Window,
 };
 
 /// A user name of typical length: what the identity header carries.
@@ -145,15 +145,7 @@ fn memory_store(c: &mut Criterion) {
             *counters.get_mut(black_box(checks[0].key.as_str())).unwrap() += 1;
         })
     });
-    for (id, checks) in [("decide_1", &checks[..1]), ("decide_3", &checks[..])] {
-        group.bench_function(id, |b| {
-            b.to_async(&runtime).iter(|| async {
-                let decision = store.decide(checks, Clock::Store).await.unwrap();
-                assert!(decision.allowed);
-                decision
-            })
-        });
-    }
+    support::bench_decides(&mut group, &runtime, &store, &checks);
     for (id, limiter) in [
         ("limiter_check_1", &limiter_1),
         ("limiter_check_3", &limiter_3),

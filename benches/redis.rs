@@ -70,15 +70,7 @@ fn redis_store(c: &mut Criterion) {
             value
         })
     });
-    for (id, checks) in [("decide_1", &checks[..1]), ("decide_3", &checks[..])] {
-        group.bench_function(id, |b| {
-            b.to_async(&runtime).iter(|| async {
-                let decision = store.decide(checks, Clock::Store).await.unwrap();
-                assert!(decision.allowed);
-                decision
-            })
-        });
-    }
+    support::bench_decides(&mut group, &runtime, &store, &checks);
     group.finish();
     runtime.block_on(store.client().quit()).ok();
     drop(server);

@@ -6,7 +6,29 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::SystemTime;
 
-use tollgate::{Algorithm, Policy, PolicyName, Window};
+use criterion::measurement::WallTime;
+use criterion::BenchmarkGroup;
+use tollgate::store::Check;
+use tollgate::{Algorithm, Clock, Policy, PolicyName, Store, Window};
+
+/// `decide_1` and `decide_3`: `store` deciding the first of `checks`, then all three, each
+/// asserted admitted, so a benchmark never times a denial.
+pub fn bench_decides(
+    group: &mut BenchmarkGroup<'_, WallTime>,
+    runtime: &tokio::runtime::Runtime,
+    store: &impl Store,
+    checks: &[Check],
+) {
+    for (id, checks) in [("decide_1", &checks[..1]), ("decide_3", checks)] {
+        group.bench_function(id, |b| {
+            b.to_async(runtime).iter(|| async {
+                let decision = store.decide(checks, Clock::Store).await.unwrap();
+                assert!(decision.allowed);
+                decision
+            })
+        });
+    }
+}
 
 /// One policy per algorithm, so roomy that millions of benchmark iterations never run out.
 pub fn roomy_policies() -> Vec<Arc<Policy>> {
