@@ -9,6 +9,7 @@
 //! exact time, the cache holds a bounded number of them, and it is per process, so a
 //! configuration change, which needs a restart, never serves a stale denial.
 
+use std::cell::RefCell;
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Mutex;
@@ -45,6 +46,23 @@ struct Entry {
     until: Instant,
 }
 
+/// Writes the cache key of the request `checks` make into `key`.
+fn write_key(checks: &[Check], key: &mut String) {
+    for check in checks {
+        let p = &check.policy;
+        key.push_str(&check.key);
+        key.push('#');
+        decimal::push(key, check.cost);
+        key.push('#');
+        key.push_str(p.algorithm().as_str());
+        for n in [p.limit(), p.window().as_millis(), p.capacity()] {
+            key.push('/');
+            decimal::push(key, n);
+        }
+        key.push('\n');
+    }
+}
+
 impl DenialCache {
     /// A cache of at most `capacity` denials (at least 1).
     pub fn new(capacity: usize) -> Self {
@@ -62,20 +80,21 @@ impl DenialCache {
     /// limit, window, burst), so a policy that changes never meets a denial made under the old.
     pub fn key(checks: &[Check]) -> String {
         let mut key = String::with_capacity(checks.iter().map(|c| c.key.len() + 64).sum());
-        for check in checks {
-            let p = &check.policy;
-            key.push_str(&check.key);
-            key.push('#');
-            decimal::push(&mut key, check.cost);
-            key.push('#');
-            key.push_str(p.algorithm().as_str());
-            for n in [p.limit(), p.window().as_millis(), p.capacity()] {
-                key.push('/');
-                decimal::push(&mut key, n);
-            }
-            key.push('\n');
-        }
+        write_key(checks, &mut key);
         key
+    }
+
+    /// The cached denial for the request `checks` make, as [`DenialCache::get`] finds it; the
+    /// key is built in this thread's scratch buffer, so a lookup allocates nothing for it.
+    pub fn lookup(&self, checks: &[Check], now: Instant) -> Option<Decision> {
+        thread_local! {
+            static SCRATCH: RefCell<String> = const { RefCell::new(String::new()) };
+        }
+        SCRATCH.with_borrow_mut(|key| {
+            key.clear();
+            write_key(checks, key);
+            self.get(key, now)
+        })
     }
 
     /// The cached denial for `key` as of `now`, its waits shortened by the time since the store

@@ -304,15 +304,9 @@ impl Limiter {
     /// The checks for one request: one per rule that applies, or [`Unidentified`] when a rule
     /// keyed by user applies, the request names nobody, and `on_missing` is `deny`.
     pub fn checks(&self, facts: &RequestFacts<'_>) -> Result<Vec<Check>, Unidentified> {
-        self.matched(facts).map(|(checks, _)| checks)
-    }
-
-    /// The checks for one request, with the position of each one's rule.
-    fn matched(&self, facts: &RequestFacts<'_>) -> Result<(Vec<Check>, Vec<usize>), Unidentified> {
         let mut checks = Vec::with_capacity(self.rules.len());
-        let mut indices = Vec::with_capacity(self.rules.len());
         let mut last_tag = None;
-        for (i, rule) in self.rules.iter().enumerate() {
+        for rule in &self.rules {
             if !rule.scope.applies_to(facts.method, facts.path) {
                 continue;
             }
@@ -329,17 +323,16 @@ impl Limiter {
                     policy: rule.policy.clone(),
                     cost,
                 });
-                indices.push(i);
             }
         }
-        Ok((checks, indices))
+        Ok(checks)
     }
 
     /// Checks one request.
     pub async fn check(&self, facts: &RequestFacts<'_>) -> Verdict {
-        let (checks, indices) = match self.matched(facts) {
-            Ok((checks, _)) if checks.is_empty() => return Verdict::Unlimited,
-            Ok(matched) => matched,
+        let checks = match self.checks(facts) {
+            Ok(checks) if checks.is_empty() => return Verdict::Unlimited,
+            Ok(checks) => checks,
             Err(Unidentified) => {
                 self.metrics.unidentified();
                 return Verdict::Unidentified;
@@ -347,7 +340,7 @@ impl Limiter {
         };
         // While nothing is cached (the usual state), a request builds no cache key.
         if let Some(cache) = self.denials.as_ref().filter(|cache| !cache.is_empty()) {
-            if let Some(decision) = cache.get(&DenialCache::key(&checks), Instant::now()) {
+            if let Some(decision) = cache.lookup(&checks, Instant::now()) {
                 self.metrics.cached_denial();
                 self.metrics.decided(&decision);
                 return Verdict::Decided(decision);
@@ -356,7 +349,7 @@ impl Limiter {
         let (permit, changed) = self.breaker.admit();
         self.breaker_changed(changed);
         if permit == Permit::Reject {
-            return self.degrade(checks, &indices).await;
+            return self.degrade(checks).await;
         }
         let started = Instant::now();
         let decided = self.store.decide(&checks, Clock::Store).await;
@@ -374,21 +367,21 @@ impl Limiter {
             }
             Err(error) => {
                 self.warn_throttled(&error);
-                self.degrade(checks, &indices).await
+                self.degrade(checks).await
             }
         }
     }
 
     /// The failure mode's verdict for a request the store could not decide.
-    async fn degrade(&self, mut checks: Vec<Check>, indices: &[usize]) -> Verdict {
+    async fn degrade(&self, mut checks: Vec<Check>) -> Verdict {
         self.metrics.degraded(self.on_error);
         if self.on_error != OnError::Local {
             return Verdict::Degraded(self.on_error);
         }
         // The real cost, even above a divided capacity: such a request is denied locally, rather
         // than let each instance admit it at a cheaper price.
-        for (check, &i) in checks.iter_mut().zip(indices) {
-            check.policy = self.local_policies[i].clone();
+        for check in &mut checks {
+            check.policy = self.local_policy(&check.policy);
         }
         match self.local.decide(&checks, Clock::Store).await {
             Ok(decision) => {
@@ -398,6 +391,16 @@ impl Limiter {
             // The memory store never fails; were it to, allowing is the mode's spirit.
             Err(_) => Verdict::Degraded(OnError::Allow),
         }
+    }
+
+    /// The local fallback's version of `policy`, one of the rules' own. Rules that share a
+    /// policy share its local version too, so the first rule holding it answers for all.
+    fn local_policy(&self, policy: &Arc<Policy>) -> Arc<Policy> {
+        let rule = self
+            .rules
+            .iter()
+            .position(|r| Arc::ptr_eq(&r.policy, policy));
+        rule.map_or_else(|| policy.clone(), |i| self.local_policies[i].clone())
     }
 
     /// Logs and counts a breaker state change, once per change.

@@ -7,6 +7,7 @@
 //! - On denials only, `Retry-After` (whole seconds, rounded up, at least 1) and the original
 //!   example's `X-Rate-Limit` (the limit).
 
+use std::cell::RefCell;
 use std::sync::LazyLock;
 use std::time::Duration;
 
@@ -119,23 +120,27 @@ fn quota_list(decision: &Decision) -> HeaderValue {
 }
 
 /// A Structured Field list with one item per policy: its name as a string, then `params`.
+///
+/// Written into this thread's scratch buffer, then copied once into the value: one exact
+/// allocation per header, where a `String` of its own would cost two.
 fn sf_list(decision: &Decision, params: impl Fn(&mut String, &PolicyDecision)) -> HeaderValue {
-    let mut list = String::with_capacity(64 * decision.policies.len());
-    for p in &decision.policies {
-        if !list.is_empty() {
-            list.push_str(", ");
-        }
-        list.push('"');
-        list.push_str(p.policy.name().as_str());
-        list.push('"');
-        params(&mut list, p);
+    thread_local! {
+        static SCRATCH: RefCell<String> = const { RefCell::new(String::new()) };
     }
-    header_value(list)
-}
-
-fn header_value(text: String) -> HeaderValue {
-    // Policy names are restricted to header-safe ASCII when they are built.
-    HeaderValue::try_from(text).expect("policy names are header-safe")
+    SCRATCH.with_borrow_mut(|list| {
+        list.clear();
+        for p in &decision.policies {
+            if !list.is_empty() {
+                list.push_str(", ");
+            }
+            list.push('"');
+            list.push_str(p.policy.name().as_str());
+            list.push('"');
+            params(list, p);
+        }
+        // Policy names are restricted to header-safe ASCII when they are built.
+        HeaderValue::from_str(list).expect("policy names are header-safe")
+    })
 }
 
 #[cfg(test)]

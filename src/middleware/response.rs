@@ -2,9 +2,9 @@
 
 use std::sync::OnceLock;
 
-use axum::body::Bytes;
+use axum::body::{Body, Bytes};
 use axum::http::{header, HeaderValue, StatusCode};
-use axum::response::{IntoResponse, Response};
+use axum::response::Response;
 
 use crate::decision::Decision;
 use crate::middleware::headers;
@@ -15,16 +15,20 @@ pub const DENIED_DETAIL: &str = "User Rate Limit Exceeded";
 /// The body of a 503 under `on_error = "deny"`.
 pub const UNAVAILABLE_DETAIL: &str = "Rate limiter unavailable: the store could not decide";
 
+/// The headers a denial carries: its content type and length, the seven of
+/// [`headers::apply_denial`], and `X-RateLimit-Degraded` when decided locally.
+const DENIAL_HEADERS: usize = 10;
+
 /// 429 with `{"detail":"User Rate Limit Exceeded"}` and every rate-limit header.
 pub fn too_many_requests(decision: &Decision) -> Response {
-    let mut response = DENIED.response(StatusCode::TOO_MANY_REQUESTS);
+    let mut response = DENIED.response(StatusCode::TOO_MANY_REQUESTS, DENIAL_HEADERS);
     headers::apply_denial(response.headers_mut(), decision);
     response
 }
 
 /// 503 with a JSON reason and `Retry-After: 1`, when the store failed under `on_error = "deny"`.
 pub fn store_unavailable() -> Response {
-    let mut response = UNAVAILABLE.response(StatusCode::SERVICE_UNAVAILABLE);
+    let mut response = UNAVAILABLE.response(StatusCode::SERVICE_UNAVAILABLE, 3);
     response
         .headers_mut()
         .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
@@ -36,7 +40,7 @@ pub const UNIDENTIFIED_DETAIL: &str = "Missing caller identity: this route is li
 
 /// 401 with a JSON reason, when a policy keyed by user applies and the request names nobody.
 pub fn unidentified() -> Response {
-    UNIDENTIFIED.response(StatusCode::UNAUTHORIZED)
+    UNIDENTIFIED.response(StatusCode::UNAUTHORIZED, 2)
 }
 
 /// A JSON body `{"detail": TEXT}`, serialized on first use and shared after: the texts are
@@ -54,14 +58,23 @@ impl Detail {
         }
     }
 
-    fn response(&self, status: StatusCode) -> Response {
+    /// The response with room for `headers` headers, so adding them never grows (and rehashes)
+    /// the map: past six, a grown map is also a large allocation.
+    fn response(&self, status: StatusCode, headers: usize) -> Response {
         let json = self.json.get_or_init(|| {
             serde_json::to_vec(&serde_json::json!({ "detail": self.text }))
                 .expect("a string serializes")
                 .into()
         });
-        let content_type = HeaderValue::from_static("application/json");
-        (status, [(header::CONTENT_TYPE, content_type)], json.clone()).into_response()
+        let mut response = Response::new(Body::from(json.clone()));
+        *response.status_mut() = status;
+        let map = response.headers_mut();
+        map.reserve(headers);
+        map.insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/json"),
+        );
+        response
     }
 }
 
