@@ -380,6 +380,39 @@ async fn token_bucket_refunds_only_outstanding_tokens() {
     server.assert_every_key_has_ttl().await;
 }
 
+/// A token-bucket refund made while the refunded tokens are partly refilled moves the stored
+/// TAT back by exactly the part still outstanding, to the microsecond.
+#[tokio::test]
+async fn token_bucket_refunds_the_outstanding_part_exactly() {
+    let server = RedisServer::start().await;
+    let conn = server.client().await;
+    let three = of(Algorithm::TokenBucket, "tb", 1000, 1_000, 3);
+    let one = of(Algorithm::TokenBucket, "tb", 1000, 1_000, 1);
+    let t0 = T0 * 1000;
+    // A spends 3 tokens at t0 (TAT t0+3000), B one more at t0+500 (TAT t0+4000).
+    let a = script(&conn, "tb", t0, "decide", &three, 0).await;
+    let b = script(&conn, "tb", t0 + 500, "decide", &one, 0).await;
+    assert_eq!((a[0], b[0]), (1, 1));
+    assert_eq!(a[4] as u64, t0 + 3_000, "A's receipt is its TAT");
+    // At t0+1234, 1,234 µs of A's 3,000 have refilled: 1,766 are given back.
+    script(&conn, "tb", t0 + 1_234, "refund", &three, a[4] as u64).await;
+    let tat: String = conn.get("tb").await.unwrap();
+    assert_eq!(tat.parse::<u64>().unwrap(), t0 + 4_000 - 1_766);
+    // Spent from a bucket that was not full (C before it), none of A's 3,000 µs have refilled
+    // by t0+100: all of them, and no more, are given back.
+    script(&conn, "tb2", t0, "decide", &one, 0).await;
+    let a = script(&conn, "tb2", t0, "decide", &three, 0).await;
+    assert_eq!(a[4] as u64, t0 + 4_000);
+    script(&conn, "tb2", t0 + 100, "refund", &three, a[4] as u64).await;
+    let tat: String = conn.get("tb2").await.unwrap();
+    assert_eq!(
+        tat.parse::<u64>().unwrap(),
+        t0 + 1_000,
+        "C's token is still spent"
+    );
+    server.assert_every_key_has_ttl().await;
+}
+
 /// A sliding-window refund after another request moved the key to the next window comes off
 /// the previous count, where the refunded cost now sits.
 #[tokio::test]
