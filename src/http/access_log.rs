@@ -4,11 +4,17 @@ use axum::extract::{MatchedPath, Request};
 use axum::http::StatusCode;
 use axum::middleware::Next;
 use axum::response::Response;
+use tracing::Level;
 
 /// Logs one line per request: method, path, status and latency.
 ///
 /// Denials (429) are logged at debug, not info, so an attack cannot flood the logs.
 pub async fn access_log(request: Request, next: Next) -> Response {
+    // At `warn` and above, neither the info line nor a denial's debug line would be kept: then
+    // nothing is copied or timed for them.
+    if !tracing::enabled!(Level::INFO) {
+        return next.run(request).await;
+    }
     let started = Instant::now();
     let method = request.method().clone();
     let path = request.uri().path().to_owned();
@@ -26,4 +32,64 @@ pub async fn access_log(request: Request, next: Next) -> Response {
         tracing::info!(%method, path, route, status, latency_us, "request");
     }
     response
+}
+
+#[cfg(test)]
+mod tests {
+    use std::io::Write;
+    use std::sync::{Arc, Mutex};
+
+    use axum::body::Body;
+    use axum::routing::get;
+    use axum::Router;
+    use tower::ServiceExt;
+
+    use super::*;
+
+    /// Collects what the subscriber writes.
+    #[derive(Clone, Default)]
+    struct Lines(Arc<Mutex<Vec<u8>>>);
+
+    impl Write for Lines {
+        fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
+            self.0.lock().unwrap().extend_from_slice(bytes);
+            Ok(bytes.len())
+        }
+
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+
+    /// At `info` a request leaves one line with its route and status; at `warn`, none.
+    #[test]
+    fn one_line_per_request_at_info_and_none_at_warn() {
+        for (filter, expected) in [("info", 1), ("warn", 0)] {
+            let lines = Lines::default();
+            let writer = lines.clone();
+            let subscriber = tracing_subscriber::fmt()
+                .with_env_filter(filter)
+                .with_ansi(false)
+                .with_writer(move || writer.clone())
+                .finish();
+            let app = Router::new()
+                .route("/user/{id}", get(|| async { "ok" }))
+                .layer(axum::middleware::from_fn(access_log));
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .build()
+                .unwrap();
+            tracing::subscriber::with_default(subscriber, || {
+                let request = Request::get("/user/7").body(Body::empty()).unwrap();
+                let response = runtime.block_on(app.oneshot(request)).unwrap();
+                assert_eq!(response.status(), StatusCode::OK);
+            });
+            let text = String::from_utf8(lines.0.lock().unwrap().clone()).unwrap();
+            let logged: Vec<&str> = text.lines().filter(|l| l.contains("request")).collect();
+            assert_eq!(logged.len(), expected, "{filter}: {text}");
+            if let Some(line) = logged.first() {
+                assert!(line.contains("route=\"/user/{id}\""), "{line}");
+                assert!(line.contains("status=200"), "{line}");
+            }
+        }
+    }
 }
