@@ -15,9 +15,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-use crate::decimal;
 use crate::decision::Decision;
-use crate::store::Check;
 
 /// Recent denials by request shape (its keys and costs), each valid until its retry time.
 #[derive(Debug)]
@@ -31,7 +29,7 @@ pub struct DenialCache {
 
 #[derive(Debug)]
 struct Inner {
-    entries: HashMap<String, Entry>,
+    entries: HashMap<Box<[u8]>, Entry>,
     /// A full cache is swept of expired entries at most once a second, so a flood of denied
     /// callers costs O(1) per request, not a scan each.
     next_sweep: Instant,
@@ -44,23 +42,6 @@ struct Entry {
     decided_at: Instant,
     /// When the store said a retry could be admitted: the entry's expiry.
     until: Instant,
-}
-
-/// Writes the cache key of the request `checks` make into `key`.
-fn write_key(checks: &[Check], key: &mut String) {
-    for check in checks {
-        let p = &check.policy;
-        key.push_str(&check.key);
-        key.push('#');
-        decimal::push(key, check.cost);
-        key.push('#');
-        key.push_str(p.algorithm().as_str());
-        for n in [p.limit(), p.window().as_millis(), p.capacity()] {
-            key.push('/');
-            decimal::push(key, n);
-        }
-        key.push('\n');
-    }
 }
 
 impl DenialCache {
@@ -76,30 +57,26 @@ impl DenialCache {
         }
     }
 
-    /// The cache key of a request: every check's key, cost and policy version (algorithm,
-    /// limit, window, burst), so a policy that changes never meets a denial made under the old.
-    pub fn key(checks: &[Check]) -> String {
-        let mut key = String::with_capacity(checks.iter().map(|c| c.key.len() + 64).sum());
-        write_key(checks, &mut key);
-        key
-    }
-
-    /// The cached denial for the request `checks` make, as [`DenialCache::get`] finds it; the
-    /// key is built in this thread's scratch buffer, so a lookup allocates nothing for it.
-    pub fn lookup(&self, checks: &[Check], now: Instant) -> Option<Decision> {
+    /// The cached denial for the request whose key `write` writes (returning `false` when the
+    /// request has none), as [`DenialCache::get`] finds it. The key is written into this
+    /// thread's scratch buffer, so a lookup allocates nothing for it.
+    pub fn lookup(
+        &self,
+        write: impl FnOnce(&mut Vec<u8>) -> bool,
+        now: Instant,
+    ) -> Option<Decision> {
         thread_local! {
-            static SCRATCH: RefCell<String> = const { RefCell::new(String::new()) };
+            static SCRATCH: RefCell<Vec<u8>> = const { RefCell::new(Vec::new()) };
         }
         SCRATCH.with_borrow_mut(|key| {
             key.clear();
-            write_key(checks, key);
-            self.get(key, now)
+            write(key).then(|| self.get(key, now))?
         })
     }
 
     /// The cached denial for `key` as of `now`, its waits shortened by the time since the store
     /// decided; `None` once the retry time has come.
-    pub fn get(&self, key: &str, now: Instant) -> Option<Decision> {
+    pub fn get(&self, key: &[u8], now: Instant) -> Option<Decision> {
         let mut inner = self.lock();
         let entry = inner.entries.get(key)?;
         if now >= entry.until {
@@ -117,7 +94,7 @@ impl DenialCache {
     }
 
     /// Remembers a denial made at `now` under `key`, until its retry time.
-    pub fn insert(&self, key: String, decision: &Decision, now: Instant) {
+    pub fn insert(&self, key: Vec<u8>, decision: &Decision, now: Instant) {
         let wait = decision.retry_after();
         if decision.allowed || wait.is_zero() {
             return;
@@ -137,7 +114,7 @@ impl DenialCache {
             decided_at: now,
             until: now + wait,
         };
-        inner.entries.insert(key, entry);
+        inner.entries.insert(key.into_boxed_slice(), entry);
         self.len.store(inner.entries.len(), Ordering::Relaxed);
     }
 
@@ -183,11 +160,11 @@ mod tests {
     fn denials_count_down_and_expire_on_time() {
         let cache = DenialCache::new(10);
         let t0 = Instant::now();
-        cache.insert("k".into(), &denied(2_000), t0);
-        let later = cache.get("k", t0 + Duration::from_millis(1_500)).unwrap();
+        cache.insert(b"k".to_vec(), &denied(2_000), t0);
+        let later = cache.get(b"k", t0 + Duration::from_millis(1_500)).unwrap();
         assert_eq!(later.retry_after(), Duration::from_millis(500));
-        assert!(cache.get("k", t0 + Duration::from_millis(1_999)).is_some());
-        assert!(cache.get("k", t0 + Duration::from_millis(2_000)).is_none());
+        assert!(cache.get(b"k", t0 + Duration::from_millis(1_999)).is_some());
+        assert!(cache.get(b"k", t0 + Duration::from_millis(2_000)).is_none());
         assert!(cache.is_empty());
     }
 
@@ -197,13 +174,13 @@ mod tests {
         let cache = DenialCache::new(3);
         let t0 = Instant::now();
         for i in 0..10 {
-            cache.insert(format!("k{i}"), &denied(60_000), t0);
+            cache.insert(format!("k{i}").into_bytes(), &denied(60_000), t0);
         }
         assert_eq!(cache.len(), 3);
         // Once the first denials have expired, room is made for new ones.
         let later = t0 + Duration::from_secs(61);
-        cache.insert("fresh".into(), &denied(1_000), later);
-        assert!(cache.get("fresh", later).is_some());
+        cache.insert(b"fresh".to_vec(), &denied(1_000), later);
+        assert!(cache.get(b"fresh", later).is_some());
     }
 
     /// The count kept beside the map follows inserts and expiries, so an empty cache is seen
@@ -213,13 +190,13 @@ mod tests {
         let cache = DenialCache::new(10);
         let t0 = Instant::now();
         assert!(cache.is_empty());
-        cache.insert("a".into(), &denied(1_000), t0);
-        cache.insert("b".into(), &denied(5_000), t0);
+        cache.insert(b"a".to_vec(), &denied(1_000), t0);
+        cache.insert(b"b".to_vec(), &denied(5_000), t0);
         assert_eq!(cache.len(), 2);
-        assert!(cache.get("a", t0 + Duration::from_millis(1_000)).is_none());
+        assert!(cache.get(b"a", t0 + Duration::from_millis(1_000)).is_none());
         assert_eq!(cache.len(), 1);
-        assert!(cache.get("b", t0 + Duration::from_millis(4_999)).is_some());
-        assert!(cache.get("b", t0 + Duration::from_millis(5_000)).is_none());
+        assert!(cache.get(b"b", t0 + Duration::from_millis(4_999)).is_some());
+        assert!(cache.get(b"b", t0 + Duration::from_millis(5_000)).is_none());
         assert!(cache.is_empty());
     }
 }

@@ -263,18 +263,7 @@ impl Limiter {
         facts: &RequestFacts<'f>,
         last: &mut Option<(&'f [u8], CallerTag)>,
     ) -> Option<String> {
-        // An address's name ("\0ip:<addr>", from client_ip::bucket) is built once per request.
-        let address = facts.ip.map(str::as_bytes);
-        let mut names = rule.scope.by.dimensions().iter().map(|d| match d {
-            Dimension::User => match (facts.user, self.on_missing) {
-                (Some(user), _) => Some(user),
-                (None, OnMissing::Ip) => address,
-                (None, _) => None,
-            },
-            Dimension::Ip => address,
-            Dimension::Global => Some(&b"global"[..]),
-            Dimension::Route => Some(facts.route.as_bytes()),
-        });
+        let mut names = self.names(rule, facts);
         let first = names.next()??;
         let global;
         let tag = match rule.scope.by.dimensions()[0] {
@@ -301,19 +290,90 @@ impl Limiter {
         })
     }
 
+    /// The names that pick this request's bucket under `rule`, one per dimension the rule is
+    /// keyed by; `None` for a name the request lacks, when the rule does not apply.
+    fn names<'r, 'f: 'r>(
+        &self,
+        rule: &'r Rule,
+        facts: &RequestFacts<'f>,
+    ) -> impl Iterator<Item = Option<&'f [u8]>> + 'r {
+        // An address's name ("\0ip:<addr>", from client_ip::bucket) is built once per request.
+        let address = facts.ip.map(str::as_bytes);
+        let (user, route, on_missing) = (facts.user, facts.route, self.on_missing);
+        rule.scope.by.dimensions().iter().map(move |d| match d {
+            Dimension::User => match (user, on_missing) {
+                (Some(user), _) => Some(user),
+                (None, OnMissing::Ip) => address,
+                (None, _) => None,
+            },
+            Dimension::Ip => address,
+            Dimension::Global => Some(&b"global"[..]),
+            Dimension::Route => Some(route.as_bytes()),
+        })
+    }
+
+    /// The rules whose routes this request matches, or [`Unidentified`] when one of them is
+    /// keyed by user, the request names nobody, and `on_missing` is `deny`.
+    fn matching<'r>(
+        &'r self,
+        facts: &'r RequestFacts<'_>,
+    ) -> impl Iterator<Item = Result<(usize, &'r Rule), Unidentified>> + 'r {
+        let unnamed = facts.user.is_none() && self.on_missing == OnMissing::Deny;
+        self.rules
+            .iter()
+            .enumerate()
+            .filter(|(_, rule)| rule.scope.applies_to(facts.method, facts.path))
+            .map(
+                move |(i, rule)| match unnamed && rule.scope.by.needs_user() {
+                    true => Err(Unidentified),
+                    false => Ok((i, rule)),
+                },
+            )
+    }
+
+    /// The over-limit cache's key for this request: what its checks are made of, before any
+    /// hashing (each rule that applies, by position, with its names and its cost). Equal
+    /// probes make equal checks, so a cached denial is found without building them. `false`
+    /// when the request has no checks.
+    ///
+    /// A rule's position stands for its policy: the cache belongs to this limiter, whose rules
+    /// never change, so a new policy set is a new limiter with an empty cache.
+    fn write_probe(&self, facts: &RequestFacts<'_>, probe: &mut Vec<u8>) -> bool {
+        let mut any = false;
+        for matched in self.matching(facts) {
+            let Ok((i, rule)) = matched else { return false };
+            let start = probe.len();
+            probe.extend_from_slice(&(i as u64).to_be_bytes());
+            let mut named = true;
+            for name in self.names(rule, facts) {
+                let Some(name) = name else {
+                    named = false;
+                    break;
+                };
+                // Length-prefixed, so ("ab", "c") and ("a", "bc") never meet.
+                probe.extend_from_slice(&(name.len() as u64).to_be_bytes());
+                probe.extend_from_slice(name);
+            }
+            if !named {
+                probe.truncate(start);
+                continue;
+            }
+            let cost = rule
+                .scope
+                .cost_of(facts.method, facts.path, rule.policy.cost());
+            probe.extend_from_slice(&cost.to_be_bytes());
+            any = true;
+        }
+        any
+    }
+
     /// The checks for one request: one per rule that applies, or [`Unidentified`] when a rule
     /// keyed by user applies, the request names nobody, and `on_missing` is `deny`.
     pub fn checks(&self, facts: &RequestFacts<'_>) -> Result<Vec<Check>, Unidentified> {
         let mut checks = Vec::with_capacity(self.rules.len());
         let mut last_tag = None;
-        for rule in &self.rules {
-            if !rule.scope.applies_to(facts.method, facts.path) {
-                continue;
-            }
-            let unnamed = facts.user.is_none() && rule.scope.by.needs_user();
-            if unnamed && self.on_missing == OnMissing::Deny {
-                return Err(Unidentified);
-            }
+        for matched in self.matching(facts) {
+            let (_, rule) = matched?;
             if let Some(key) = self.key_reusing(rule, facts, &mut last_tag) {
                 let cost = rule
                     .scope
@@ -330,6 +390,16 @@ impl Limiter {
 
     /// Checks one request.
     pub async fn check(&self, facts: &RequestFacts<'_>) -> Verdict {
+        // While nothing is cached (the usual state), a request builds no probe. A cached denial
+        // is found before any key is built or hashed.
+        if let Some(cache) = self.denials.as_ref().filter(|cache| !cache.is_empty()) {
+            let found = cache.lookup(|probe| self.write_probe(facts, probe), Instant::now());
+            if let Some(decision) = found {
+                self.metrics.cached_denial();
+                self.metrics.decided(&decision);
+                return Verdict::Decided(decision);
+            }
+        }
         let checks = match self.checks(facts) {
             Ok(checks) if checks.is_empty() => return Verdict::Unlimited,
             Ok(checks) => checks,
@@ -338,14 +408,6 @@ impl Limiter {
                 return Verdict::Unidentified;
             }
         };
-        // While nothing is cached (the usual state), a request builds no cache key.
-        if let Some(cache) = self.denials.as_ref().filter(|cache| !cache.is_empty()) {
-            if let Some(decision) = cache.lookup(&checks, Instant::now()) {
-                self.metrics.cached_denial();
-                self.metrics.decided(&decision);
-                return Verdict::Decided(decision);
-            }
-        }
         let (permit, changed) = self.breaker.admit();
         self.breaker_changed(changed);
         if permit == Permit::Reject {
@@ -361,7 +423,10 @@ impl Limiter {
                 self.metrics.decided(&decision);
                 if let (Some(cache), false) = (&self.denials, decision.allowed) {
                     // From before the call: the entry may expire a little early, never late.
-                    cache.insert(DenialCache::key(&checks), &decision, started);
+                    let mut probe = Vec::new();
+                    if self.write_probe(facts, &mut probe) {
+                        cache.insert(probe, &decision, started);
+                    }
                 }
                 Verdict::Decided(decision)
             }
@@ -489,6 +554,90 @@ mod tests {
         assert_eq!(keys, alone);
         assert_eq!(keys[0].split(':').nth(1), keys[2].split(':').nth(1));
         assert_ne!(keys[0].split(':').nth(1), keys[1].split(':').nth(1));
+    }
+
+    /// Two requests have the same over-limit cache probe exactly when they make the same checks
+    /// (keys, costs and policies), across users, addresses, routes, methods, costs and the
+    /// `on_missing` fallbacks; a request with no checks has no probe.
+    #[test]
+    fn probes_are_equal_exactly_when_checks_are() {
+        use crate::scope::RoutePattern;
+        let mut by_route = rule("r: 3 per 1m", vec![Dimension::User, Dimension::Route]);
+        by_route.scope.costs = vec![(RoutePattern::parse("POST /user").unwrap(), 2)];
+        let mut items_only = rule("i: 3 per 1h", vec![Dimension::Ip]);
+        items_only.scope.routes = vec![RoutePattern::parse("/items/*").unwrap()];
+        let rules = vec![
+            rule("a: 3 per 1m", vec![Dimension::User]),
+            by_route,
+            items_only,
+            rule("g: 9 per 1m", vec![Dimension::Global]),
+        ];
+        // ("jo", "/x/user") and ("jo/x", "/user") would meet if names ran together.
+        let users: [Option<&[u8]>; 5] = [
+            Some(b"joe"),
+            Some(b"jo"),
+            Some(b"jo/x"),
+            Some(b"\0ip:192.0.2.1"),
+            None,
+        ];
+        let ips = [Some("\0ip:192.0.2.1"), Some("\0ip:192.0.2.2"), None];
+        let requests = [
+            (Method::GET, "/user"),
+            (Method::POST, "/user"),
+            (Method::GET, "/x/user"),
+            (Method::GET, "/items/1"),
+            (Method::GET, "/items/2"),
+        ];
+        // Two rules keyed alike on different routes: only their positions tell them apart.
+        let on = |text: &str, route: &str| {
+            let mut rule = rule(text, vec![Dimension::User]);
+            rule.scope.routes = vec![RoutePattern::parse(route).unwrap()];
+            rule
+        };
+        let alike = vec![
+            on("u1: 3 per 1m", "/items/*"),
+            on("u2: 3 per 1m", "GET /user"),
+        ];
+        // All the rules together, each alone, and the two alike.
+        let sets = std::iter::once(rules.clone())
+            .chain(rules.iter().map(|r| vec![r.clone()]))
+            .chain([alike]);
+        for (rules, on_missing) in sets.flat_map(|rules| {
+            [OnMissing::Allow, OnMissing::Ip, OnMissing::Deny].map(|m| (rules.clone(), m))
+        }) {
+            let limiter = Limiter::new(Arc::new(MemoryStore::new()), rules.clone())
+                .with_on_missing(on_missing);
+            // Each request's probe, beside its checks as (key, cost, policy).
+            type Made = (Vec<u8>, Vec<(String, u64, String)>);
+            let mut seen: Vec<Made> = Vec::new();
+            for user in users {
+                for ip in ips {
+                    for (method, path) in &requests {
+                        let facts = RequestFacts {
+                            user,
+                            ip,
+                            method,
+                            path,
+                            route: path,
+                        };
+                        let checks: Vec<_> = match limiter.checks(&facts) {
+                            Ok(checks) => checks
+                                .into_iter()
+                                .map(|c| (c.key, c.cost, c.policy.name().to_string()))
+                                .collect(),
+                            Err(Unidentified) => continue,
+                        };
+                        let mut probe = Vec::new();
+                        let probed = limiter.write_probe(&facts, &mut probe);
+                        assert_eq!(probed, !checks.is_empty(), "{facts:?}");
+                        for (other, other_checks) in &seen {
+                            assert_eq!(*other == probe, *other_checks == checks, "{facts:?}");
+                        }
+                        seen.push((probe, checks));
+                    }
+                }
+            }
+        }
     }
 
     /// The address is asked for only when a rule is keyed by it or falls back to it.

@@ -99,3 +99,28 @@ async fn the_caller_is_admitted_right_after_the_reset() {
 fn started_ok(response: &reqwest::Response) -> bool {
     matches!(response.status().as_u16(), 200 | 429)
 }
+
+/// A changed limit takes effect at once: an instance started with a higher limit admits a
+/// caller whom the old instance still denies from its cache, counting on from Redis's count.
+#[tokio::test]
+async fn a_changed_limit_takes_effect_at_once() {
+    let redis = RedisServer::start().await;
+    let client = reqwest::Client::new();
+    let old = app(&redis, 2, support::NO_BOUNDARY, true).await;
+    for _ in 0..2 {
+        assert_eq!(old.get_user(&client, "grown").await.status(), 200);
+    }
+    for _ in 0..2 {
+        assert_eq!(old.get_user(&client, "grown").await.status(), 429);
+    }
+    let before = evalsha_calls(&redis).await;
+    let raised = app(&redis, 5, support::NO_BOUNDARY, true).await;
+    let admitted = raised.get_user(&client, "grown").await;
+    assert_eq!(admitted.status(), 200);
+    assert_eq!(header(&admitted, "x-ratelimit-remaining"), "2");
+    assert_eq!(evalsha_calls(&redis).await - before, 1);
+    // The old instance's cached denial stands under its own, unchanged limit.
+    assert_eq!(old.get_user(&client, "grown").await.status(), 429);
+    assert_eq!(evalsha_calls(&redis).await - before, 1);
+    redis.assert_every_key_has_ttl().await;
+}
