@@ -99,7 +99,8 @@ fn headers(c: &mut Criterion) {
 }
 
 /// `MemoryStore::decide` and a whole `Limiter::check` over it, for one policy and three (one
-/// per algorithm), against one counter bumped in a mutexed `HashMap` under the same key.
+/// per algorithm), and a check answered by the over-limit cache, against one counter bumped in
+/// a mutexed `HashMap` under the same key.
 fn memory_store(c: &mut Criterion) {
     // Current-thread: the memory store's futures are ready at once, so a runtime is only the
     // harness, and on two shared cores a second thread would only add noise.
@@ -136,6 +137,13 @@ fn memory_store(c: &mut Criterion) {
             }
         }
     });
+    // That other path: one request a day, spent, so every check is a cached denial.
+    let tight: Policy = "per_day: 1 per 1d".parse().unwrap();
+    let limiter_denied = Limiter::new(Arc::new(MemoryStore::new()), [tight]);
+    runtime.block_on(async {
+        limiter_denied.check(&facts).await;
+        limiter_denied.check(&facts).await;
+    });
 
     let counters = Mutex::new(HashMap::from([(checks[0].key.clone(), 0u64)]));
     let mut group = c.benchmark_group("memory_store");
@@ -158,6 +166,13 @@ fn memory_store(c: &mut Criterion) {
             })
         });
     }
+    group.bench_function("limiter_check_cached_denial_1", |b| {
+        b.to_async(&runtime).iter(|| async {
+            let verdict = limiter_denied.check(black_box(&facts)).await;
+            assert!(matches!(&verdict, Verdict::Decided(d) if !d.allowed));
+            verdict
+        })
+    });
     group.finish();
 }
 
