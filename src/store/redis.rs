@@ -83,6 +83,9 @@ impl RedisStore {
                 // be counted twice: errors count more, never less. One retry was measured to
                 // lose decisions in a failover; three lost none in repeated runs.
                 conn.max_command_attempts = 4;
+                // Each decision is one small write that a request waits on: Nagle's algorithm
+                // would hold it until the previous write is acknowledged.
+                conn.tcp.nodelay = Some(true);
             })
             .set_policy(ReconnectPolicy::new_constant(0, RECONNECT_DELAY_MS))
             .build_pool(connections.max(1))
