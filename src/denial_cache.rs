@@ -17,7 +17,8 @@ use std::time::{Duration, Instant};
 
 use crate::decision::Decision;
 
-/// Recent denials by request shape (its keys and costs), each valid until its retry time.
+/// Recent denials by request shape (what its keys are made of, and its costs), each valid until
+/// its retry time.
 #[derive(Debug)]
 pub struct DenialCache {
     capacity: usize,

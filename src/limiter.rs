@@ -89,6 +89,15 @@ impl From<Policy> for Rule {
     }
 }
 
+impl Rule {
+    /// What a request with these facts spends of the policy: its route's cost, or the
+    /// policy's own.
+    fn cost_of(&self, facts: &RequestFacts<'_>) -> u64 {
+        self.scope
+            .cost_of(facts.method, facts.path, self.policy.cost())
+    }
+}
+
 /// What the limiter needs to know about one request.
 #[derive(Clone, Copy, Debug)]
 pub struct RequestFacts<'a> {
@@ -323,12 +332,13 @@ impl Limiter {
             .iter()
             .enumerate()
             .filter(|(_, rule)| rule.scope.applies_to(facts.method, facts.path))
-            .map(
-                move |(i, rule)| match unnamed && rule.scope.by.needs_user() {
-                    true => Err(Unidentified),
-                    false => Ok((i, rule)),
-                },
-            )
+            .map(move |(i, rule)| {
+                if unnamed && rule.scope.by.needs_user() {
+                    Err(Unidentified)
+                } else {
+                    Ok((i, rule))
+                }
+            })
     }
 
     /// The over-limit cache's key for this request: what its checks are made of, before any
@@ -358,10 +368,7 @@ impl Limiter {
                 probe.truncate(start);
                 continue;
             }
-            let cost = rule
-                .scope
-                .cost_of(facts.method, facts.path, rule.policy.cost());
-            probe.extend_from_slice(&cost.to_be_bytes());
+            probe.extend_from_slice(&rule.cost_of(facts).to_be_bytes());
             any = true;
         }
         any
@@ -375,13 +382,10 @@ impl Limiter {
         for matched in self.matching(facts) {
             let (_, rule) = matched?;
             if let Some(key) = self.key_reusing(rule, facts, &mut last_tag) {
-                let cost = rule
-                    .scope
-                    .cost_of(facts.method, facts.path, rule.policy.cost());
                 checks.push(Check {
                     key,
                     policy: rule.policy.clone(),
-                    cost,
+                    cost: rule.cost_of(facts),
                 });
             }
         }
