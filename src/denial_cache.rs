@@ -17,6 +17,11 @@ use std::time::{Duration, Instant};
 
 use crate::decision::Decision;
 
+/// The longest key the cache holds. A key carries the caller's names as sent (an identity header
+/// can run to kilobytes), so without a bound a flood of long names would multiply the cache's
+/// memory; a request with a longer key is simply never served from the cache.
+pub const MAX_KEY_BYTES: usize = 512;
+
 /// Recent denials by request shape (what its keys are made of, and its costs), each valid until
 /// its retry time.
 #[derive(Debug)]
@@ -60,7 +65,8 @@ impl DenialCache {
 
     /// The cached denial for the request whose key `write` writes (returning `false` when the
     /// request has none), as [`DenialCache::get`] finds it. The key is written into this
-    /// thread's scratch buffer, so a lookup allocates nothing for it.
+    /// thread's scratch buffer, so a lookup allocates nothing for it; a key too long to be
+    /// held is not even hashed.
     pub fn lookup(
         &self,
         write: impl FnOnce(&mut Vec<u8>) -> bool,
@@ -71,7 +77,7 @@ impl DenialCache {
         }
         SCRATCH.with_borrow_mut(|key| {
             key.clear();
-            write(key).then(|| self.get(key, now))?
+            (write(key) && key.len() <= MAX_KEY_BYTES).then(|| self.get(key, now))?
         })
     }
 
@@ -97,7 +103,7 @@ impl DenialCache {
     /// Remembers a denial made at `now` under `key`, until its retry time.
     pub fn insert(&self, key: Vec<u8>, decision: &Decision, now: Instant) {
         let wait = decision.retry_after();
-        if decision.allowed || wait.is_zero() {
+        if decision.allowed || wait.is_zero() || key.len() > MAX_KEY_BYTES {
             return;
         }
         let mut inner = self.lock();
@@ -182,6 +188,26 @@ mod tests {
         let later = t0 + Duration::from_secs(61);
         cache.insert(b"fresh".to_vec(), &denied(1_000), later);
         assert!(cache.get(b"fresh", later).is_some());
+    }
+
+    /// A key longer than [`MAX_KEY_BYTES`] is never held, so long names cannot inflate the cache.
+    #[test]
+    fn long_keys_are_not_cached() {
+        let cache = DenialCache::new(10);
+        let t0 = Instant::now();
+        let longest = vec![b'k'; MAX_KEY_BYTES];
+        cache.insert(longest.clone(), &denied(1_000), t0);
+        cache.insert(vec![b'k'; MAX_KEY_BYTES + 1], &denied(1_000), t0);
+        assert_eq!(cache.len(), 1);
+        assert!(cache
+            .lookup(
+                |key| {
+                    key.extend_from_slice(&longest);
+                    true
+                },
+                t0
+            )
+            .is_some());
     }
 
     /// The count kept beside the map follows inserts and expiries, so an empty cache is seen

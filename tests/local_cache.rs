@@ -124,3 +124,23 @@ async fn a_changed_limit_takes_effect_at_once() {
     assert_eq!(evalsha_calls(&redis).await - before, 1);
     redis.assert_every_key_has_ttl().await;
 }
+
+/// A caller whose name is too long for the cache's key bound is still denied, by Redis each
+/// time: long names cannot inflate the cache, and limiting does not depend on it.
+#[tokio::test]
+async fn a_caller_with_a_very_long_name_is_denied_by_redis_each_time() {
+    let redis = RedisServer::start().await;
+    let client = reqwest::Client::new();
+    let app = app(&redis, 2, support::NO_BOUNDARY, true).await;
+    // A thousand bytes: past the bound (512), far below any header size limit.
+    let long = "x".repeat(1_000);
+    for _ in 0..2 {
+        assert_eq!(app.get_user(&client, &long).await.status(), 200);
+    }
+    let before = evalsha_calls(&redis).await;
+    for _ in 0..5 {
+        assert_eq!(app.get_user(&client, &long).await.status(), 429);
+    }
+    assert_eq!(evalsha_calls(&redis).await - before, 5);
+    redis.assert_every_key_has_ttl().await;
+}
