@@ -28,6 +28,7 @@ pub fn too_many_requests(decision: &Decision) -> Response {
 
 /// 503 with a JSON reason and `Retry-After: 1`, when the store failed under `on_error = "deny"`.
 pub fn store_unavailable() -> Response {
+    // Content type and length, and Retry-After.
     let mut response = UNAVAILABLE.response(StatusCode::SERVICE_UNAVAILABLE, 3);
     response
         .headers_mut()
@@ -40,6 +41,7 @@ pub const UNIDENTIFIED_DETAIL: &str = "Missing caller identity: this route is li
 
 /// 401 with a JSON reason, when a policy keyed by user applies and the request names nobody.
 pub fn unidentified() -> Response {
+    // Content type and length.
     UNIDENTIFIED.response(StatusCode::UNAUTHORIZED, 2)
 }
 
@@ -58,8 +60,8 @@ impl Detail {
         }
     }
 
-    /// The response with room for `headers` headers, so adding them never grows (and rehashes)
-    /// the map: past six, a grown map is also a large allocation.
+    /// The response with room for `headers` headers, its content type and length included, so
+    /// adding them never grows the map: a grow reallocates its entries and rehashes them.
     fn response(&self, status: StatusCode, headers: usize) -> Response {
         let json = self.json.get_or_init(|| {
             serde_json::to_vec(&serde_json::json!({ "detail": self.text }))
