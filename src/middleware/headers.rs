@@ -48,6 +48,9 @@ pub fn mark_degraded(headers: &mut HeaderMap) {
     headers.insert(X_RATELIMIT_DEGRADED, HeaderValue::from_static("local"));
 }
 
+/// How many headers [`apply_denial`] writes at most, for sizing a denial's header map.
+pub const DENIAL_HEADER_COUNT: usize = 7;
+
 /// Adds what a denial carries on top of [`apply`].
 pub fn apply_denial(headers: &mut HeaderMap, decision: &Decision) {
     apply(headers, decision);
@@ -178,6 +181,7 @@ mod tests {
         assert_eq!(get("x-ratelimit-limit"), "3");
         assert_eq!(get("x-ratelimit-remaining"), "0");
         assert_eq!(get("x-ratelimit-reset"), "42");
+        assert_eq!(headers.len(), DENIAL_HEADER_COUNT);
     }
 
     /// Small numbers come from the table and large ones are formatted, both as Display does.

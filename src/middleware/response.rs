@@ -15,9 +15,9 @@ pub const DENIED_DETAIL: &str = "User Rate Limit Exceeded";
 /// The body of a 503 under `on_error = "deny"`.
 pub const UNAVAILABLE_DETAIL: &str = "Rate limiter unavailable: the store could not decide";
 
-/// The headers a denial carries: its content type and length, the seven of
+/// The headers a denial carries: its content type and length, those of
 /// [`headers::apply_denial`], and `X-RateLimit-Degraded` when decided locally.
-const DENIAL_HEADERS: usize = 10;
+const DENIAL_HEADERS: usize = 2 + headers::DENIAL_HEADER_COUNT + 1;
 
 /// 429 with `{"detail":"User Rate Limit Exceeded"}` and every rate-limit header.
 pub fn too_many_requests(decision: &Decision) -> Response {
