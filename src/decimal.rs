@@ -14,25 +14,33 @@ const PAIRS: [u8; 200] = {
 };
 
 /// Appends `n` in decimal to `out`.
-pub fn push(out: &mut String, mut n: u64) {
-    let mut digits = [0u8; 20];
-    let mut at = digits.len();
+pub fn push(out: &mut String, n: u64) {
+    let mut buffer = [0u8; MAX_DIGITS];
+    // Only ASCII digits are written.
+    out.push_str(std::str::from_utf8(digits(n, &mut buffer)).expect("ASCII digits"));
+}
+
+/// The most digits a `u64` has.
+pub const MAX_DIGITS: usize = 20;
+
+/// `n` in decimal, written at the end of `buffer`: ASCII digits only.
+pub fn digits(mut n: u64, buffer: &mut [u8; MAX_DIGITS]) -> &[u8] {
+    let mut at = buffer.len();
     while n >= 100 {
         let pair = (n % 100) as usize * 2;
         n /= 100;
         at -= 2;
-        digits[at..at + 2].copy_from_slice(&PAIRS[pair..pair + 2]);
+        buffer[at..at + 2].copy_from_slice(&PAIRS[pair..pair + 2]);
     }
     if n >= 10 {
         let pair = n as usize * 2;
         at -= 2;
-        digits[at..at + 2].copy_from_slice(&PAIRS[pair..pair + 2]);
+        buffer[at..at + 2].copy_from_slice(&PAIRS[pair..pair + 2]);
     } else {
         at -= 1;
-        digits[at] = b'0' + n as u8;
+        buffer[at] = b'0' + n as u8;
     }
-    // Only ASCII digits were written.
-    out.push_str(std::str::from_utf8(&digits[at..]).expect("ASCII digits"));
+    &buffer[at..]
 }
 
 #[cfg(test)]

@@ -8,13 +8,14 @@
 //!   example's `X-Rate-Limit` (the limit).
 
 use std::cell::RefCell;
-use std::sync::LazyLock;
+use std::sync::{Arc, LazyLock};
 use std::time::Duration;
 
 use axum::http::{HeaderMap, HeaderName, HeaderValue};
 
 use crate::decimal;
 use crate::decision::{Decision, PolicyDecision};
+use crate::quota::Policy;
 
 /// `RateLimit-Policy`: the quota policies that applied.
 pub const RATELIMIT_POLICY: HeaderName = HeaderName::from_static("ratelimit-policy");
@@ -34,7 +35,7 @@ pub fn apply(headers: &mut HeaderMap, decision: &Decision) {
     headers.insert(RATELIMIT_POLICY, policy_list(decision));
     headers.insert(RATELIMIT, quota_list(decision));
     if let Some(tightest) = decision.tightest() {
-        headers.insert(X_RATELIMIT_LIMIT, number(tightest.limit));
+        headers.insert(X_RATELIMIT_LIMIT, limit(tightest));
         headers.insert(X_RATELIMIT_REMAINING, number(tightest.remaining));
         headers.insert(X_RATELIMIT_RESET, number(secs_ceil(tightest.reset_after)));
     }
@@ -59,7 +60,7 @@ pub fn apply_denial(headers: &mut HeaderMap, decision: &Decision) {
         number(retry_after_secs(decision.retry_after())),
     );
     if let Some(tightest) = decision.tightest() {
-        headers.insert(X_RATE_LIMIT, number(tightest.limit));
+        headers.insert(X_RATE_LIMIT, limit(tightest));
     }
 }
 
@@ -94,8 +95,67 @@ fn number(n: u64) -> HeaderValue {
     });
     match usize::try_from(n).ok().and_then(|i| SMALL.get(i)) {
         Some(value) => value.clone(),
-        None => n.into(),
+        // One exact allocation, where `From<u64>` makes two (a growing buffer, then its box).
+        None => HeaderValue::from_bytes(decimal::digits(n, &mut [0; decimal::MAX_DIGITS]))
+            .expect("ASCII digits are a valid header value"),
     }
+}
+
+/// What a policy's headers say whatever the request, rendered once per thread and policy and
+/// then shared by every response that cites it.
+struct Rendered {
+    /// Held, not only compared by address: a dropped policy's address could be reused.
+    policy: Arc<Policy>,
+    /// Its `RateLimit-Policy` item when it is the only policy: `"per_minute";q=3;w=60`.
+    item: HeaderValue,
+    /// Its limit, for `X-RateLimit-Limit` and `X-Rate-Limit`.
+    limit: HeaderValue,
+}
+
+/// How many policies' values a thread keeps, more than most configurations hold; beyond it the
+/// oldest is dropped and would be rendered again.
+const RENDERED_PER_THREAD: usize = 16;
+
+thread_local! {
+    static RENDERED: RefCell<Vec<Rendered>> = const { RefCell::new(Vec::new()) };
+}
+
+impl Rendered {
+    fn of(policy: &Arc<Policy>) -> Self {
+        // Rendered as a decision citing the policy alone is, by the same code.
+        let cited = PolicyDecision::new(policy.clone(), Default::default());
+        Rendered {
+            policy: policy.clone(),
+            item: render_policy_list(std::slice::from_ref(&cited)),
+            limit: number(cited.limit),
+        }
+    }
+
+    /// Calls `f` with `p`'s rendered values, or returns `None` when they are not what `p`
+    /// reports: a decision built by hand may cite a limit other than its policy's.
+    fn with<R>(p: &PolicyDecision, f: impl FnOnce(&Rendered) -> R) -> Option<R> {
+        if p.limit != p.policy.capacity() {
+            return None;
+        }
+        RENDERED.with_borrow_mut(|memo| {
+            let at = match memo.iter().position(|r| Arc::ptr_eq(&r.policy, &p.policy)) {
+                Some(at) => at,
+                None => {
+                    if memo.len() == RENDERED_PER_THREAD {
+                        memo.remove(0);
+                    }
+                    memo.push(Rendered::of(&p.policy));
+                    memo.len() - 1
+                }
+            };
+            Some(f(&memo[at]))
+        })
+    }
+}
+
+/// The limit `p` reports, as a header value.
+fn limit(p: &PolicyDecision) -> HeaderValue {
+    Rendered::with(p, |r| r.limit.clone()).unwrap_or_else(|| number(p.limit))
 }
 
 fn secs_ceil(duration: Duration) -> u64 {
@@ -104,7 +164,16 @@ fn secs_ceil(duration: Duration) -> u64 {
 
 /// `"per_minute";q=3;w=60, "per_day";q=1000;w=86400`
 fn policy_list(decision: &Decision) -> HeaderValue {
-    sf_list(decision, |list, p| {
+    if let [p] = decision.policies.as_slice() {
+        if let Some(item) = Rendered::with(p, |r| r.item.clone()) {
+            return item;
+        }
+    }
+    render_policy_list(&decision.policies)
+}
+
+fn render_policy_list(policies: &[PolicyDecision]) -> HeaderValue {
+    sf_list(policies, |list, p| {
         list.push_str(";q=");
         decimal::push(list, p.limit);
         list.push_str(";w=");
@@ -114,7 +183,7 @@ fn policy_list(decision: &Decision) -> HeaderValue {
 
 /// `"per_minute";r=0;t=42, "per_day";r=990;t=3600`
 fn quota_list(decision: &Decision) -> HeaderValue {
-    sf_list(decision, |list, p| {
+    sf_list(&decision.policies, |list, p| {
         list.push_str(";r=");
         decimal::push(list, p.remaining);
         list.push_str(";t=");
@@ -126,13 +195,16 @@ fn quota_list(decision: &Decision) -> HeaderValue {
 ///
 /// Written into this thread's scratch buffer, then copied once into the value: one exact
 /// allocation per header, where a `String` of its own would cost two.
-fn sf_list(decision: &Decision, params: impl Fn(&mut String, &PolicyDecision)) -> HeaderValue {
+fn sf_list(
+    policies: &[PolicyDecision],
+    params: impl Fn(&mut String, &PolicyDecision),
+) -> HeaderValue {
     thread_local! {
         static SCRATCH: RefCell<String> = const { RefCell::new(String::new()) };
     }
     SCRATCH.with_borrow_mut(|list| {
         list.clear();
-        for p in &decision.policies {
+        for p in policies {
             if !list.is_empty() {
                 list.push_str(", ");
             }
@@ -190,6 +262,75 @@ mod tests {
         for n in [0, 1, 9, 10, 3_600, 4_095, 4_096, 1_000_000_000, u64::MAX] {
             assert_eq!(number(n).to_str().unwrap(), n.to_string());
         }
+    }
+
+    /// The single-policy decision a store reports for `policy`.
+    fn citing(policy: &Arc<Policy>) -> Decision {
+        let outcome = crate::algorithm::Outcome {
+            remaining: 1,
+            reset_after_ms: 1_000,
+            retry_after_ms: 0,
+        };
+        Decision {
+            allowed: true,
+            policies: vec![PolicyDecision::new(policy.clone(), outcome)],
+        }
+    }
+
+    /// `RateLimit-Policy` and `X-RateLimit-Limit` as [`apply`] writes them.
+    fn policy_and_limit(decision: &Decision) -> (String, String) {
+        let mut headers = HeaderMap::new();
+        apply(&mut headers, decision);
+        let get = |name| headers.get(name).unwrap().to_str().unwrap().to_owned();
+        (get(RATELIMIT_POLICY), get(X_RATELIMIT_LIMIT))
+    }
+
+    /// Values rendered once are shared, yet each policy reports its own: the local fallback's
+    /// divided policy has the same name and a smaller limit.
+    #[test]
+    fn each_policy_reports_its_own_limit() {
+        let policy: Arc<Policy> = Arc::new("per_minute: 1000000 per 1m".parse().unwrap());
+        let divided = Arc::new(policy.divided(4));
+        for _ in 0..2 {
+            assert_eq!(
+                policy_and_limit(&citing(&policy)),
+                ("\"per_minute\";q=1000000;w=60".into(), "1000000".into())
+            );
+            assert_eq!(
+                policy_and_limit(&citing(&divided)),
+                ("\"per_minute\";q=250000;w=60".into(), "250000".into())
+            );
+        }
+    }
+
+    /// A thread keeps a bounded number of policies' values; past it, each policy still
+    /// reports its own.
+    #[test]
+    fn more_policies_than_a_thread_keeps_still_report_their_own() {
+        let policies: Vec<Arc<Policy>> = (1..=RENDERED_PER_THREAD as u64 + 4)
+            .map(|i| Arc::new(format!("p{i}: {} per 1s", i * 5_000).parse().unwrap()))
+            .collect();
+        for _ in 0..2 {
+            for (i, policy) in (1u64..).zip(&policies) {
+                let limit = i * 5_000;
+                assert_eq!(
+                    policy_and_limit(&citing(policy)),
+                    (format!("\"p{i}\";q={limit};w=1"), limit.to_string())
+                );
+            }
+        }
+        assert_eq!(RENDERED.with_borrow(Vec::len), RENDERED_PER_THREAD);
+    }
+
+    /// A decision built by hand with a limit other than its policy's reports the limit it cites.
+    #[test]
+    fn a_cited_limit_other_than_the_policys_is_reported_as_cited() {
+        let mut decision = decision(1, 1_000, 0);
+        decision.policies[0].limit = 5;
+        assert_eq!(
+            policy_and_limit(&decision),
+            ("\"per_minute\";q=5;w=60".into(), "5".into())
+        );
     }
 
     /// Retry-After is never 0, even a millisecond before the window turns.
