@@ -218,8 +218,10 @@ pinning=""
 [ "${#pin_service[@]}" -gt 0 ] &&
   pinning="; tollgate pinned to CPU 0, and wrk, Redis and the cluster's 3 primaries to CPU 1"
 echo "tollgate load benchmark: wrk -t$threads -c$connections -d$duration$pinning"
+# header [EXTRA]: the table's column names, with EXTRA as a last column when given.
 header() {
-  printf '%-34s %10s %6s %9s %9s %9s %11s %13s %12s\n' scenario 'req/s' ratio p50 p99 non-2xx 'evalsha/req' 'redis-us/req' 'svc-us/req'
+  printf '%-34s %10s %6s %9s %9s %9s %11s %13s %12s' scenario 'req/s' ratio p50 p99 non-2xx 'evalsha/req' 'redis-us/req' 'svc-us/req'
+  if [ $# -gt 0 ]; then printf ' %12s\n' "$1"; else printf '\n'; fi
 }
 # one_round: every scenario once, each a ratio to this round's baseline.
 redis_rps_rounds=()
@@ -257,23 +259,27 @@ $limits_admit_all" users.lua none "${cluster_ports[@]}"
 }
 
 # medians: reads rows.tsv and prints, per scenario in first-seen order, the median of each
-# figure over the rounds, latencies in ms (with an even count, the lower middle value).
+# figure over the rounds, latencies in ms (with an even count, the lower middle value), and the
+# lowest and highest single ratio: on a noisy machine the spread says how far to trust a median.
 medians() {
   awk -F'\t' '
     function ms(v) { if (v ~ /us$/) return v / 1000; if (v ~ /ms$/) return v + 0; if (v ~ /s$/) return v * 1000; return v + 0 }
-    function median(list,   n, a, i, j, t) {
+    function sorted(list, a,   n, i, j, t) {
       n = split(list, a, " ")
       for (i = 2; i <= n; i++) { t = a[i]; for (j = i - 1; j >= 1 && a[j] + 0 > t + 0; j--) a[j + 1] = a[j]; a[j + 1] = t }
-      return a[int((n + 1) / 2)]
+      return n
     }
+    function median(list,   a, n) { n = sorted(list, a); return a[int((n + 1) / 2)] }
+    function spread(list,   a, n) { n = sorted(list, a); return sprintf("%.2f-%.2f", a[1], a[n]) }
     !($1 in seen) { seen[$1] = 1; order[++count] = $1 }
     { for (c = 2; c <= 9; c++) { v = (c == 4 || c == 5) ? ms($c) : $c; col[$1, c] = col[$1, c] " " v } }
     END {
       for (k = 1; k <= count; k++) {
         name = order[k]
-        printf "%-34s %10.2f %6.2f %7.3fms %7.3fms %9d %11.3f %13.1f %12.1f\n", name,
+        printf "%-34s %10.2f %6.2f %7.3fms %7.3fms %9d %11.3f %13.1f %12.1f %12s\n", name,
           median(col[name, 2]), median(col[name, 3]), median(col[name, 4]), median(col[name, 5]),
-          median(col[name, 6]), median(col[name, 7]), median(col[name, 8]), median(col[name, 9])
+          median(col[name, 6]), median(col[name, 7]), median(col[name, 8]), median(col[name, 9]),
+          spread(col[name, 3])
       }
     }' "$work/rows.tsv"
 }
@@ -286,7 +292,7 @@ done
 if [ "$rounds" -gt 1 ]; then
   echo
   echo "median of $rounds rounds (each ratio taken against its own round's baseline):"
-  header
+  header 'ratios'
   medians
 fi
 redis_rps=$(printf '%s\n' "${redis_rps_rounds[@]}" | sort -n | awk '{ a[NR] = $1 } END { print a[int((NR + 1) / 2)] }')
