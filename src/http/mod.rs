@@ -3,15 +3,19 @@
 mod access_log;
 mod handlers;
 
+use std::convert::Infallible;
 use std::future::{Future, IntoFuture};
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use axum::routing::get;
+use axum::extract::Request;
+use axum::response::IntoResponse;
+use axum::routing::{get, Route};
 use axum::Router;
 use tokio::net::TcpListener;
 use tokio::sync::oneshot;
+use tower::{Layer, Service};
 
 use crate::config::Settings;
 use crate::limiter::Limiter;
@@ -31,6 +35,19 @@ pub struct AppState {
 /// The service's routes: `/user` behind the limiter, `/healthz` and `/readyz` not limited.
 pub fn router(state: AppState) -> Router {
     let limit = RateLimitLayer::new(state.limiter.clone()).identity(state.identity.clone());
+    router_with(state, limit)
+}
+
+/// The service's routes with `limit` in the limiter's place: the load benchmark's floor
+/// (`benches/floor.rs`) measures the least a limiter costs on exactly these routes.
+pub fn router_with<L>(state: AppState, limit: L) -> Router
+where
+    L: Layer<Route> + Clone + Send + Sync + 'static,
+    L::Service: Service<Request> + Clone + Send + Sync + 'static,
+    <L::Service as Service<Request>>::Response: IntoResponse + 'static,
+    <L::Service as Service<Request>>::Error: Into<Infallible> + 'static,
+    <L::Service as Service<Request>>::Future: Send + 'static,
+{
     let limited = Router::new()
         .route("/user", get(handlers::user))
         .route_layer(limit);

@@ -74,7 +74,7 @@ pub fn retry_after_secs(wait: Duration) -> u64 {
 const SMALL_NUMBERS: usize = 4096;
 
 /// `n` as a header value; a small one is a copy of a static value, not a new allocation.
-fn number(n: u64) -> HeaderValue {
+pub fn number(n: u64) -> HeaderValue {
     static SMALL: LazyLock<Vec<HeaderValue>> = LazyLock::new(|| {
         let mut digits = String::new();
         let mut ends = Vec::with_capacity(SMALL_NUMBERS);
