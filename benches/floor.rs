@@ -34,7 +34,7 @@ use tollgate::decimal;
 use tollgate::http::AppState;
 use tollgate::limiter::Rule;
 use tollgate::middleware::headers;
-use tollgate::{Limiter, MemoryStore, Settings};
+use tollgate::{Algorithm, Limiter, MemoryStore, Settings};
 use tower::Service;
 
 /// The one policy the floor enforces, with its constant headers rendered once.
@@ -173,11 +173,17 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    let Some(rule) = settings.rules.first() else {
+    let Some(policy) = settings.rules.first().map(|rule| &rule.policy) else {
         eprintln!("floor: the configuration has no [[limits]] to enforce");
         return ExitCode::from(2);
     };
-    let policy = &rule.policy;
+    if policy.algorithm() != Algorithm::FixedWindow {
+        eprintln!("floor: limits[0]: the floor counts fixed windows only");
+        return ExitCode::from(2);
+    }
+    // With the same subscriber and filter as tollgate, so neither pays for logging the other does
+    // not.
+    tollgate::telemetry::init(settings.log_format);
     let name = policy.name().as_str();
     let floor = Arc::new(Floor {
         identity: settings.identity.header.clone(),

@@ -74,6 +74,8 @@ pub fn retry_after_secs(wait: Duration) -> u64 {
 const SMALL_NUMBERS: usize = 4096;
 
 /// `n` as a header value; a small one is a copy of a static value, not a new allocation.
+/// Public for the load benchmark's floor (`benches/floor.rs`), which renders numbers as tollgate
+/// does.
 pub fn number(n: u64) -> HeaderValue {
     static SMALL: LazyLock<Vec<HeaderValue>> = LazyLock::new(|| {
         let mut digits = String::new();
@@ -95,7 +97,8 @@ pub fn number(n: u64) -> HeaderValue {
     });
     match usize::try_from(n).ok().and_then(|i| SMALL.get(i)) {
         Some(value) => value.clone(),
-        // One exact allocation, where `From<u64>` makes two (a growing buffer, then its box).
+        // One exact allocation, where `From<u64>` makes two (a 20-byte buffer, then the shared
+        // handle that freezing it boxes, as its length is not its capacity).
         None => HeaderValue::from_bytes(decimal::digits(n, &mut [0; decimal::MAX_DIGITS]))
             .expect("ASCII digits are a valid header value"),
     }
@@ -112,8 +115,9 @@ struct Rendered {
     limit: HeaderValue,
 }
 
-/// How many policies' values a thread keeps, more than most configurations hold; beyond it the
-/// oldest is dropped and would be rendered again.
+/// How many policies' values a thread keeps, more than most configurations hold (each rule's
+/// policy, and its divided version under `on_error = "local"`). Past it, policies are rendered
+/// afresh each time, as before the memo, rather than evicting one another in turn.
 const RENDERED_PER_THREAD: usize = 16;
 
 thread_local! {
@@ -132,7 +136,8 @@ impl Rendered {
     }
 
     /// Calls `f` with `p`'s rendered values, or returns `None` when they are not what `p`
-    /// reports: a decision built by hand may cite a limit other than its policy's.
+    /// reports (a decision built by hand may cite a limit other than its policy's) or the
+    /// thread keeps no more policies.
     fn with<R>(p: &PolicyDecision, f: impl FnOnce(&Rendered) -> R) -> Option<R> {
         if p.limit != p.policy.capacity() {
             return None;
@@ -140,13 +145,11 @@ impl Rendered {
         RENDERED.with_borrow_mut(|memo| {
             let at = match memo.iter().position(|r| Arc::ptr_eq(&r.policy, &p.policy)) {
                 Some(at) => at,
-                None => {
-                    if memo.len() == RENDERED_PER_THREAD {
-                        memo.remove(0);
-                    }
+                None if memo.len() < RENDERED_PER_THREAD => {
                     memo.push(Rendered::of(&p.policy));
                     memo.len() - 1
                 }
+                None => return None,
             };
             Some(f(&memo[at]))
         })
@@ -285,8 +288,7 @@ mod tests {
         (get(RATELIMIT_POLICY), get(X_RATELIMIT_LIMIT))
     }
 
-    /// Values rendered once are shared, yet each policy reports its own: the local fallback's
-    /// divided policy has the same name and a smaller limit.
+    /// A divided policy (same name, smaller limit) reports its own values, not its original's.
     #[test]
     fn each_policy_reports_its_own_limit() {
         let policy: Arc<Policy> = Arc::new("per_minute: 1000000 per 1m".parse().unwrap());
@@ -303,8 +305,7 @@ mod tests {
         }
     }
 
-    /// A thread keeps a bounded number of policies' values; past it, each policy still
-    /// reports its own.
+    /// A thread keeps a bounded number of policies, and those past it still report their own.
     #[test]
     fn more_policies_than_a_thread_keeps_still_report_their_own() {
         let policies: Vec<Arc<Policy>> = (1..=RENDERED_PER_THREAD as u64 + 4)
