@@ -412,21 +412,29 @@ impl Limiter {
                 return Verdict::Unidentified;
             }
         };
-        let (permit, changed) = self.breaker.admit();
-        self.breaker_changed(changed);
-        if permit == Permit::Reject {
-            return self.degrade(checks).await;
-        }
+        // From before the call, so that a denial cached from it expires a little early, never
+        // late.
         let started = Instant::now();
-        let decided = self.store.decide(&checks, Clock::Store).await;
-        self.metrics
-            .store_call(started.elapsed(), decided.as_ref().err());
-        self.breaker_changed(self.breaker.record(permit, decided.is_ok()));
+        // A store that decides in process answers at once: no round trip to time or to guard.
+        let decided = match self.store.decide_now(&checks, Clock::Store) {
+            Some(decided) => decided,
+            None => {
+                let (permit, changed) = self.breaker.admit();
+                self.breaker_changed(changed);
+                if permit == Permit::Reject {
+                    return self.degrade(checks).await;
+                }
+                let decided = self.store.decide(&checks, Clock::Store).await;
+                self.metrics
+                    .store_call(started.elapsed(), decided.as_ref().err());
+                self.breaker_changed(self.breaker.record(permit, decided.is_ok()));
+                decided
+            }
+        };
         match decided {
             Ok(decision) => {
                 self.metrics.decided(&decision);
                 if let (Some(cache), false) = (&self.denials, decision.allowed) {
-                    // From before the call: the entry may expire a little early, never late.
                     let mut probe = Vec::new();
                     if self.write_probe(facts, &mut probe) {
                         cache.insert(probe, &decision, started);
@@ -519,6 +527,36 @@ mod tests {
                 by: By::new(by).unwrap(),
                 ..Scope::default()
             },
+        }
+    }
+
+    /// The memory store decides in process: its decisions are counted, not timed as round trips.
+    #[test]
+    fn in_process_decisions_are_counted_but_not_timed() {
+        let limiter = Limiter::new(
+            Arc::new(MemoryStore::new()),
+            vec![rule("a: 1 per 1m", vec![Dimension::User])],
+        );
+        let facts = RequestFacts {
+            user: Some(b"joe"),
+            ip: None,
+            method: &Method::GET,
+            path: "/user",
+            route: "/user",
+        };
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .build()
+            .unwrap();
+        for _ in 0..2 {
+            runtime.block_on(limiter.check(&facts));
+        }
+        let text = limiter.metrics().render(0, BreakerState::Closed);
+        for line in [
+            "tollgate_decisions_total{policy=\"a\",outcome=\"allowed\"} 1",
+            "tollgate_decisions_total{policy=\"a\",outcome=\"denied\"} 1",
+            "tollgate_store_latency_seconds_count 0",
+        ] {
+            assert!(text.lines().any(|l| l == line), "no {line:?} in:\n{text}");
         }
     }
 

@@ -9,7 +9,8 @@
 //!   `local`).
 //! - `tollgate_unidentified_total`: requests refused 401 under `on_missing = "deny"`.
 //! - `tollgate_cached_denials_total`: denials served by the local over-limit cache.
-//! - `tollgate_store_latency_seconds`: a histogram of store decisions, successful or not.
+//! - `tollgate_store_latency_seconds`: a histogram of store decisions, successful or not, for
+//!   stores that are awaited (Redis); the memory store decides in process and is not timed.
 //! - `tollgate_store_errors_total{kind}`: store failures by kind (`timeout`, `connection`,
 //!   `redis`, `reply`).
 //! - `tollgate_store_script_reloads_total`: scripts loaded again after NOSCRIPT.

@@ -6,7 +6,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use crate::algorithm::{self, Evaluation, State};
 use crate::decision::{Decision, PolicyDecision};
-use crate::store::{Check, Clock, Store, StoreFuture};
+use crate::store::{Check, Clock, Store, StoreError, StoreFuture};
 
 /// The map is swept of expired entries whenever it grows to twice its size after the last
 /// sweep, and never below this many entries, so sweeping costs O(1) per decision on average.
@@ -146,16 +146,24 @@ impl Entries {
 
 impl Store for MemoryStore {
     fn decide<'a>(&'a self, checks: &'a [Check], clock: Clock) -> StoreFuture<'a, Decision> {
-        let now_us = match clock {
-            Clock::Store => unix_micros(SystemTime::now()),
-            Clock::At(ms) => ms * 1000,
-        };
-        let decision = self.decide_at(checks, now_us);
+        let decision = self.decide_at(checks, micros(clock));
         Box::pin(std::future::ready(Ok(decision)))
+    }
+
+    fn decide_now(&self, checks: &[Check], clock: Clock) -> Option<Result<Decision, StoreError>> {
+        Some(Ok(self.decide_at(checks, micros(clock))))
     }
 
     fn ready(&self) -> StoreFuture<'_, ()> {
         Box::pin(std::future::ready(Ok(())))
+    }
+}
+
+/// The time `clock` names, in Unix microseconds.
+fn micros(clock: Clock) -> u64 {
+    match clock {
+        Clock::Store => unix_micros(SystemTime::now()),
+        Clock::At(ms) => ms * 1000,
     }
 }
 

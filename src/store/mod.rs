@@ -61,6 +61,14 @@ pub trait Store: Send + Sync + 'static {
     /// Decides every check together: all admit and consume their cost, or none consumes.
     fn decide<'a>(&'a self, checks: &'a [Check], clock: Clock) -> StoreFuture<'a, Decision>;
 
+    /// Decides as [`Store::decide`] does, at once, for a store that needs no I/O (the memory
+    /// store): no future to box, and no round trip for the limiter to time or to guard with its
+    /// circuit breaker. `None`, the default, for a store that must be awaited.
+    fn decide_now(&self, checks: &[Check], clock: Clock) -> Option<Result<Decision, StoreError>> {
+        let _ = (checks, clock);
+        None
+    }
+
     /// Succeeds when the store can decide right now.
     fn ready(&self) -> StoreFuture<'_, ()>;
 
