@@ -519,6 +519,7 @@ impl Limiter {
 mod tests {
     use super::*;
     use crate::scope::By;
+    use crate::store::StoreCounts;
 
     fn rule(text: &str, by: Vec<Dimension>) -> Rule {
         Rule {
@@ -550,7 +551,9 @@ mod tests {
         for _ in 0..2 {
             runtime.block_on(limiter.check(&facts));
         }
-        let text = limiter.metrics().render(0, BreakerState::Closed);
+        let text = limiter
+            .metrics()
+            .render(StoreCounts::default(), BreakerState::Closed);
         for line in [
             "tollgate_decisions_total{policy=\"a\",outcome=\"allowed\"} 1",
             "tollgate_decisions_total{policy=\"a\",outcome=\"denied\"} 1",

@@ -13,6 +13,9 @@
 //!   stores that are awaited (Redis); the memory store decides in process and is not timed.
 //! - `tollgate_store_errors_total{kind}`: store failures by kind (`timeout`, `connection`,
 //!   `redis`, `reply`).
+//! - `tollgate_store_calls_total`: script calls sent to the store (EVALSHA); on a single Redis
+//!   the decisions in flight together share one, so decisions per call is
+//!   `tollgate_store_latency_seconds_count` over this.
 //! - `tollgate_store_script_reloads_total`: scripts loaded again after NOSCRIPT.
 //! - `tollgate_breaker_state{state}`: 1 for the breaker's current state, 0 for the others.
 //! - `tollgate_breaker_transitions_total{to}`: breaker state changes.
@@ -25,7 +28,7 @@ use crate::breaker::BreakerState;
 use crate::decision::Decision;
 use crate::limiter::OnError;
 use crate::quota::PolicyName;
-use crate::store::StoreError;
+use crate::store::{StoreCounts, StoreError};
 
 /// Upper bounds of the store latency buckets, in seconds.
 const LATENCY_BUCKETS: [f64; 12] = [
@@ -129,9 +132,9 @@ impl Metrics {
         self.transitions[i].fetch_add(1, Ordering::Relaxed);
     }
 
-    /// The Prometheus text exposition of every metric; `script_reloads` comes from the store
-    /// and `breaker` from the breaker itself, so the gauge never lags a transition.
-    pub fn render(&self, script_reloads: u64, breaker: BreakerState) -> String {
+    /// The Prometheus text exposition of every metric; `store` comes from the store and
+    /// `breaker` from the breaker itself, so the gauge never lags a transition.
+    pub fn render(&self, store: StoreCounts, breaker: BreakerState) -> String {
         let mut out = String::new();
         let load = |c: &AtomicU64| c.load(Ordering::Relaxed);
         family(
@@ -222,11 +225,22 @@ impl Metrics {
         let _ = writeln!(out, "tollgate_store_latency_seconds_count {count}");
         family(
             &mut out,
+            "tollgate_store_calls_total",
+            "counter",
+            "Script calls sent to the store; decisions in flight together share one.",
+        );
+        let _ = writeln!(out, "tollgate_store_calls_total {}", store.calls);
+        family(
+            &mut out,
             "tollgate_store_script_reloads_total",
             "counter",
             "Scripts loaded again after NOSCRIPT.",
         );
-        let _ = writeln!(out, "tollgate_store_script_reloads_total {script_reloads}");
+        let _ = writeln!(
+            out,
+            "tollgate_store_script_reloads_total {}",
+            store.script_reloads
+        );
         family(
             &mut out,
             "tollgate_store_errors_total",
@@ -288,7 +302,7 @@ mod tests {
         for ms in [0.3, 3.0, 3_000.0] {
             metrics.store_call(Duration::from_secs_f64(ms / 1000.0), None);
         }
-        let text = metrics.render(0, BreakerState::Closed);
+        let text = metrics.render(StoreCounts::default(), BreakerState::Closed);
         let bucket = |le: &str| {
             let line = format!("tollgate_store_latency_seconds_bucket{{le=\"{le}\"}} ");
             text.lines()

@@ -44,6 +44,11 @@ async fn script_flush_between_requests_is_invisible() {
     assert_eq!(statuses, [200, 200, 200, 200, 200, 429, 429, 429]);
     let reloads = app.metric("tollgate_store_script_reloads_total").await;
     assert_eq!(reloads, 8.0, "every flush cost one reload");
+    let calls = app.metric("tollgate_store_calls_total").await;
+    assert_eq!(
+        calls, 16.0,
+        "each decision's EVALSHA was refused once, then sent again"
+    );
     redis.assert_every_key_has_ttl().await;
 }
 

@@ -4,26 +4,7 @@ mod support;
 
 use std::time::{Duration, Instant};
 
-use fred::prelude::*;
-use fred::types::CustomCommand;
 use support::{header, RedisServer, TestApp};
-
-/// How many EVALSHA calls Redis has run, from INFO commandstats.
-async fn evalsha_calls(redis: &RedisServer) -> u64 {
-    let client = redis.client().await;
-    let stats: String = client
-        .custom(
-            CustomCommand::new_static("INFO", None, false),
-            vec!["commandstats"],
-        )
-        .await
-        .unwrap();
-    stats
-        .lines()
-        .find_map(|line| line.strip_prefix("cmdstat_evalsha:calls="))
-        .and_then(|rest| rest.split(',').next()?.parse().ok())
-        .unwrap_or(0)
-}
 
 async fn app(redis: &RedisServer, limit: u64, window: &str, cache: bool) -> TestApp {
     let toml = support::redis_toml(redis, limit, window, "deny");
@@ -42,7 +23,7 @@ async fn cached_denials_cost_no_redis_command() {
         for _ in 0..3 {
             app.get_user(&client, &user).await;
         }
-        let before = evalsha_calls(&redis).await;
+        let before = redis.evalsha_calls().await;
         for _ in 0..50 {
             let denied = app.get_user(&client, &user).await;
             assert_eq!(denied.status(), 429);
@@ -50,7 +31,7 @@ async fn cached_denials_cost_no_redis_command() {
             assert!(header(&denied, "ratelimit").starts_with("\"per_minute\";r=0;t="));
             assert!(header(&denied, "retry-after").parse::<u64>().unwrap() >= 1);
         }
-        let calls = evalsha_calls(&redis).await - before;
+        let calls = redis.evalsha_calls().await - before;
         assert_eq!(calls, expected_calls, "local_cache = {cache}");
     }
     redis.assert_every_key_has_ttl().await;
@@ -113,15 +94,15 @@ async fn a_changed_limit_takes_effect_at_once() {
     for _ in 0..2 {
         assert_eq!(old.get_user(&client, "grown").await.status(), 429);
     }
-    let before = evalsha_calls(&redis).await;
+    let before = redis.evalsha_calls().await;
     let raised = app(&redis, 5, support::NO_BOUNDARY, true).await;
     let admitted = raised.get_user(&client, "grown").await;
     assert_eq!(admitted.status(), 200);
     assert_eq!(header(&admitted, "x-ratelimit-remaining"), "2");
-    assert_eq!(evalsha_calls(&redis).await - before, 1);
+    assert_eq!(redis.evalsha_calls().await - before, 1);
     // The old instance's cached denial stands under its own, unchanged limit.
     assert_eq!(old.get_user(&client, "grown").await.status(), 429);
-    assert_eq!(evalsha_calls(&redis).await - before, 1);
+    assert_eq!(redis.evalsha_calls().await - before, 1);
     redis.assert_every_key_has_ttl().await;
 }
 
@@ -137,10 +118,10 @@ async fn a_caller_with_a_very_long_name_is_denied_by_redis_each_time() {
     for _ in 0..2 {
         assert_eq!(app.get_user(&client, &long).await.status(), 200);
     }
-    let before = evalsha_calls(&redis).await;
+    let before = redis.evalsha_calls().await;
     for _ in 0..5 {
         assert_eq!(app.get_user(&client, &long).await.status(), 429);
     }
-    assert_eq!(evalsha_calls(&redis).await - before, 5);
+    assert_eq!(redis.evalsha_calls().await - before, 5);
     redis.assert_every_key_has_ttl().await;
 }

@@ -348,6 +348,7 @@ async fn script(
     let args: Vec<String> = vec![
         now_us.to_string(),
         mode.into(),
+        "1".into(),
         policy.algorithm().as_str().into(),
         policy.limit().to_string(),
         policy.window().as_millis().to_string(),

@@ -45,7 +45,7 @@ pub async fn metrics(State(state): State<AppState>) -> impl IntoResponse {
     (
         [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
         state.limiter.metrics().render(
-            state.limiter.store().script_reloads(),
+            state.limiter.store().counts(),
             state.limiter.breaker_state(),
         ),
     )

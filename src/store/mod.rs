@@ -72,10 +72,20 @@ pub trait Store: Send + Sync + 'static {
     /// Succeeds when the store can decide right now.
     fn ready(&self) -> StoreFuture<'_, ()>;
 
-    /// How often the store had lost its scripts and loaded them again (NOSCRIPT).
-    fn script_reloads(&self) -> u64 {
-        0
+    /// What the store has counted of its own work, for the metrics.
+    fn counts(&self) -> StoreCounts {
+        StoreCounts::default()
     }
+}
+
+/// A store's own counters; zero for a store that makes no calls (the memory store).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct StoreCounts {
+    /// Script calls sent (EVALSHA), the NOSCRIPT retries among them. On a single Redis the
+    /// decisions in flight together share one.
+    pub calls: u64,
+    /// How often the store had lost its scripts and loaded them again (NOSCRIPT).
+    pub script_reloads: u64,
 }
 
 impl StoreError {
@@ -91,7 +101,7 @@ impl StoreError {
 }
 
 /// Why a store could not decide.
-#[derive(Debug, thiserror::Error)]
+#[derive(Clone, Debug, thiserror::Error)]
 pub enum StoreError {
     /// The store did not answer within the deadline (its length, when known; zero otherwise).
     #[error("the store did not answer within the deadline")]

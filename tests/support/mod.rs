@@ -13,6 +13,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use fred::prelude::*;
+use fred::types::CustomCommand;
 use tokio::net::TcpListener;
 use tokio::sync::oneshot;
 use tollgate::config::Settings;
@@ -145,6 +146,23 @@ impl RedisServer {
             }
             cursor = next;
         }
+    }
+
+    /// How many EVALSHA calls this server has run, from INFO commandstats.
+    pub async fn evalsha_calls(&self) -> u64 {
+        let client = self.client().await;
+        let stats: String = client
+            .custom(
+                CustomCommand::new_static("INFO", None, false),
+                vec!["commandstats"],
+            )
+            .await
+            .unwrap();
+        stats
+            .lines()
+            .find_map(|line| line.strip_prefix("cmdstat_evalsha:calls="))
+            .and_then(|rest| rest.split(',').next()?.parse().ok())
+            .unwrap_or(0)
     }
 
     /// Asserts that every key has a TTL: the invariant that rules out permanent lockouts.

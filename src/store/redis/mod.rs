@@ -1,4 +1,7 @@
-//! The shared store: one EVALSHA of a Lua script per decision, reloaded after NOSCRIPT.
+//! The shared store: decisions made by a Lua script run with EVALSHA, reloaded after NOSCRIPT.
+//! On a single Redis, the decisions in flight together share one EVALSHA ([`batch`]).
+
+mod batch;
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -13,16 +16,19 @@ use fred::types::Value;
 use crate::algorithm::Outcome;
 use crate::decision::{Decision, PolicyDecision};
 use crate::quota::Algorithm;
-use crate::store::{Check, Clock, Store, StoreError, StoreFuture};
+use crate::store::{Check, Clock, Store, StoreCounts, StoreError, StoreFuture};
 use crate::throttle::Throttle;
+
+use batch::Batcher;
+pub use batch::MAX_DECISIONS;
 
 /// The decide script: each algorithm's part, then the driver; embedded so the binary is
 /// self-contained.
 pub const DECIDE_LUA: &str = concat!(
-    include_str!("../../lua/fixed_window.lua"),
-    include_str!("../../lua/sliding_window.lua"),
-    include_str!("../../lua/token_bucket.lua"),
-    include_str!("../../lua/decide.lua"),
+    include_str!("../../../lua/fixed_window.lua"),
+    include_str!("../../../lua/sliding_window.lua"),
+    include_str!("../../../lua/token_bucket.lua"),
+    include_str!("../../../lua/decide.lua"),
 );
 
 /// How long to wait between reconnection attempts after Redis goes away.
@@ -67,6 +73,7 @@ impl RedisStore {
         // Retry a first connection that fails exactly like one lost later, so a Redis that is
         // down at startup is picked up when it comes up.
         config.fail_fast = false;
+        let clustered = config.server.is_clustered();
         let pool = Builder::from_config(config)
             .with_performance_config(|perf| {
                 // Commands that time out are marked so, and fred never writes them later:
@@ -92,12 +99,16 @@ impl RedisStore {
             .map_err(redis_error)?;
         let connection_error = watch_connections(pool.clients());
         pool.connect();
+        let caller = Caller {
+            pool,
+            script: Script::from_lua(DECIDE_LUA),
+            calls: Arc::new(AtomicU64::new(0)),
+            reloads: Arc::new(AtomicU64::new(0)),
+        };
+        // A cluster refuses a call whose keys span slots, and each caller has its own slot.
+        let batcher = (!clustered).then(|| Batcher::start(caller.clone()));
         let store = RedisStore {
-            conn: Conn {
-                pool,
-                script: Script::from_lua(DECIDE_LUA),
-                reloads: Arc::new(AtomicU64::new(0)),
-            },
+            conn: Conn { caller, batcher },
             timeout,
             connection_error,
         };
@@ -117,14 +128,14 @@ impl RedisStore {
 
     /// Loads every script with SCRIPT LOAD, on every primary.
     pub async fn load_scripts(&self) -> Result<(), StoreError> {
-        let Conn { pool, script, .. } = &self.conn;
+        let Caller { pool, script, .. } = &self.conn.caller;
         pool.wait_for_connect().await.map_err(redis_error)?;
         script.load(pool.next()).await.map_err(redis_error)
     }
 
     /// The underlying client, for tests and tools that inspect Redis through tollgate's pool.
     pub fn client(&self) -> &Client {
-        self.conn.pool.next()
+        self.conn.caller.pool.next()
     }
 
     /// Decides `checks` all-or-nothing: one EVALSHA when they share a hash tag (always, for
@@ -167,13 +178,24 @@ impl RedisStore {
     }
 }
 
-/// The client and the script: all a script call needs, cheap to clone into a task.
+/// All a decision needs to reach Redis, cheap to clone into a task.
 #[derive(Clone)]
 struct Conn {
+    /// Runs the script.
+    caller: Caller,
+    /// Gathers the decisions in flight into shared calls; `None` on a cluster.
+    batcher: Option<Batcher>,
+}
+
+/// The client and the script: one EVALSHA, with the script loaded again after NOSCRIPT.
+#[derive(Clone)]
+struct Caller {
     /// The connections, taken in turn.
     pool: Pool,
     /// `DECIDE_LUA`, by its SHA-1.
     script: Script,
+    /// EVALSHA calls sent.
+    calls: Arc<AtomicU64>,
     /// How often Redis had lost the script (NOSCRIPT) and it was loaded again.
     reloads: Arc<AtomicU64>,
 }
@@ -214,11 +236,8 @@ impl Conn {
         replies
     }
 
-    /// One EVALSHA of the decide script over the checks at `members`.
-    ///
-    /// fred gets the time left until `deadline` as the command's own timeout, so a command that
-    /// times out is never written later. A refund is never retried: giving back twice would
-    /// admit more than the limit.
+    /// The decide script over the checks at `members`: in a call of its own, or, for a
+    /// decision on a single Redis, in the batcher's next shared call.
     async fn call(
         &self,
         checks: &[Check],
@@ -228,29 +247,62 @@ impl Conn {
         clock: Clock,
         deadline: Instant,
     ) -> Result<Reply, StoreError> {
+        let part = Part::new(checks, members, receipts);
+        match &self.batcher {
+            Some(batcher) if mode == Mode::Decide && clock == Clock::Store => {
+                batcher.decide(part, deadline).await
+            }
+            _ => {
+                let call = || call_of(clock, mode, &[&part]);
+                let reply = self.caller.eval(call, mode, deadline).await?;
+                let mut values = reply.into_iter();
+                let read = Reply::read(&mut values, part.policies)?;
+                match values.next() {
+                    None => Ok(read),
+                    Some(extra) => Err(StoreError::Reply(format!(
+                        "{extra:?} after the decision's part"
+                    ))),
+                }
+            }
+        }
+    }
+}
+
+impl Caller {
+    /// One EVALSHA of the decide script.
+    ///
+    /// fred gets the time left until `deadline` as the command's own timeout, so a command that
+    /// times out is never written later. A refund is never retried: giving back twice would
+    /// admit more than the limit.
+    /// `call` gives its KEYS and ARGV, and is asked again for the retry after NOSCRIPT.
+    async fn eval(
+        &self,
+        call: impl Fn() -> (Vec<Key>, Vec<Value>),
+        mode: Mode,
+        deadline: Instant,
+    ) -> Result<Vec<Value>, StoreError> {
         let left = deadline.saturating_duration_since(Instant::now());
         if left.is_zero() {
             return Err(StoreError::Timeout(Duration::ZERO));
         }
-        // fred's `evalsha_with_reload`, spelled out so that reloads can be counted. The
-        // arguments are built again for the retry rather than cloned for every call.
+        // fred's `evalsha_with_reload`, spelled out so that reloads can be counted.
         let client = self.pool.next();
-        let evalsha = |timeout: Duration| async move {
-            let options = Options {
-                timeout: Some(timeout),
-                max_attempts: (mode == Mode::Refund).then_some(1),
-                ..Options::default()
-            };
-            client
-                .with_options(&options)
-                .evalsha::<Vec<i64>, _, _, _>(
-                    self.script.sha1().clone(),
-                    script_keys(checks, members),
-                    script_args(checks, members, mode, receipts, clock),
-                )
-                .await
+        let evalsha = |timeout: Duration| {
+            let (keys, args) = call();
+            self.calls.fetch_add(1, Ordering::Relaxed);
+            async move {
+                let options = Options {
+                    timeout: Some(timeout),
+                    max_attempts: (mode == Mode::Refund).then_some(1),
+                    ..Options::default()
+                };
+                client
+                    .with_options(&options)
+                    .evalsha::<Vec<Value>, _, _, _>(self.script.sha1().clone(), keys, args)
+                    .await
+            }
         };
-        let reply = match evalsha(left).await {
+        match evalsha(left).await {
             Err(error) if error.details().starts_with("NOSCRIPT") => {
                 self.reloads.fetch_add(1, Ordering::Relaxed);
                 self.script.load(client).await.map_err(redis_error)?;
@@ -259,9 +311,43 @@ impl Conn {
             }
             reply => reply,
         }
-        .map_err(redis_error)?;
-        Reply::read(&reply, members.len())
+        .map_err(redis_error)
     }
+}
+
+/// One decision's part of a call: its keys, and its values in ARGV (see lua/decide.lua).
+struct Part {
+    keys: Vec<Key>,
+    args: Vec<Value>,
+    policies: usize,
+}
+
+impl Part {
+    /// The part for the checks at `members`; `receipts`, one per member, for a refund.
+    fn new(checks: &[Check], members: &[usize], receipts: Option<&[u64]>) -> Part {
+        Part {
+            keys: script_keys(checks, members),
+            args: script_args(checks, members, receipts),
+            policies: members.len(),
+        }
+    }
+}
+
+/// KEYS and ARGV of one call carrying `parts`, all in `mode`.
+fn call_of(clock: Clock, mode: Mode, parts: &[&Part]) -> (Vec<Key>, Vec<Value>) {
+    let keys = parts.iter().map(|p| p.keys.len()).sum();
+    let args = parts.iter().map(|p| p.args.len()).sum::<usize>() + 2;
+    let (mut keys, mut args) = (Vec::with_capacity(keys), Vec::with_capacity(args));
+    args.push(match clock {
+        Clock::Store => Value::from_static_str(""),
+        Clock::At(ms) => Value::from((ms * 1000) as i64),
+    });
+    args.push(Value::from_static_str(mode.as_str()));
+    for part in parts {
+        keys.extend_from_slice(&part.keys);
+        args.extend_from_slice(&part.args);
+    }
+    (keys, args)
 }
 
 /// KEYS of the decide script: the key of each check at `members`.
@@ -272,21 +358,11 @@ fn script_keys(checks: &[Check], members: &[usize]) -> Vec<Key> {
         .collect()
 }
 
-/// ARGV of the decide script (see lua/decide.lua): the clock, the mode, then seven values per
-/// check at `members`.
-fn script_args(
-    checks: &[Check],
-    members: &[usize],
-    mode: Mode,
-    receipts: Option<&[u64]>,
-    clock: Clock,
-) -> Vec<Value> {
-    let mut args: Vec<Value> = Vec::with_capacity(2 + 7 * members.len());
-    args.push(match clock {
-        Clock::Store => Value::from_static_str(""),
-        Clock::At(ms) => Value::from((ms * 1000) as i64),
-    });
-    args.push(Value::from_static_str(mode.as_str()));
+/// One decision's ARGV in the decide script (see lua/decide.lua): the number of checks at
+/// `members`, then seven values for each.
+fn script_args(checks: &[Check], members: &[usize], receipts: Option<&[u64]>) -> Vec<Value> {
+    let mut args: Vec<Value> = Vec::with_capacity(1 + 7 * members.len());
+    args.push(Value::Integer(members.len() as i64));
     for (n, &i) in members.iter().enumerate() {
         let policy = &checks[i].policy;
         let bucket = policy.algorithm() == Algorithm::TokenBucket;
@@ -323,32 +399,46 @@ impl Mode {
     }
 }
 
-/// The script's reply: `{ allowed, remaining_i, reset_after_ms_i, retry_after_ms_i, receipt_i, … }`.
+/// One decision's part of the script's reply:
+/// `{ allowed, remaining_i, reset_after_ms_i, retry_after_ms_i, receipt_i, … }`, or the text of
+/// the error that failed it.
 struct Reply {
     allowed: bool,
     per_policy: Vec<(Outcome, u64)>,
 }
 
 impl Reply {
-    fn read(reply: &[i64], policies: usize) -> Result<Reply, StoreError> {
-        let malformed = || StoreError::Reply(format!("{reply:?} for {policies} policies"));
-        let (&allowed, values) = reply.split_first().ok_or_else(malformed)?;
-        if values.len() != 4 * policies || values.iter().any(|&n| n < 0) {
-            return Err(malformed());
+    /// Reads the next decision's part, of `policies` policies, from a call's reply.
+    fn read(reply: &mut impl Iterator<Item = Value>, policies: usize) -> Result<Reply, StoreError> {
+        let allowed = match reply.next() {
+            Some(Value::Integer(allowed @ (0 | 1))) => allowed == 1,
+            Some(Value::String(error)) => return Err(StoreError::Redis(error.to_string())),
+            Some(Value::Bytes(error)) => {
+                return Err(StoreError::Redis(String::from_utf8_lossy(&error).into()))
+            }
+            other => {
+                return Err(StoreError::Reply(format!(
+                    "{other:?} where a decision of {policies} policies begins"
+                )))
+            }
+        };
+        let mut number = || match reply.next() {
+            Some(Value::Integer(n)) if n >= 0 => Ok(n as u64),
+            other => Err(StoreError::Reply(format!(
+                "{other:?} in a decision of {policies} policies"
+            ))),
+        };
+        let mut per_policy = Vec::with_capacity(policies);
+        for _ in 0..policies {
+            let outcome = Outcome {
+                remaining: number()?,
+                reset_after_ms: number()?,
+                retry_after_ms: number()?,
+            };
+            per_policy.push((outcome, number()?));
         }
-        let per_policy = values
-            .chunks_exact(4)
-            .map(|v| {
-                let outcome = Outcome {
-                    remaining: v[0] as u64,
-                    reset_after_ms: v[1] as u64,
-                    retry_after_ms: v[2] as u64,
-                };
-                (outcome, v[3] as u64)
-            })
-            .collect();
         Ok(Reply {
-            allowed: allowed == 1,
+            allowed,
             per_policy,
         })
     }
@@ -405,8 +495,12 @@ impl Store for RedisStore {
         Box::pin(self.run(checks, clock))
     }
 
-    fn script_reloads(&self) -> u64 {
-        self.conn.reloads.load(Ordering::Relaxed)
+    fn counts(&self) -> StoreCounts {
+        let caller = &self.conn.caller;
+        StoreCounts {
+            calls: caller.calls.load(Ordering::Relaxed),
+            script_reloads: caller.reloads.load(Ordering::Relaxed),
+        }
     }
 
     /// Runs the decide script with no keys: ready means the script, the connection and the

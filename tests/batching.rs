@@ -1,0 +1,177 @@
+//! On a single Redis, the decisions in flight together share one EVALSHA, and each is still
+//! decided on its own: its own answer, its own errors, and never counted once its request has gone.
+
+mod support;
+
+use std::num::NonZeroU64;
+use std::sync::Arc;
+use std::time::Duration;
+
+use fred::prelude::{ClientLike, KeysInterface};
+use fred::types::CustomCommand;
+use futures::future::join_all;
+use support::RedisServer;
+use tollgate::key::{CallerTag, KeyBuilder};
+use tollgate::store::redis::MAX_DECISIONS;
+use tollgate::store::{Check, Clock, RedisStore, Store, StoreError};
+use tollgate::{Algorithm, Policy, PolicyName, Window};
+
+fn per_hour(limit: u64) -> Arc<Policy> {
+    let policy = Policy::new(
+        PolicyName::new("per_hour").unwrap(),
+        Algorithm::FixedWindow,
+        NonZeroU64::new(limit).unwrap(),
+        Window::from_millis(3_600_000).unwrap(),
+    )
+    .unwrap();
+    Arc::new(policy)
+}
+
+fn checks(caller: &str, policy: &Arc<Policy>) -> Vec<Check> {
+    let tag = CallerTag::of(caller.as_bytes());
+    let key = KeyBuilder::new("tollgate").key(&tag, policy.name());
+    vec![Check::new(key, policy.clone())]
+}
+
+async fn store(server: &RedisServer) -> RedisStore {
+    let config = fred::prelude::Config::from_url(&server.url()).unwrap();
+    RedisStore::connect(config, Duration::from_secs(5))
+        .await
+        .unwrap()
+}
+
+/// Twenty callers decided at once cost one EVALSHA, and each gets its own count: caller i had
+/// spent i of 10, so the first ten are admitted with 9 - i left and the rest are denied.
+#[tokio::test]
+async fn decisions_in_flight_share_one_call_and_keep_their_own_counts() {
+    let server = RedisServer::start().await;
+    let store = store(&server).await;
+    let policy = per_hour(10);
+    let callers: Vec<Vec<Check>> = (0..20)
+        .map(|i| checks(&format!("caller-{i}"), &policy))
+        .collect();
+    for (i, caller) in callers.iter().enumerate() {
+        for _ in 0..i {
+            store.decide(caller, Clock::Store).await.unwrap();
+        }
+    }
+
+    let before = (server.evalsha_calls().await, store.counts().calls);
+    let decisions = join_all(callers.iter().map(|c| store.decide(c, Clock::Store))).await;
+    assert_eq!(server.evalsha_calls().await - before.0, 1);
+    assert_eq!(
+        store.counts().calls - before.1,
+        1,
+        "the store counts its calls"
+    );
+
+    for (i, decision) in decisions.into_iter().enumerate() {
+        let decision = decision.unwrap();
+        assert_eq!(decision.allowed, i < 10, "caller {i}");
+        let remaining = if i < 10 { 9 - i as u64 } else { 0 };
+        assert_eq!(decision.policies[0].remaining, remaining, "caller {i}");
+    }
+    server.assert_every_key_has_ttl().await;
+}
+
+/// Decisions made by different tasks in one turn of the scheduler share one call: the batcher
+/// lets the tasks woken with the first decision run before it sends. One worker thread, as on a
+/// core of its own; the tasks are spawned together, as one wake-up's requests are served.
+#[tokio::test(flavor = "multi_thread", worker_threads = 1)]
+async fn decisions_from_the_tasks_of_one_turn_share_one_call() {
+    let server = RedisServer::start().await;
+    let store = Arc::new(store(&server).await);
+    let policy = per_hour(10);
+
+    let before = server.evalsha_calls().await;
+    let admitted = tokio::spawn(async move {
+        let tasks: Vec<_> = (0..20)
+            .map(|i| {
+                let (store, caller) = (store.clone(), checks(&format!("caller-{i}"), &policy));
+                tokio::spawn(async move { store.decide(&caller, Clock::Store).await.unwrap() })
+            })
+            .collect();
+        let mut admitted = 0;
+        for task in tasks {
+            admitted += usize::from(task.await.unwrap().allowed);
+        }
+        admitted
+    })
+    .await
+    .unwrap();
+    assert_eq!(admitted, 20);
+    assert_eq!(server.evalsha_calls().await - before, 1);
+}
+
+/// More decisions at once than one call carries take as many calls as they need.
+#[tokio::test]
+async fn a_crowd_larger_than_a_call_is_split() {
+    let server = RedisServer::start().await;
+    let store = store(&server).await;
+    let policy = per_hour(1);
+    let crowd = 2 * MAX_DECISIONS + 3;
+    let callers: Vec<Vec<Check>> = (0..crowd)
+        .map(|i| checks(&format!("caller-{i}"), &policy))
+        .collect();
+
+    let before = server.evalsha_calls().await;
+    let decisions = join_all(callers.iter().map(|c| store.decide(c, Clock::Store))).await;
+    assert_eq!(server.evalsha_calls().await - before, 3);
+    assert!(decisions.into_iter().all(|d| d.unwrap().allowed));
+    assert_eq!(server.keys().await.len(), crowd);
+}
+
+/// A key of another type fails its own caller's decision, with Redis's error, and no other
+/// decision of the same call.
+#[tokio::test]
+async fn a_broken_key_fails_only_its_own_decision() {
+    let server = RedisServer::start().await;
+    let store = store(&server).await;
+    let policy = per_hour(10);
+    let (broken, fine) = (checks("broken", &policy), checks("fine", &policy));
+    let conn = server.client().await;
+    let rpush = CustomCommand::new_static("RPUSH", None, false);
+    let _: i64 = conn
+        .custom(rpush, vec![broken[0].key.as_str(), "not a count"])
+        .await
+        .unwrap();
+
+    let before = server.evalsha_calls().await;
+    let (broken_decision, fine_decision) = tokio::join!(
+        store.decide(&broken, Clock::Store),
+        store.decide(&fine, Clock::Store)
+    );
+    assert_eq!(server.evalsha_calls().await - before, 1);
+
+    match broken_decision {
+        Err(StoreError::Redis(message)) => assert!(message.contains("WRONGTYPE"), "{message}"),
+        other => panic!("expected Redis's WRONGTYPE, got {other:?}"),
+    }
+    let fine_decision = fine_decision.unwrap();
+    assert!(fine_decision.allowed);
+    assert_eq!(fine_decision.policies[0].remaining, 9);
+    let _: i64 = conn.del(&broken[0].key).await.unwrap();
+    server.assert_every_key_has_ttl().await;
+}
+
+/// A decision whose request was dropped before its call went out is left out of the call, so
+/// it is never counted.
+#[tokio::test]
+async fn a_decision_given_up_before_its_call_is_never_counted() {
+    let server = RedisServer::start().await;
+    let store = store(&server).await;
+    let policy = per_hour(10);
+    let (gone, kept) = (checks("gone", &policy), checks("kept", &policy));
+
+    let mut given_up = Box::pin(store.decide(&gone, Clock::Store));
+    let polled = futures::poll!(given_up.as_mut());
+    assert!(polled.is_pending(), "the decision waits for its call");
+    drop(given_up);
+    let decision = store.decide(&kept, Clock::Store).await.unwrap();
+    assert!(decision.allowed);
+
+    assert_eq!(server.keys().await, vec![kept[0].key.clone()]);
+    let conn = server.client().await;
+    let gone_value: Option<String> = conn.get(&gone[0].key).await.unwrap();
+    assert_eq!(gone_value, None);
+}
