@@ -30,8 +30,10 @@
 --   retry_after_ms_i  0 when policy i admits; otherwise milliseconds until it would.
 --   receipt_i         what "refund" needs to give the cost back (a window start, or 0).
 -- or, when Redis refused one of its commands (a key of another type, say), the error's text
--- alone, so one caller's broken key fails only that caller's decision. The error strikes while
--- the keys are read, before any is written: a failed decision has consumed nothing.
+-- alone, so one caller's broken key fails only that caller's decision. In "decide" and "peek"
+-- every key is read before any is written, and Redis refuses a script's writes, if at all, at
+-- its first: a failed decision has consumed nothing. In "refund" the keys are given back in
+-- turn, so an error may leave the earlier ones given back and the rest not: the count errs high.
 -- Integers only, apart from that text: Redis truncates Lua numbers, and a nil would end the
 -- reply early.
 --

@@ -112,6 +112,8 @@ pub struct Settings {
     pub local_divisor: u64,
     /// `redis.connections`: how many connections decisions take in turn, each pipelined.
     pub connections: usize,
+    /// `redis.max_batch`: the most decisions one script call carries on a single Redis.
+    pub max_batch: usize,
     /// How callers are named: the identity header, trusted proxies, IPv6 grouping.
     pub identity: Identity,
     /// What happens when a policy keyed by user applies to a request that names nobody.
@@ -316,6 +318,7 @@ struct RawRedis {
     local_divisor: u64,
     #[serde(skip_serializing_if = "Option::is_none")]
     connections: Option<usize>,
+    max_batch: usize,
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -435,6 +438,7 @@ impl Default for RawConfig {
                 breaker_cool_down: None,
                 local_divisor: 1,
                 connections: None,
+                max_batch: default_max_batch(),
             },
             identity: RawIdentity {
                 header: "x-user".into(),
@@ -509,6 +513,12 @@ impl RawConfig {
                 ))
             }
         };
+        if !(1..=MAX_BATCH).contains(&self.redis.max_batch) {
+            return Err(ConfigError::new(
+                "redis.max_batch",
+                format!("must be between 1 and {MAX_BATCH}"),
+            ));
+        }
         if self.redis.local_divisor == 0 {
             return Err(ConfigError::new(
                 "redis.local_divisor",
@@ -573,6 +583,7 @@ impl RawConfig {
             breaker_cool_down,
             local_divisor: effective.redis.local_divisor,
             connections,
+            max_batch: effective.redis.max_batch,
             identity,
             on_missing,
             hash_key,
@@ -817,6 +828,15 @@ fn from_figment_error(error: figment::Error) -> ConfigError {
 
 /// The most `redis.connections` takes: more would only thin out each connection's pipelining.
 const MAX_CONNECTIONS: usize = 64;
+
+/// The most `redis.max_batch` takes: a call of this many three-policy decisions holds Redis for
+/// tens of milliseconds on a slow machine.
+const MAX_BATCH: usize = 1024;
+
+/// `redis.max_batch` when unset: the store's own default.
+fn default_max_batch() -> usize {
+    crate::store::redis::Connections::default().max_batch
+}
 
 /// `redis.connections` when unset: one connection per four cores the process may run on.
 ///

@@ -13,9 +13,9 @@
 //!   stores that are awaited (Redis); the memory store decides in process and is not timed.
 //! - `tollgate_store_errors_total{kind}`: store failures by kind (`timeout`, `connection`,
 //!   `redis`, `reply`).
-//! - `tollgate_store_calls_total`: script calls sent to the store (EVALSHA); on a single Redis
-//!   the decisions in flight together share one, so decisions per call is
-//!   `tollgate_store_latency_seconds_count` over this.
+//! - `tollgate_store_calls_total`: script calls issued to the store (EVALSHA), refunds, peeks,
+//!   probes and retries included; on a single Redis the decisions in flight together share one,
+//!   so `tollgate_store_latency_seconds_count` over this is about the decisions per call.
 //! - `tollgate_store_script_reloads_total`: scripts loaded again after NOSCRIPT.
 //! - `tollgate_breaker_state{state}`: 1 for the breaker's current state, 0 for the others.
 //! - `tollgate_breaker_transitions_total{to}`: breaker state changes.

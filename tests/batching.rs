@@ -12,16 +12,20 @@ use fred::types::CustomCommand;
 use futures::future::join_all;
 use support::RedisServer;
 use tollgate::key::{CallerTag, KeyBuilder};
-use tollgate::store::redis::MAX_DECISIONS;
+use tollgate::store::redis::Connections;
 use tollgate::store::{Check, Clock, RedisStore, Store, StoreError};
 use tollgate::{Algorithm, Policy, PolicyName, Window};
 
 fn per_hour(limit: u64) -> Arc<Policy> {
+    named("per_hour", limit, 3_600_000)
+}
+
+fn named(name: &str, limit: u64, window_ms: u64) -> Arc<Policy> {
     let policy = Policy::new(
-        PolicyName::new("per_hour").unwrap(),
+        PolicyName::new(name).unwrap(),
         Algorithm::FixedWindow,
         NonZeroU64::new(limit).unwrap(),
-        Window::from_millis(3_600_000).unwrap(),
+        Window::from_millis(window_ms).unwrap(),
     )
     .unwrap();
     Arc::new(policy)
@@ -34,10 +38,34 @@ fn checks(caller: &str, policy: &Arc<Policy>) -> Vec<Check> {
 }
 
 async fn store(server: &RedisServer) -> RedisStore {
+    store_with(server, Connections::default()).await
+}
+
+async fn store_with(server: &RedisServer, connections: Connections) -> RedisStore {
     let config = fred::prelude::Config::from_url(&server.url()).unwrap();
-    RedisStore::connect(config, Duration::from_secs(5))
+    RedisStore::connect_with(config, Duration::from_secs(5), connections)
         .await
         .unwrap()
+}
+
+/// Twenty decisions at once on a store whose calls carry at most `max_batch`.
+async fn calls_for_twenty_at_once(max_batch: usize) -> u64 {
+    let server = RedisServer::start().await;
+    let connections = Connections {
+        max_batch,
+        ..Connections::default()
+    };
+    let store = store_with(&server, connections).await;
+    let policy = per_hour(1);
+    let callers: Vec<Vec<Check>> = (0..20)
+        .map(|i| checks(&format!("caller-{i}"), &policy))
+        .collect();
+
+    let before = server.evalsha_calls().await;
+    let decisions = join_all(callers.iter().map(|c| store.decide(c, Clock::Store))).await;
+    assert!(decisions.into_iter().all(|d| d.unwrap().allowed));
+    assert_eq!(server.keys().await.len(), 20);
+    server.evalsha_calls().await - before
 }
 
 /// Twenty callers decided at once cost one EVALSHA, and each gets its own count: caller i had
@@ -76,63 +104,67 @@ async fn decisions_in_flight_share_one_call_and_keep_their_own_counts() {
 
 /// Decisions made by different tasks in one turn of the scheduler share one call: the batcher
 /// lets the tasks woken with the first decision run before it sends. One worker thread, as on a
-/// core of its own; the tasks are spawned together, as one wake-up's requests are served.
-#[tokio::test(flavor = "multi_thread", worker_threads = 1)]
-async fn decisions_from_the_tasks_of_one_turn_share_one_call() {
-    let server = RedisServer::start().await;
-    let store = Arc::new(store(&server).await);
-    let policy = per_hour(10);
+/// core of its own; the tasks are spawned together, as one wake-up's requests are served. The
+/// worker must not stop to poll for events among the tasks (by default it does every 61 task
+/// polls, and the batcher then sends part of the crowd), so the runtime is built without that.
+#[test]
+fn decisions_from_the_tasks_of_one_turn_share_one_call() {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .event_interval(u32::MAX)
+        .enable_all()
+        .build()
+        .unwrap();
+    runtime.block_on(async {
+        let server = RedisServer::start().await;
+        let store = Arc::new(store(&server).await);
+        let policy = per_hour(10);
 
-    let before = server.evalsha_calls().await;
-    let admitted = tokio::spawn(async move {
-        let tasks: Vec<_> = (0..20)
-            .map(|i| {
-                let (store, caller) = (store.clone(), checks(&format!("caller-{i}"), &policy));
-                tokio::spawn(async move { store.decide(&caller, Clock::Store).await.unwrap() })
-            })
-            .collect();
-        let mut admitted = 0;
-        for task in tasks {
-            admitted += usize::from(task.await.unwrap().allowed);
-        }
-        admitted
-    })
-    .await
-    .unwrap();
-    assert_eq!(admitted, 20);
-    assert_eq!(server.evalsha_calls().await - before, 1);
+        let before = server.evalsha_calls().await;
+        let admitted = tokio::spawn(async move {
+            let tasks: Vec<_> = (0..20)
+                .map(|i| {
+                    let (store, caller) = (store.clone(), checks(&format!("caller-{i}"), &policy));
+                    tokio::spawn(async move { store.decide(&caller, Clock::Store).await.unwrap() })
+                })
+                .collect();
+            let mut admitted = 0;
+            for task in tasks {
+                admitted += usize::from(task.await.unwrap().allowed);
+            }
+            admitted
+        })
+        .await
+        .unwrap();
+        assert_eq!(admitted, 20);
+        assert_eq!(server.evalsha_calls().await - before, 1);
+    });
 }
 
-/// More decisions at once than one call carries take as many calls as they need.
+/// More decisions at once than one call carries (`redis.max_batch`) take as many calls as
+/// they need, and 1 gives each decision a call of its own.
 #[tokio::test]
 async fn a_crowd_larger_than_a_call_is_split() {
-    let server = RedisServer::start().await;
-    let store = store(&server).await;
-    let policy = per_hour(1);
-    let crowd = 2 * MAX_DECISIONS + 3;
-    let callers: Vec<Vec<Check>> = (0..crowd)
-        .map(|i| checks(&format!("caller-{i}"), &policy))
-        .collect();
-
-    let before = server.evalsha_calls().await;
-    let decisions = join_all(callers.iter().map(|c| store.decide(c, Clock::Store))).await;
-    assert_eq!(server.evalsha_calls().await - before, 3);
-    assert!(decisions.into_iter().all(|d| d.unwrap().allowed));
-    assert_eq!(server.keys().await.len(), crowd);
+    assert_eq!(calls_for_twenty_at_once(8).await, 3);
+    assert_eq!(calls_for_twenty_at_once(1).await, 20);
 }
 
 /// A key of another type fails its own caller's decision, with Redis's error, and no other
-/// decision of the same call.
+/// decision of the same call. The broken key is the second of its decision's two, so the
+/// decision's part of the reply was half written when it failed, and the next decision's part
+/// must still be read right.
 #[tokio::test]
 async fn a_broken_key_fails_only_its_own_decision() {
     let server = RedisServer::start().await;
     let store = store(&server).await;
-    let policy = per_hour(10);
-    let (broken, fine) = (checks("broken", &policy), checks("fine", &policy));
+    let (per_hour, per_day) = (per_hour(10), named("per_day", 100, 86_400_000));
+    let mut broken = checks("broken", &per_hour);
+    broken.extend(checks("broken", &per_day));
+    let fine = checks("fine", &per_hour);
     let conn = server.client().await;
     let rpush = CustomCommand::new_static("RPUSH", None, false);
     let _: i64 = conn
-        .custom(rpush, vec![broken[0].key.as_str(), "not a count"])
+        .custom(rpush, vec![broken[1].key.as_str(), "not a count"])
         .await
         .unwrap();
 
@@ -150,7 +182,9 @@ async fn a_broken_key_fails_only_its_own_decision() {
     let fine_decision = fine_decision.unwrap();
     assert!(fine_decision.allowed);
     assert_eq!(fine_decision.policies[0].remaining, 9);
-    let _: i64 = conn.del(&broken[0].key).await.unwrap();
+    let untouched: Option<String> = conn.get(&broken[0].key).await.unwrap();
+    assert_eq!(untouched, None, "the failed decision consumed nothing");
+    let _: i64 = conn.del(&broken[1].key).await.unwrap();
     server.assert_every_key_has_ttl().await;
 }
 

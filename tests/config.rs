@@ -602,6 +602,8 @@ fn other_bad_values_are_rejected() {
         ("[redis]\nlocal_divisor = 0\n", "redis.local_divisor"),
         ("[redis]\nconnections = 0\n", "redis.connections"),
         ("[redis]\nconnections = 65\n", "redis.connections"),
+        ("[redis]\nmax_batch = 0\n", "redis.max_batch"),
+        ("[redis]\nmax_batch = 1025\n", "redis.max_batch"),
         (
             "[identity]\nforwarded_header = \"via\"\n",
             "identity.forwarded_header",

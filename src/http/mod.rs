@@ -21,6 +21,7 @@ use crate::config::Settings;
 use crate::limiter::Limiter;
 use crate::middleware::extract::Identity;
 use crate::middleware::RateLimitLayer;
+use crate::store::redis::Connections;
 use crate::store::{MemoryStore, RedisStore, Store, StoreError};
 
 /// What the handlers share.
@@ -70,13 +71,17 @@ pub async fn limiter(settings: &Settings) -> Result<Limiter, StoreError> {
             tracing::info!(
                 url = %redis.redacted_url(),
                 connections = settings.connections,
+                max_batch = settings.max_batch,
                 "using the redis store"
             );
             Arc::new(
                 RedisStore::connect_with(
                     redis.client_config(),
                     settings.timeout,
-                    settings.connections,
+                    Connections {
+                        count: settings.connections,
+                        max_batch: settings.max_batch,
+                    },
                 )
                 .await?,
             )

@@ -81,7 +81,8 @@ pub trait Store: Send + Sync + 'static {
 /// A store's own counters; zero for a store that makes no calls (the memory store).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct StoreCounts {
-    /// Script calls sent (EVALSHA), the NOSCRIPT retries among them. On a single Redis the
+    /// Script calls issued (EVALSHA): decisions, refunds, peeks, readiness probes, retries
+    /// after NOSCRIPT, and calls that timed out before they were written. On a single Redis the
     /// decisions in flight together share one.
     pub calls: u64,
     /// How often the store had lost its scripts and loaded them again (NOSCRIPT).

@@ -6,38 +6,42 @@
 //! served made at the same moment, and sends them as one call of the decide script, which
 //! decides each on its own, in order (lua/decide.lua).
 //!
-//! A lone decision waits for nothing: the batcher only lets the requests already woken with it
-//! run first (one turn of the scheduler), then sends what they gave it.
+//! A lone decision waits for nothing but one turn: the batcher lets the requests already woken
+//! with it run first, then sends what they gave it. The batcher's task runs on the runtime that
+//! connected the store, as fred's own tasks do, so the store serves while that runtime runs.
 
+use std::time::Duration;
+
+use fred::types::Value;
 use tokio::sync::{mpsc, oneshot};
 use tokio::time::Instant;
 
 use super::{call_of, Caller, Mode, Part, Reply};
 use crate::store::{Clock, StoreError};
 
-/// The most decisions one call carries, so that no call holds Redis for long: a fixed-window
-/// decision costs Redis a few microseconds.
-pub const MAX_DECISIONS: usize = 64;
-
 /// Hands decisions to the task that sends them; cheap to clone.
 #[derive(Clone)]
 pub(super) struct Batcher {
+    /// The gathering task's queue; unbounded, as each request waits on its own deadline.
     jobs: mpsc::UnboundedSender<Job>,
 }
 
 /// One decision waiting for its call.
 struct Job {
+    /// Its keys and values in the call.
     part: Part,
+    /// When its request gives up: no call carrying it is sent after this.
     deadline: Instant,
+    /// Where its answer goes; closed once its request has gone.
     reply: oneshot::Sender<Result<Reply, StoreError>>,
 }
 
 impl Batcher {
-    /// Starts the task that gathers decisions and sends them through `caller`. It ends when
-    /// the last `Batcher` is dropped.
-    pub(super) fn start(caller: Caller) -> Batcher {
+    /// Starts the task that gathers decisions and sends them through `caller`, at most
+    /// `max_batch` a call. It ends when the last `Batcher` is dropped.
+    pub(super) fn start(caller: Caller, max_batch: usize) -> Batcher {
         let (jobs, queue) = mpsc::unbounded_channel();
-        tokio::spawn(gather(caller, queue));
+        tokio::spawn(gather(caller, queue, max_batch));
         Batcher { jobs }
     }
 
@@ -61,14 +65,13 @@ impl Batcher {
 }
 
 /// Takes the decisions as they come: after the first, lets the tasks that are ready run, then
-/// sends everything queued by then (up to [`MAX_DECISIONS`] a call) without waiting for the
-/// answer.
-async fn gather(caller: Caller, mut queue: mpsc::UnboundedReceiver<Job>) {
+/// sends everything queued by then (up to `max_batch` a call) without waiting for the answer.
+async fn gather(caller: Caller, mut queue: mpsc::UnboundedReceiver<Job>, max_batch: usize) {
     while let Some(first) = queue.recv().await {
         tokio::task::yield_now().await;
         let mut jobs = vec![first];
         loop {
-            if jobs.len() == MAX_DECISIONS {
+            if jobs.len() == max_batch {
                 tokio::spawn(send(caller.clone(), std::mem::take(&mut jobs)));
             }
             match queue.try_recv() {
@@ -84,30 +87,119 @@ async fn gather(caller: Caller, mut queue: mpsc::UnboundedReceiver<Job>) {
 
 /// Sends `jobs` as one call and answers each with its part of the reply.
 ///
-/// A decision whose request has gone (timed out or disconnected) is left out, so it is never
-/// counted. The call's deadline is the earliest of its decisions', so fred never writes the
-/// call after any of them has been given up.
+/// A decision whose request has gone (timed out or disconnected) before the call is sent is
+/// left out, so it is never counted, and one whose deadline has passed is answered at once. The
+/// call's deadline is the earliest of the others', so fred never writes the call after any of
+/// them has timed out.
 async fn send(caller: Caller, jobs: Vec<Job>) {
-    let jobs: Vec<Job> = jobs.into_iter().filter(|j| !j.reply.is_closed()).collect();
-    let Some(deadline) = jobs.iter().map(|j| j.deadline).min() else {
+    let now = Instant::now();
+    let mut live = Vec::with_capacity(jobs.len());
+    for job in jobs {
+        if job.reply.is_closed() {
+            continue;
+        }
+        if job.deadline <= now {
+            let _ = job.reply.send(Err(StoreError::Timeout(Duration::ZERO)));
+            continue;
+        }
+        live.push(job);
+    }
+    let Some(deadline) = live.iter().map(|j| j.deadline).min() else {
         return;
     };
-    let parts: Vec<&Part> = jobs.iter().map(|j| &j.part).collect();
+    let parts: Vec<&Part> = live.iter().map(|j| &j.part).collect();
     let call = || call_of(Clock::Store, Mode::Decide, &parts);
     let reply = caller.eval(call, Mode::Decide, deadline).await;
     drop(parts);
-    match reply {
-        Ok(values) => {
-            let mut values = values.into_iter();
-            for job in jobs {
-                let read = Reply::read(&mut values, job.part.policies);
-                let _ = job.reply.send(read);
-            }
+    let answers = match reply {
+        Ok(values) => read_parts(values, &live),
+        Err(error) => failed(&error, live.len()),
+    };
+    for (job, answer) in live.into_iter().zip(answers) {
+        let _ = job.reply.send(answer);
+    }
+}
+
+/// Each job's part of a call's reply. A part that cannot be read, or values left over, mean the
+/// reply and the call disagree, so no part can be trusted: all of them fail.
+fn read_parts(values: Vec<Value>, jobs: &[Job]) -> Vec<Result<Reply, StoreError>> {
+    let mut values = values.into_iter();
+    let mut answers = Vec::with_capacity(jobs.len());
+    for job in jobs {
+        let answer = Reply::read(&mut values, job.part.policies);
+        if let Err(StoreError::Reply(why)) = &answer {
+            let why = format!("a shared call's reply: {why}");
+            return failed(&StoreError::Reply(why), jobs.len());
         }
-        Err(error) => {
-            for job in jobs {
-                let _ = job.reply.send(Err(error.clone()));
-            }
+        answers.push(answer);
+    }
+    match values.next() {
+        None => answers,
+        Some(extra) => {
+            let why = format!("{extra:?} after the last decision of a shared call");
+            failed(&StoreError::Reply(why), jobs.len())
         }
+    }
+}
+
+/// `error` as the answer of each of `n` jobs.
+fn failed(error: &StoreError, n: usize) -> Vec<Result<Reply, StoreError>> {
+    (0..n).map(|_| Err(error.clone())).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A job of `policies` checks whose part has no keys or values: only its size matters here.
+    fn job(policies: usize) -> Job {
+        let (reply, _answer) = oneshot::channel();
+        Job {
+            part: Part {
+                keys: Vec::new(),
+                args: Vec::new(),
+                policies,
+            },
+            deadline: Instant::now(),
+            reply,
+        }
+    }
+
+    fn integers(values: &[i64]) -> Vec<Value> {
+        values.iter().map(|&n| Value::Integer(n)).collect()
+    }
+
+    /// Each job reads its own part; a decision's error text fails that decision alone.
+    #[test]
+    fn each_job_reads_its_own_part() {
+        let mut values = integers(&[1, 9, 100, 0, 7]);
+        values.push(Value::from("WRONGTYPE Operation against a key"));
+        values.extend(integers(&[0, 0, 100, 100, 7, 4, 50, 0, 7]));
+        let answers = read_parts(values, &[job(1), job(1), job(2)]);
+        let first = answers[0].as_ref().unwrap();
+        assert!(first.allowed);
+        assert_eq!(first.per_policy[0].0.remaining, 9);
+        assert!(matches!(&answers[1], Err(StoreError::Redis(m)) if m.starts_with("WRONGTYPE")));
+        let third = answers[2].as_ref().unwrap();
+        assert!(!third.allowed);
+        assert_eq!(third.per_policy[1].0.remaining, 4);
+    }
+
+    /// A part that cannot be read shifts every later one, so every job fails, not only it.
+    #[test]
+    fn an_unreadable_part_fails_every_job() {
+        let values = integers(&[1, 9, 100, 0, 1, 9, 100, 0, 7]);
+        let answers = read_parts(values, &[job(1), job(1)]);
+        assert!(answers
+            .iter()
+            .all(|a| matches!(a, Err(StoreError::Reply(_)))));
+    }
+
+    /// Values left over mean the reply and the call disagree: every job fails.
+    #[test]
+    fn values_left_over_fail_every_job() {
+        let values = integers(&[1, 9, 100, 0, 7, 1]);
+        let answers = read_parts(values, &[job(1)]);
+        assert!(matches!(&answers[0], Err(StoreError::Reply(_))));
     }
 }

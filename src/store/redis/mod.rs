@@ -20,7 +20,6 @@ use crate::store::{Check, Clock, Store, StoreCounts, StoreError, StoreFuture};
 use crate::throttle::Throttle;
 
 use batch::Batcher;
-pub use batch::MAX_DECISIONS;
 
 /// The decide script: each algorithm's part, then the driver; embedded so the binary is
 /// self-contained.
@@ -33,6 +32,27 @@ pub const DECIDE_LUA: &str = concat!(
 
 /// How long to wait between reconnection attempts after Redis goes away.
 const RECONNECT_DELAY_MS: u32 = 100;
+
+/// How a [`RedisStore`] uses Redis: `redis.connections` and `redis.max_batch`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Connections {
+    /// How many connections decisions take in turn (at least one is opened).
+    pub count: usize,
+    /// On a single Redis, the most decisions one EVALSHA carries (at least one); 1 sends each
+    /// decision in a call of its own.
+    pub max_batch: usize,
+}
+
+impl Default for Connections {
+    /// One connection; calls of up to 64 decisions, which hold Redis for well under a
+    /// millisecond (a fixed-window decision costs it about 10 µs).
+    fn default() -> Self {
+        Connections {
+            count: 1,
+            max_batch: 64,
+        }
+    }
+}
 
 /// Counts in Redis, so every instance that shares the Redis shares the limits.
 pub struct RedisStore {
@@ -54,21 +74,23 @@ impl std::fmt::Debug for RedisStore {
 }
 
 impl RedisStore {
-    /// Starts a client for `config` over one connection: see [`RedisStore::connect_with`].
+    /// Starts a client for `config` with the default [`Connections`]: see
+    /// [`RedisStore::connect_with`].
     pub async fn connect(config: Config, timeout: Duration) -> Result<Self, StoreError> {
-        Self::connect_with(config, timeout, 1).await
+        Self::connect_with(config, timeout, Connections::default()).await
     }
 
-    /// Starts `connections` clients for `config` (at least one) that reconnect forever, and
-    /// loads the scripts if it can. Decisions take the connections in turn; each pipelines
-    /// whatever decisions are in flight on it.
+    /// Starts `connections.count` clients for `config` that reconnect forever, and loads the
+    /// scripts if it can. Decisions take the connections in turn; each pipelines whatever calls
+    /// are in flight on it, and on a single Redis the decisions in flight together share calls
+    /// of up to `connections.max_batch`.
     ///
     /// An unreachable Redis is not an error here: the service must still start and serve under
     /// its failure mode, and decisions resume once the client reconnects.
     pub async fn connect_with(
         mut config: Config,
         timeout: Duration,
-        connections: usize,
+        connections: Connections,
     ) -> Result<Self, StoreError> {
         // Retry a first connection that fails exactly like one lost later, so a Redis that is
         // down at startup is picked up when it comes up.
@@ -95,7 +117,7 @@ impl RedisStore {
                 conn.tcp.nodelay = Some(true);
             })
             .set_policy(ReconnectPolicy::new_constant(0, RECONNECT_DELAY_MS))
-            .build_pool(connections.max(1))
+            .build_pool(connections.count.max(1))
             .map_err(redis_error)?;
         let connection_error = watch_connections(pool.clients());
         pool.connect();
@@ -106,7 +128,9 @@ impl RedisStore {
             reloads: Arc::new(AtomicU64::new(0)),
         };
         // A cluster refuses a call whose keys span slots, and each caller has its own slot.
-        let batcher = (!clustered).then(|| Batcher::start(caller.clone()));
+        let max_batch = connections.max_batch.max(1);
+        let batcher =
+            (!clustered && max_batch > 1).then(|| Batcher::start(caller.clone(), max_batch));
         let store = RedisStore {
             conn: Conn { caller, batcher },
             timeout,
@@ -203,7 +227,8 @@ struct Caller {
 impl Conn {
     /// After a denial: refunds what the earlier groups consumed, then reads the later groups
     /// without consuming, each call within `timeout`. Returns what each call reported; a call
-    /// that failed reports nothing (its refund may not have happened: errors count more).
+    /// that failed reports nothing (its refund may have happened in part, or not at all: errors
+    /// count more).
     async fn follow_up(
         self,
         checks: Vec<Check>,
@@ -307,7 +332,10 @@ impl Caller {
                 self.reloads.fetch_add(1, Ordering::Relaxed);
                 self.script.load(client).await.map_err(redis_error)?;
                 let left = deadline.saturating_duration_since(Instant::now());
-                evalsha(left.max(Duration::from_millis(1))).await
+                if left.is_zero() {
+                    return Err(StoreError::Timeout(Duration::ZERO));
+                }
+                evalsha(left).await
             }
             reply => reply,
         }
@@ -317,8 +345,11 @@ impl Caller {
 
 /// One decision's part of a call: its keys, and its values in ARGV (see lua/decide.lua).
 struct Part {
+    /// The key of each of its checks, in KEYS.
     keys: Vec<Key>,
+    /// Its number of checks, then seven values for each, in ARGV.
     args: Vec<Value>,
+    /// Its number of checks, to read its part of the reply.
     policies: usize,
 }
 
