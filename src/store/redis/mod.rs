@@ -207,7 +207,8 @@ impl RedisStore {
 struct Conn {
     /// Runs the script.
     caller: Caller,
-    /// Gathers the decisions in flight into shared calls; `None` on a cluster.
+    /// Gathers the decisions in flight into shared calls; `None` on a cluster, or when
+    /// `redis.max_batch` is 1.
     batcher: Option<Batcher>,
 }
 
