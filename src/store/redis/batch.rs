@@ -12,11 +12,10 @@
 
 use std::time::Duration;
 
-use fred::types::Value;
 use tokio::sync::{mpsc, oneshot};
 use tokio::time::Instant;
 
-use super::{call_of, Caller, Mode, Part, Reply};
+use super::{call_of, read_call, Caller, Mode, Part, Reply};
 use crate::store::{Clock, StoreError};
 
 /// Hands decisions to the task that sends them; cheap to clone.
@@ -129,9 +128,8 @@ async fn call(caller: Caller, live: Vec<Job>) {
     let parts: Vec<&Part> = live.iter().map(|j| &j.part).collect();
     let keys_and_args = || call_of(Clock::Store, Mode::Decide, &parts);
     let reply = caller.eval(keys_and_args, Mode::Decide, deadline).await;
-    drop(parts);
     let answers = match reply {
-        Ok(values) => read_parts(values, &live),
+        Ok(values) => read_call(values, &parts),
         Err(error) => failed(&error, live.len()),
     };
     for (job, answer) in live.into_iter().zip(answers) {
@@ -139,86 +137,7 @@ async fn call(caller: Caller, live: Vec<Job>) {
     }
 }
 
-/// Each job's part of a call's reply. A part that cannot be read, or values left over, mean the
-/// reply and the call disagree, so no part can be trusted: all of them fail.
-fn read_parts(values: Vec<Value>, jobs: &[Job]) -> Vec<Result<Reply, StoreError>> {
-    let mut values = values.into_iter();
-    let mut answers = Vec::with_capacity(jobs.len());
-    for job in jobs {
-        let answer = Reply::read(&mut values, job.part.policies);
-        if let Err(StoreError::Reply(why)) = &answer {
-            let why = format!("a shared call's reply: {why}");
-            return failed(&StoreError::Reply(why), jobs.len());
-        }
-        answers.push(answer);
-    }
-    match values.next() {
-        None => answers,
-        Some(extra) => {
-            let why = format!("{extra:?} after the last decision of a shared call");
-            failed(&StoreError::Reply(why), jobs.len())
-        }
-    }
-}
-
 /// `error` as the answer of each of `n` jobs.
 fn failed(error: &StoreError, n: usize) -> Vec<Result<Reply, StoreError>> {
     (0..n).map(|_| Err(error.clone())).collect()
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    /// A job of `policies` checks whose part has no keys or values: only its size matters here.
-    fn job(policies: usize) -> Job {
-        let (reply, _answer) = oneshot::channel();
-        Job {
-            part: Part {
-                keys: Vec::new(),
-                args: Vec::new(),
-                policies,
-            },
-            deadline: Instant::now(),
-            reply,
-        }
-    }
-
-    fn integers(values: &[i64]) -> Vec<Value> {
-        values.iter().map(|&n| Value::Integer(n)).collect()
-    }
-
-    /// Each job reads its own part; a decision's error text fails that decision alone.
-    #[test]
-    fn each_job_reads_its_own_part() {
-        let mut values = integers(&[1, 9, 100, 0, 7]);
-        values.push(Value::from("WRONGTYPE Operation against a key"));
-        values.extend(integers(&[0, 0, 100, 100, 7, 4, 50, 0, 7]));
-        let answers = read_parts(values, &[job(1), job(1), job(2)]);
-        let first = answers[0].as_ref().unwrap();
-        assert!(first.allowed);
-        assert_eq!(first.per_policy[0].0.remaining, 9);
-        assert!(matches!(&answers[1], Err(StoreError::Redis(m)) if m.starts_with("WRONGTYPE")));
-        let third = answers[2].as_ref().unwrap();
-        assert!(!third.allowed);
-        assert_eq!(third.per_policy[1].0.remaining, 4);
-    }
-
-    /// A part that cannot be read shifts every later one, so every job fails, not only it.
-    #[test]
-    fn an_unreadable_part_fails_every_job() {
-        let values = integers(&[1, 9, 100, 0, 1, 9, 100, 0, 7]);
-        let answers = read_parts(values, &[job(1), job(1)]);
-        assert!(answers
-            .iter()
-            .all(|a| matches!(a, Err(StoreError::Reply(_)))));
-    }
-
-    /// Values left over mean the reply and the call disagree: every job fails.
-    #[test]
-    fn values_left_over_fail_every_job() {
-        let values = integers(&[1, 9, 100, 0, 7, 1]);
-        let answers = read_parts(values, &[job(1)]);
-        assert!(matches!(&answers[0], Err(StoreError::Reply(_))));
-    }
 }

@@ -219,7 +219,7 @@ struct Caller {
     pool: Pool,
     /// `DECIDE_LUA`, by its SHA-1.
     script: Script,
-    /// EVALSHA calls sent.
+    /// EVALSHA calls issued, retries included.
     calls: Arc<AtomicU64>,
     /// How often Redis had lost the script (NOSCRIPT) and it was loaded again.
     reloads: Arc<AtomicU64>,
@@ -281,26 +281,20 @@ impl Conn {
             _ => {
                 let call = || call_of(clock, mode, &[&part]);
                 let reply = self.caller.eval(call, mode, deadline).await?;
-                let mut values = reply.into_iter();
-                let read = Reply::read(&mut values, part.policies)?;
-                match values.next() {
-                    None => Ok(read),
-                    Some(extra) => Err(StoreError::Reply(format!(
-                        "{extra:?} after the decision's part"
-                    ))),
-                }
+                let mut answers = read_call(reply, &[&part]);
+                answers.pop().expect("one answer for the one part")
             }
         }
     }
 }
 
 impl Caller {
-    /// One EVALSHA of the decide script.
+    /// One EVALSHA of the decide script; `call` gives its KEYS and ARGV, and is asked again for
+    /// the retry after NOSCRIPT.
     ///
     /// fred gets the time left until `deadline` as the command's own timeout, so a command that
     /// times out is never written later. A refund is never retried: giving back twice would
     /// admit more than the limit.
-    /// `call` gives its KEYS and ARGV, and is asked again for the retry after NOSCRIPT.
     async fn eval(
         &self,
         call: impl Fn() -> (Vec<Key>, Vec<Value>),
@@ -346,12 +340,10 @@ impl Caller {
 
 /// One decision's part of a call: its keys, and its values in ARGV (see lua/decide.lua).
 struct Part {
-    /// The key of each of its checks, in KEYS.
+    /// The key of each of its checks, in KEYS: one per policy.
     keys: Vec<Key>,
     /// Its number of checks, then seven values for each, in ARGV.
     args: Vec<Value>,
-    /// Its number of checks, to read its part of the reply.
-    policies: usize,
 }
 
 impl Part {
@@ -360,8 +352,35 @@ impl Part {
         Part {
             keys: script_keys(checks, members),
             args: script_args(checks, members, receipts),
-            policies: members.len(),
         }
+    }
+
+    /// How many policies it decides, so how many its part of the reply reports.
+    fn policies(&self) -> usize {
+        self.keys.len()
+    }
+}
+
+/// Each part's answer from a call's reply. A part that cannot be read, or values left over,
+/// mean the reply and the call disagree, so no part can be trusted: all of them fail. A
+/// decision's own error (its text in the reply) fails that decision alone.
+fn read_call(values: Vec<Value>, parts: &[&Part]) -> Vec<Result<Reply, StoreError>> {
+    let failed = |why: String| {
+        let error = StoreError::Reply(why);
+        parts.iter().map(|_| Err(error.clone())).collect()
+    };
+    let mut values = values.into_iter();
+    let mut answers = Vec::with_capacity(parts.len());
+    for part in parts {
+        let answer = Reply::read(&mut values, part.policies());
+        if let Err(StoreError::Reply(why)) = &answer {
+            return failed(format!("a call of {} decisions: {why}", parts.len()));
+        }
+        answers.push(answer);
+    }
+    match values.next() {
+        None => answers,
+        Some(extra) => failed(format!("{extra:?} after the last decision of the call")),
     }
 }
 
@@ -599,5 +618,56 @@ fn redis_error(error: fred::error::Error) -> StoreError {
             StoreError::Connection(error.to_string())
         }
         _ => StoreError::Redis(error.to_string()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A part of `policies` checks; only its number of keys matters to reading the reply.
+    fn part(policies: usize) -> Part {
+        Part {
+            keys: (0..policies).map(|_| Key::from("k")).collect(),
+            args: Vec::new(),
+        }
+    }
+
+    fn integers(values: &[i64]) -> Vec<Value> {
+        values.iter().map(|&n| Value::Integer(n)).collect()
+    }
+
+    /// Each part is read on its own; a decision's error text fails that decision alone.
+    #[test]
+    fn each_part_is_read_on_its_own() {
+        let mut values = integers(&[1, 9, 100, 0, 7]);
+        values.push(Value::from("WRONGTYPE Operation against a key"));
+        values.extend(integers(&[0, 0, 100, 100, 7, 4, 50, 0, 7]));
+        let answers = read_call(values, &[&part(1), &part(1), &part(2)]);
+        let first = answers[0].as_ref().unwrap();
+        assert!(first.allowed);
+        assert_eq!(first.per_policy[0].0.remaining, 9);
+        assert!(matches!(&answers[1], Err(StoreError::Redis(m)) if m.starts_with("WRONGTYPE")));
+        let third = answers[2].as_ref().unwrap();
+        assert!(!third.allowed);
+        assert_eq!(third.per_policy[1].0.remaining, 4);
+    }
+
+    /// A part that cannot be read shifts every later one, so every part fails, not only it.
+    #[test]
+    fn an_unreadable_part_fails_every_part() {
+        let values = integers(&[1, 9, 100, 0, 1, 9, 100, 0, 7]);
+        let answers = read_call(values, &[&part(1), &part(1)]);
+        assert!(answers
+            .iter()
+            .all(|a| matches!(a, Err(StoreError::Reply(_)))));
+    }
+
+    /// Values left over mean the reply and the call disagree: every part fails.
+    #[test]
+    fn values_left_over_fail_every_part() {
+        let values = integers(&[1, 9, 100, 0, 7, 1]);
+        let answers = read_call(values, &[&part(1)]);
+        assert!(matches!(&answers[0], Err(StoreError::Reply(_))));
     }
 }
