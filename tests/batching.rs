@@ -14,7 +14,7 @@ use support::RedisServer;
 use tollgate::key::{CallerTag, KeyBuilder};
 use tollgate::store::redis::Connections;
 use tollgate::store::{Check, Clock, RedisStore, Store, StoreError};
-use tollgate::{Algorithm, Policy, PolicyName, Window};
+use tollgate::{Algorithm, Policy, PolicyName, Settings, Window};
 
 fn per_hour(limit: u64) -> Arc<Policy> {
     named("per_hour", limit, 3_600_000)
@@ -56,6 +56,11 @@ async fn calls_for_twenty_at_once(max_batch: usize) -> u64 {
         ..Connections::default()
     };
     let store = store_with(&server, connections).await;
+    calls_for_twenty(&server, &store).await
+}
+
+/// The EVALSHA calls that twenty decisions at once on `store` cost `server`.
+async fn calls_for_twenty(server: &RedisServer, store: &dyn Store) -> u64 {
     let policy = per_hour(1);
     let callers: Vec<Vec<Check>> = (0..20)
         .map(|i| checks(&format!("caller-{i}"), &policy))
@@ -147,6 +152,16 @@ fn decisions_from_the_tasks_of_one_turn_share_one_call() {
 async fn a_crowd_larger_than_a_call_is_split() {
     assert_eq!(calls_for_twenty_at_once(8).await, 3);
     assert_eq!(calls_for_twenty_at_once(1).await, 20);
+}
+
+/// `redis.max_batch` in the configuration reaches the store that `http::limiter` builds.
+#[tokio::test]
+async fn the_configured_max_batch_reaches_the_store() {
+    let server = RedisServer::start().await;
+    let toml = format!("[redis]\nurl = \"{}\"\nmax_batch = 6\n", server.url());
+    let settings = Settings::from_toml(&toml).unwrap();
+    let limiter = tollgate::http::limiter(&settings).await.unwrap();
+    assert_eq!(calls_for_twenty(&server, limiter.store()).await, 4);
 }
 
 /// A key of another type fails its own caller's decision, with Redis's error, and no other

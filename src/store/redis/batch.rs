@@ -85,38 +85,51 @@ async fn gather(caller: Caller, mut queue: mpsc::UnboundedReceiver<Job>, max_bat
 }
 
 /// Sends `jobs` in one call (two, when some are near their deadline), and answers each with its
-/// part of the reply.
-///
-/// A decision whose request has gone (timed out or disconnected) before the call is sent is
-/// left out, so it is never counted, and one whose deadline has passed is answered at once. The
-/// call's deadline is the earliest of the others', so fred never writes the call after any of
-/// them has timed out. So that one decision near its deadline (a request's second hash tag, or
-/// one that waited long) cannot cut short the time of the others, decisions with less than a
-/// quarter of the most time left go in a call of their own.
+/// part of the reply; see [`triage`] for which jobs go where.
 async fn send(caller: Caller, jobs: Vec<Job>) {
-    let now = Instant::now();
-    let mut live = Vec::with_capacity(jobs.len());
-    for job in jobs {
-        if job.reply.is_closed() {
-            continue;
-        }
-        if job.deadline <= now {
-            let _ = job.reply.send(Err(StoreError::Timeout(Duration::ZERO)));
-            continue;
-        }
-        live.push(job);
+    let Triage {
+        expired,
+        hurried,
+        rest,
+    } = triage(jobs, Instant::now());
+    for job in expired {
+        let _ = job.reply.send(Err(StoreError::Timeout(Duration::ZERO)));
     }
+    if !hurried.is_empty() {
+        tokio::spawn(call(caller.clone(), hurried));
+    }
+    call(caller, rest).await;
+}
+
+/// The jobs of one gathering, sorted by what their deadlines allow at the moment of sending.
+#[derive(Default)]
+struct Triage {
+    /// Past their deadline: answered with a timeout at once, never sent.
+    expired: Vec<Job>,
+    /// Less than a quarter of the most time left: a call of their own.
+    hurried: Vec<Job>,
+    /// The others: one call.
+    rest: Vec<Job>,
+}
+
+/// Sorts `jobs` at `now`.
+///
+/// A decision whose request has gone (timed out or disconnected) is left out, so it is never
+/// counted. A call's deadline is the earliest of its jobs', so that fred never writes it after
+/// any of them has timed out; so that one decision near its deadline (a request's second hash
+/// tag, or one that waited long) cannot cut short the time of the others, decisions with less
+/// than a quarter of the most time left go in a call of their own.
+fn triage(jobs: Vec<Job>, now: Instant) -> Triage {
+    let mut triage = Triage::default();
+    let live = jobs.into_iter().filter(|job| !job.reply.is_closed());
+    let (expired, live): (Vec<Job>, Vec<Job>) = live.partition(|job| job.deadline <= now);
+    triage.expired = expired;
     let Some(latest) = live.iter().map(|j| j.deadline).max() else {
-        return;
+        return triage;
     };
     let short = now + (latest - now) / 4;
-    if live.iter().any(|j| j.deadline < short) {
-        let (hurried, rest): (Vec<Job>, Vec<Job>) =
-            live.into_iter().partition(|j| j.deadline < short);
-        tokio::spawn(call(caller.clone(), hurried));
-        live = rest;
-    }
-    call(caller, live).await;
+    (triage.hurried, triage.rest) = live.into_iter().partition(|j| j.deadline < short);
+    triage
 }
 
 /// Sends `live` (none expired) as one call, by the earliest of their deadlines, and answers
@@ -140,4 +153,89 @@ async fn call(caller: Caller, live: Vec<Job>) {
 /// `error` as the answer of each of `n` jobs.
 fn failed(error: &StoreError, n: usize) -> Vec<Result<Reply, StoreError>> {
     (0..n).map(|_| Err(error.clone())).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A job due at `deadline`, and the receiver its request waits on.
+    fn job(deadline: Instant) -> (Job, oneshot::Receiver<Result<Reply, StoreError>>) {
+        let (reply, answer) = oneshot::channel();
+        let part = Part {
+            keys: Vec::new(),
+            args: Vec::new(),
+        };
+        let job = Job {
+            part,
+            deadline,
+            reply,
+        };
+        (job, answer)
+    }
+
+    fn deadlines(jobs: &[Job]) -> Vec<Instant> {
+        jobs.iter().map(|j| j.deadline).collect()
+    }
+
+    /// Jobs with about the same time left all go in one call.
+    #[test]
+    fn jobs_with_about_the_same_time_left_share_one_call() {
+        let now = Instant::now();
+        let at = [100, 80, 30].map(|ms| now + Duration::from_millis(ms));
+        let (jobs, _answers): (Vec<_>, Vec<_>) = at.into_iter().map(job).unzip();
+        let triage = triage(jobs, now);
+        assert_eq!(deadlines(&triage.rest), at);
+        assert!(triage.hurried.is_empty() && triage.expired.is_empty());
+    }
+
+    /// A job with less than a quarter of the most time left goes in a call of its own, so the
+    /// others keep their time; one past its deadline is never sent.
+    #[test]
+    fn jobs_near_or_past_their_deadline_are_set_apart() {
+        let now = Instant::now();
+        let ms = |ms| now + Duration::from_millis(ms);
+        let (jobs, _answers): (Vec<_>, Vec<_>) = [ms(100), ms(24), ms(26), now, ms(1)]
+            .into_iter()
+            .map(job)
+            .unzip();
+        let triage = triage(jobs, now);
+        assert_eq!(deadlines(&triage.rest), [ms(100), ms(26)]);
+        assert_eq!(deadlines(&triage.hurried), [ms(24), ms(1)]);
+        assert_eq!(deadlines(&triage.expired), [now]);
+    }
+
+    /// A job whose request has gone is in no call and gets no answer.
+    #[test]
+    fn jobs_whose_requests_have_gone_are_left_out() {
+        let now = Instant::now();
+        let (gone, answer) = job(now + Duration::from_millis(50));
+        drop(answer);
+        let (expired, answer) = job(now);
+        drop(answer);
+        let (kept, _answer) = job(now + Duration::from_millis(60));
+        let triage = triage(vec![gone, expired, kept], now);
+        assert_eq!(deadlines(&triage.rest), [now + Duration::from_millis(60)]);
+        assert!(triage.hurried.is_empty() && triage.expired.is_empty());
+    }
+
+    /// An expired job is answered with a timeout, without waiting for any call.
+    #[tokio::test]
+    async fn an_expired_job_is_answered_with_a_timeout() {
+        let (expired, answer) = job(Instant::now());
+        let config = fred::prelude::Config::default();
+        let pool = fred::prelude::Builder::from_config(config)
+            .build_pool(1)
+            .expect("a pool that is never connected");
+        let caller = Caller {
+            pool,
+            script: fred::types::scripts::Script::from_lua(super::super::DECIDE_LUA),
+            calls: Default::default(),
+            reloads: Default::default(),
+        };
+        send(caller.clone(), vec![expired]).await;
+        let answer = answer.await.expect("an answer");
+        assert!(matches!(answer, Err(StoreError::Timeout(_))));
+        assert_eq!(caller.calls.load(std::sync::atomic::Ordering::Relaxed), 0);
+    }
 }
