@@ -120,15 +120,28 @@ struct Triage {
 /// tag, or one that waited long) cannot cut short the time of the others, decisions with less
 /// than a quarter of the most time left go in a call of their own.
 fn triage(jobs: Vec<Job>, now: Instant) -> Triage {
-    let mut triage = Triage::default();
-    let live = jobs.into_iter().filter(|job| !job.reply.is_closed());
-    let (expired, live): (Vec<Job>, Vec<Job>) = live.partition(|job| job.deadline <= now);
-    triage.expired = expired;
-    let Some(latest) = live.iter().map(|j| j.deadline).max() else {
-        return triage;
+    let gone = |job: &Job| job.reply.is_closed();
+    let latest = jobs.iter().filter(|j| !gone(j)).map(|j| j.deadline).max();
+    let short = latest.map_or(now, |latest| {
+        now + latest.saturating_duration_since(now) / 4
+    });
+    let mut triage = Triage {
+        rest: Vec::with_capacity(jobs.len()),
+        ..Triage::default()
     };
-    let short = now + (latest - now) / 4;
-    (triage.hurried, triage.rest) = live.into_iter().partition(|j| j.deadline < short);
+    for job in jobs {
+        if gone(&job) {
+            continue;
+        }
+        let to = if job.deadline <= now {
+            &mut triage.expired
+        } else if job.deadline < short {
+            &mut triage.hurried
+        } else {
+            &mut triage.rest
+        };
+        to.push(job);
+    }
     triage
 }
 

@@ -179,7 +179,10 @@ impl RedisStore {
                 .map_err(|_| StoreError::Timeout(self.timeout))??;
             reply.record(group, &mut outcomes);
             if reply.allowed {
-                consumed.push((group.clone(), reply.receipts()));
+                // Kept for the refunds a later group's denial would need; the last group has none.
+                if g + 1 < groups.len() {
+                    consumed.push((group.clone(), reply.receipts()));
+                }
                 continue;
             }
             // Denied, whatever happens next. The refunds must run even if this request's future
@@ -280,7 +283,9 @@ impl Conn {
             }
             _ => {
                 let call = || call_of(clock, mode, &[&part]);
-                let reply = self.caller.eval(call, mode, deadline).await?;
+                // Boxed: fred's EVALSHA future is about 7 KB, and inline it would make every
+                // decision's future that large, the batched ones included.
+                let reply = Box::pin(self.caller.eval(call, mode, deadline)).await?;
                 let mut answers = read_call(reply, &[&part]);
                 answers.pop().expect("one answer for the one part")
             }
@@ -635,6 +640,24 @@ mod tests {
 
     fn integers(values: &[i64]) -> Vec<Value> {
         values.iter().map(|&n| Value::Integer(n)).collect()
+    }
+
+    /// A decision's future, boxed once per request, stays small: fred's EVALSHA future (about
+    /// 7 KB) is boxed where it is awaited, not carried inline by every decision.
+    #[tokio::test]
+    async fn a_decisions_future_is_small() {
+        // Never connected: connecting does not wait for the server.
+        let config = Config::from_url("redis://127.0.0.1:1").unwrap();
+        let timeout = Duration::from_millis(10);
+        let store = RedisStore::connect_with(config, timeout, Connections::default())
+            .await
+            .unwrap();
+        let decide = store.run(&[], Clock::Store);
+        assert!(
+            std::mem::size_of_val(&decide) < 1024,
+            "{} bytes",
+            std::mem::size_of_val(&decide)
+        );
     }
 
     /// Each part is read on its own; a decision's error text fails that decision alone.
