@@ -158,7 +158,8 @@ async fn a_crowd_larger_than_a_call_is_split() {
 #[tokio::test]
 async fn the_configured_max_batch_reaches_the_store() {
     let server = RedisServer::start().await;
-    let toml = format!("[redis]\nurl = \"{}\"\nmax_batch = 6\n", server.url());
+    let url = server.url();
+    let toml = format!("[redis]\nurl = \"{url}\"\nmax_batch = 6\ntimeout = \"5s\"\n");
     let settings = Settings::from_toml(&toml).unwrap();
     let limiter = tollgate::http::limiter(&settings).await.unwrap();
     assert_eq!(calls_for_twenty(&server, limiter.store()).await, 4);

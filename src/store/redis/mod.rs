@@ -121,12 +121,7 @@ impl RedisStore {
             .map_err(redis_error)?;
         let connection_error = watch_connections(pool.clients());
         pool.connect();
-        let caller = Caller {
-            pool,
-            script: Script::from_lua(DECIDE_LUA),
-            calls: Arc::new(AtomicU64::new(0)),
-            reloads: Arc::new(AtomicU64::new(0)),
-        };
+        let caller = Caller::new(pool);
         // A cluster refuses a call whose keys span slots, and each caller has its own slot.
         let max_batch = connections.max_batch.max(1);
         let batcher =
@@ -294,6 +289,16 @@ impl Conn {
 }
 
 impl Caller {
+    /// Runs the decide script through `pool`, with nothing counted yet.
+    fn new(pool: Pool) -> Caller {
+        Caller {
+            pool,
+            script: Script::from_lua(DECIDE_LUA),
+            calls: Arc::new(AtomicU64::new(0)),
+            reloads: Arc::new(AtomicU64::new(0)),
+        }
+    }
+
     /// One EVALSHA of the decide script; `call` gives its KEYS and ARGV, and is asked again for
     /// the retry after NOSCRIPT.
     ///
@@ -642,22 +647,28 @@ mod tests {
         values.iter().map(|&n| Value::Integer(n)).collect()
     }
 
-    /// A decision's future, boxed once per request, stays small: fred's EVALSHA future (about
-    /// 7 KB) is boxed where it is awaited, not carried inline by every decision.
-    #[tokio::test]
-    async fn a_decisions_future_is_small() {
-        // Never connected: connecting does not wait for the server.
-        let config = Config::from_url("redis://127.0.0.1:1").unwrap();
-        let timeout = Duration::from_millis(10);
-        let store = RedisStore::connect_with(config, timeout, Connections::default())
-            .await
-            .unwrap();
+    /// A caller whose pool is never connected: for what needs no Redis.
+    pub(super) fn unconnected_caller() -> Caller {
+        let pool = Builder::default_centralized()
+            .build_pool(1)
+            .expect("a pool that is never connected");
+        Caller::new(pool)
+    }
+
+    /// A decision's per-request future stays small: fred's 7 KB EVALSHA future is boxed apart.
+    #[test]
+    fn a_decisions_future_is_small() {
+        let store = RedisStore {
+            conn: Conn {
+                caller: unconnected_caller(),
+                batcher: None,
+            },
+            timeout: Duration::from_secs(1),
+            connection_error: Arc::default(),
+        };
         let decide = store.run(&[], Clock::Store);
-        assert!(
-            std::mem::size_of_val(&decide) < 1024,
-            "{} bytes",
-            std::mem::size_of_val(&decide)
-        );
+        let size = std::mem::size_of_val(&decide);
+        assert!(size < 1024, "{size} bytes");
     }
 
     /// Each part is read on its own; a decision's error text fails that decision alone.
