@@ -37,6 +37,10 @@ use tollgate::middleware::headers;
 use tollgate::{Algorithm, Limiter, MemoryStore, Settings};
 use tower::Service;
 
+/// The tollgate binary's allocator, so that the floor and tollgate differ only in their work.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 /// The one policy the floor enforces, with its constant headers rendered once.
 struct Floor {
     identity: HeaderName,

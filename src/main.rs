@@ -15,6 +15,12 @@ use tollgate::limiter::RequestFacts;
 use tollgate::scope::Dimension;
 use tollgate::{Limiter, MemoryStore};
 
+/// mimalloc in place of glibc's malloc: a Redis-backed request makes about twice the
+/// allocations of one without a limiter, fred's among them, and with mimalloc tollgate spent
+/// 9% to 13% less CPU on each (the README's Benchmarks).
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 /// A rate limiter for HTTP services, deciding atomically in Redis.
 #[derive(Debug, Parser)]
 #[command(name = "tollgate", version)]
