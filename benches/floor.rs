@@ -38,6 +38,7 @@ use tollgate::{Algorithm, Limiter, MemoryStore, Settings};
 use tower::Service;
 
 /// The tollgate binary's allocator, so that the floor and tollgate differ only in their work.
+#[cfg(feature = "mimalloc")]
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
