@@ -15,7 +15,7 @@ use std::time::Duration;
 use tokio::sync::{mpsc, oneshot};
 use tokio::time::Instant;
 
-use super::{call_of, read_call, Caller, Mode, Part, Reply};
+use super::{all_failed, call_of, read_call, Caller, Mode, Part, Reply};
 use crate::store::{Clock, StoreError};
 
 /// Hands decisions to the task that sends them; cheap to clone.
@@ -153,16 +153,11 @@ async fn call(caller: Caller, live: Vec<Job>) {
     let reply = caller.eval(keys_and_args, Mode::Decide, deadline).await;
     let answers = match reply {
         Ok(values) => read_call(values, &parts),
-        Err(error) => failed(&error, live.len()),
+        Err(error) => all_failed(&error, live.len()),
     };
     for (job, answer) in live.into_iter().zip(answers) {
         let _ = job.reply.send(answer);
     }
-}
-
-/// `error` as the answer of each of `n` jobs.
-fn failed(error: &StoreError, n: usize) -> Vec<Result<Reply, StoreError>> {
-    (0..n).map(|_| Err(error.clone())).collect()
 }
 
 #[cfg(test)]

@@ -375,10 +375,7 @@ impl Part {
 /// mean the reply and the call disagree, so no part can be trusted: all of them fail. A
 /// decision's own error (its text in the reply) fails that decision alone.
 fn read_call(values: Vec<Value>, parts: &[&Part]) -> Vec<Result<Reply, StoreError>> {
-    let failed = |why: String| {
-        let error = StoreError::Reply(why);
-        parts.iter().map(|_| Err(error.clone())).collect()
-    };
+    let failed = |why: String| all_failed(&StoreError::Reply(why), parts.len());
     let mut values = values.into_iter();
     let mut answers = Vec::with_capacity(parts.len());
     for part in parts {
@@ -392,6 +389,11 @@ fn read_call(values: Vec<Value>, parts: &[&Part]) -> Vec<Result<Reply, StoreErro
         None => answers,
         Some(extra) => failed(format!("{extra:?} after the last decision of the call")),
     }
+}
+
+/// `error` as the answer of each of the `n` decisions of a call.
+fn all_failed(error: &StoreError, n: usize) -> Vec<Result<Reply, StoreError>> {
+    (0..n).map(|_| Err(error.clone())).collect()
 }
 
 /// KEYS and ARGV of one call carrying `parts`, all in `mode`.
