@@ -212,6 +212,7 @@ fn main() -> ExitCode {
                 Vec::<Rule>::new(),
             )),
             identity: Arc::new(settings.identity.clone()),
+            headers: settings.headers,
         };
         let layer = tower::layer::layer_fn(move |inner| FloorService {
             inner,

@@ -20,6 +20,7 @@ use crate::client_ip::{Cidr, ForwardedHeader, Proxies};
 use crate::key::KeyBuilder;
 use crate::limiter::{OnError, OnMissing, Rule};
 use crate::middleware::extract::Identity;
+use crate::middleware::headers::HeaderMode;
 use crate::quota::{parse_duration, Algorithm, Policy, PolicyName, Window};
 use crate::scope::{By, Dimension, RoutePattern, Scope};
 
@@ -126,6 +127,8 @@ pub struct Settings {
     pub log_format: LogFormat,
     /// Whether denials are cached in process until their retry time.
     pub local_cache: bool,
+    /// Which responses carry the rate-limit headers.
+    pub headers: HeaderMode,
     /// The configuration as it was read, with secrets redacted, for `check-config`.
     effective: RawConfig,
 }
@@ -296,6 +299,7 @@ fn load_dotenv(path: &Path) -> Result<(), ConfigError> {
 struct RawConfig {
     listen: String,
     local_cache: bool,
+    headers: String,
     redis: RawRedis,
     identity: RawIdentity,
     limits: Vec<RawLimit>,
@@ -428,6 +432,7 @@ impl Default for RawConfig {
         RawConfig {
             listen: "127.0.0.1:8000".into(),
             local_cache: true,
+            headers: HeaderMode::default().as_str().into(),
             redis: RawRedis {
                 url: None,
                 password: None,
@@ -569,6 +574,18 @@ impl RawConfig {
                 ))
             }
         };
+        let headers = HeaderMode::ALL
+            .into_iter()
+            .find(|mode| mode.as_str() == self.headers)
+            .ok_or_else(|| {
+                ConfigError::new(
+                    "headers",
+                    format!(
+                        "{:?} is not one of \"all\", \"denials\", \"retry_after\"",
+                        self.headers
+                    ),
+                )
+            })?;
         let mut effective = self;
         if let Some(url) = &mut effective.redis.url {
             *url = redact_url(url);
@@ -590,6 +607,7 @@ impl RawConfig {
             rules,
             log_format,
             local_cache: effective.local_cache,
+            headers,
             effective,
         })
     }

@@ -45,6 +45,6 @@ pub use config::{ConfigError, Settings};
 pub use decision::{Decision, PolicyDecision};
 pub use key::KeyBuilder;
 pub use limiter::{Limiter, OnError, Verdict};
-pub use middleware::RateLimitLayer;
+pub use middleware::{headers::HeaderMode, RateLimitLayer};
 pub use quota::{Algorithm, Policy, PolicyName, Window};
 pub use store::{Clock, MemoryStore, RedisStore, Store, StoreError};

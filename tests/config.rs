@@ -343,6 +343,7 @@ fn defaults_apply_without_a_file_or_variables() {
     assert_eq!(lookup(&effective, &["redis", "on_error"]), Some("allow"));
     assert_eq!(lookup(&effective, &["redis", "timeout"]), Some("100ms"));
     assert_eq!(lookup(&effective, &["identity", "header"]), Some("x-user"));
+    assert_eq!(lookup(&effective, &["headers"]), Some("all"));
     let limits = effective["limits"].as_array().expect("limits is an array");
     assert_eq!(limits.len(), 1);
     assert_eq!(limits[0]["name"].as_str(), Some("per_minute"));
@@ -594,6 +595,7 @@ fn other_bad_values_are_rejected() {
     for (toml, key) in [
         ("[identity]\nheader = \"x user\"\n", "identity.header"),
         ("[log]\nformat = \"xml\"\n", "log.format"),
+        ("headers = \"quota\"\n", "headers"),
         ("[redis]\nbreaker_failures = 0\n", "redis.breaker_failures"),
         (
             "[redis]\nbreaker_cool_down = \"soon\"\n",

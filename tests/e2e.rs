@@ -89,6 +89,84 @@ async fn admitted_headers_count_down(backend: &Backend) {
 }
 on_both_stores!(admitted_headers_count_down);
 
+/// The five headers every limited response carries under `headers = "all"`.
+const QUOTA_HEADERS: [&str; 5] = [
+    "ratelimit-policy",
+    "ratelimit",
+    "x-ratelimit-limit",
+    "x-ratelimit-remaining",
+    "x-ratelimit-reset",
+];
+
+/// The names of the rate-limit headers `response` carries, of the seven tollgate may send.
+fn rate_limit_headers(response: &reqwest::Response) -> Vec<&'static str> {
+    QUOTA_HEADERS
+        .into_iter()
+        .chain(["retry-after", "x-rate-limit"])
+        .filter(|name| response.headers().contains_key(*name))
+        .collect()
+}
+
+/// Three admitted requests and two denials (the second one a cached denial), under `headers`;
+/// returns the headers of the last admitted response and of each denial.
+async fn headers_shown(backend: &Backend, mode: &str) -> [Vec<&'static str>; 3] {
+    let app = backend.app(&format!("headers = \"{mode}\"\n")).await;
+    let client = reqwest::Client::new();
+    clear_of_minute_boundary().await;
+    let mut admitted = None;
+    for _ in 0..3 {
+        let response = app.get_user(&client, "joe").await;
+        assert_eq!(response.status(), 200);
+        admitted = Some(rate_limit_headers(&response));
+    }
+    let mut denied = Vec::new();
+    for _ in 0..2 {
+        let response = app.get_user(&client, "joe").await;
+        assert_eq!(response.status(), 429);
+        denied.push(rate_limit_headers(&response));
+        let retry_after: u64 = header(&response, "retry-after").parse().unwrap();
+        assert!((1..=60).contains(&retry_after), "Retry-After {retry_after}");
+        assert_eq!(
+            response.text().await.unwrap(),
+            r#"{"detail":"User Rate Limit Exceeded"}"#
+        );
+    }
+    let [first, second] = <[_; 2]>::try_from(denied).unwrap();
+    [admitted.unwrap(), first, second]
+}
+
+/// `headers = "denials"`: admitted responses carry no rate-limit header, denials carry all
+/// seven, as the original example sent them only on its 429s.
+async fn headers_on_denials_only(backend: &Backend) {
+    let all = [&QUOTA_HEADERS[..], &["retry-after", "x-rate-limit"]].concat();
+    assert_eq!(
+        headers_shown(backend, "denials").await,
+        [vec![], all.clone(), all]
+    );
+}
+on_both_stores!(headers_on_denials_only);
+
+/// `headers = "retry_after"`: no response tells the caller its quota; a denial says only when
+/// to come back.
+async fn headers_retry_after_only(backend: &Backend) {
+    assert_eq!(
+        headers_shown(backend, "retry_after").await,
+        [vec![], vec!["retry-after"], vec!["retry-after"]]
+    );
+}
+on_both_stores!(headers_retry_after_only);
+
+/// `headers = "all"`, the default, as the same scenario sees it: the quota headers on every
+/// limited response, and the two denial headers on denials.
+async fn headers_on_every_limited_response(backend: &Backend) {
+    let all = [&QUOTA_HEADERS[..], &["retry-after", "x-rate-limit"]].concat();
+    assert_eq!(
+        headers_shown(backend, "all").await,
+        [QUOTA_HEADERS.to_vec(), all.clone(), all]
+    );
+}
+on_both_stores!(headers_on_every_limited_response);
+
 /// A request without the identity header, or with an empty one, is not limited.
 async fn anonymous_requests_are_not_limited(backend: &Backend) {
     let app = backend.app("").await;

@@ -20,6 +20,7 @@ use tower::{Layer, Service};
 use crate::config::Settings;
 use crate::limiter::Limiter;
 use crate::middleware::extract::Identity;
+use crate::middleware::headers::HeaderMode;
 use crate::middleware::RateLimitLayer;
 use crate::store::redis::Connections;
 use crate::store::{MemoryStore, RedisStore, Store, StoreError};
@@ -31,11 +32,15 @@ pub struct AppState {
     pub limiter: Arc<Limiter>,
     /// How callers are named; `/user` echoes the identity header.
     pub identity: Arc<Identity>,
+    /// Which responses carry the rate-limit headers.
+    pub headers: HeaderMode,
 }
 
 /// The service's routes: `/user` behind the limiter, `/healthz` and `/readyz` not limited.
 pub fn router(state: AppState) -> Router {
-    let limit = RateLimitLayer::new(state.limiter.clone()).identity(state.identity.clone());
+    let limit = RateLimitLayer::new(state.limiter.clone())
+        .identity(state.identity.clone())
+        .headers(state.headers);
     router_with(state, limit)
 }
 
@@ -112,6 +117,7 @@ pub async fn app(settings: &Settings) -> Result<Router, StoreError> {
     Ok(router(AppState {
         limiter: Arc::new(limiter),
         identity: Arc::new(settings.identity.clone()),
+        headers: settings.headers,
     }))
 }
 

@@ -30,6 +30,52 @@ pub const X_RATELIMIT_RESET: HeaderName = HeaderName::from_static("x-ratelimit-r
 /// `X-Rate-Limit`: the limit, on denials, as the original FastAPI example sent it.
 pub const X_RATE_LIMIT: HeaderName = HeaderName::from_static("x-rate-limit");
 
+/// Which responses carry the rate-limit headers: the `headers` setting.
+///
+/// The quota headers tell every client its limit and what is left of it. Some services would
+/// rather not say (a public API watched by scrapers), and some would rather not pay for five
+/// headers on every admitted response; the original example sent them on its 429s only.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum HeaderMode {
+    /// Every limited response carries the quota headers; a denial adds `Retry-After` and
+    /// `X-Rate-Limit`.
+    #[default]
+    All,
+    /// Only denials carry headers, all of them; admitted responses carry none.
+    Denials,
+    /// Only denials carry a header, `Retry-After`: no response tells a client its quota.
+    RetryAfter,
+}
+
+impl HeaderMode {
+    /// Every mode, in the order the documentation lists them.
+    pub const ALL: [HeaderMode; 3] = [HeaderMode::All, HeaderMode::Denials, HeaderMode::RetryAfter];
+
+    /// The name used in configuration.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            HeaderMode::All => "all",
+            HeaderMode::Denials => "denials",
+            HeaderMode::RetryAfter => "retry_after",
+        }
+    }
+
+    /// Adds to an admitted response the headers this mode shows.
+    pub fn admitted(self, headers: &mut HeaderMap, decision: &Decision) {
+        if self == HeaderMode::All {
+            apply(headers, decision);
+        }
+    }
+
+    /// Adds to a denial the headers this mode shows.
+    pub fn denied(self, headers: &mut HeaderMap, decision: &Decision) {
+        match self {
+            HeaderMode::All | HeaderMode::Denials => apply_denial(headers, decision),
+            HeaderMode::RetryAfter => retry_after(headers, decision),
+        }
+    }
+}
+
 /// Adds the headers every limited response carries, admitted or denied.
 pub fn apply(headers: &mut HeaderMap, decision: &Decision) {
     headers.insert(RATELIMIT_POLICY, policy_list(decision));
@@ -55,13 +101,18 @@ pub const DENIAL_HEADER_COUNT: usize = 7;
 /// Adds what a denial carries on top of [`apply`].
 pub fn apply_denial(headers: &mut HeaderMap, decision: &Decision) {
     apply(headers, decision);
+    retry_after(headers, decision);
+    if let Some(tightest) = decision.tightest() {
+        headers.insert(X_RATE_LIMIT, limit(tightest));
+    }
+}
+
+/// `Retry-After`: when the denied request would be admitted.
+fn retry_after(headers: &mut HeaderMap, decision: &Decision) {
     headers.insert(
         axum::http::header::RETRY_AFTER,
         number(retry_after_secs(decision.retry_after())),
     );
-    if let Some(tightest) = decision.tightest() {
-        headers.insert(X_RATE_LIMIT, limit(tightest));
-    }
 }
 
 /// Whole seconds for `Retry-After`: rounded up, so a client that waits is admitted, and at least 1.

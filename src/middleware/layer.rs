@@ -5,6 +5,7 @@ use tower::Layer;
 
 use crate::limiter::Limiter;
 use crate::middleware::extract::Identity;
+use crate::middleware::headers::HeaderMode;
 use crate::middleware::RateLimit;
 
 /// Wraps services in [`RateLimit`]; cheap to clone, it holds only configuration.
@@ -13,6 +14,8 @@ pub struct RateLimitLayer {
     limiter: Arc<Limiter>,
     /// How callers are named: `X-User` and no trusted proxies unless set.
     identity: Arc<Identity>,
+    /// Which responses carry the rate-limit headers: all limited ones unless set.
+    shown: HeaderMode,
 }
 
 impl RateLimitLayer {
@@ -21,6 +24,7 @@ impl RateLimitLayer {
         RateLimitLayer {
             limiter,
             identity: Arc::new(Identity::default()),
+            shown: HeaderMode::All,
         }
     }
 
@@ -35,12 +39,18 @@ impl RateLimitLayer {
         self.identity = identity.into();
         self
     }
+
+    /// Puts the rate-limit headers only on the responses `shown` names.
+    pub fn headers(mut self, shown: HeaderMode) -> Self {
+        self.shown = shown;
+        self
+    }
 }
 
 impl<S> Layer<S> for RateLimitLayer {
     type Service = RateLimit<S>;
 
     fn layer(&self, inner: S) -> Self::Service {
-        RateLimit::new(inner, self.limiter.clone(), self.identity.clone())
+        RateLimit::new(inner, self.limiter.clone(), self.identity.clone()).with_headers(self.shown)
     }
 }

@@ -7,7 +7,7 @@ use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::Response;
 
 use crate::decision::Decision;
-use crate::middleware::headers;
+use crate::middleware::headers::{self, HeaderMode};
 
 /// The body of a denial, the original example's word for word.
 pub const DENIED_DETAIL: &str = "User Rate Limit Exceeded";
@@ -19,10 +19,10 @@ pub const UNAVAILABLE_DETAIL: &str = "Rate limiter unavailable: the store could 
 /// [`headers::apply_denial`], and `X-RateLimit-Degraded` when decided locally.
 const DENIAL_HEADERS: usize = 2 + headers::DENIAL_HEADER_COUNT + 1;
 
-/// 429 with `{"detail":"User Rate Limit Exceeded"}` and every rate-limit header.
-pub fn too_many_requests(decision: &Decision) -> Response {
+/// 429 with `{"detail":"User Rate Limit Exceeded"}` and the rate-limit headers `shown`.
+pub fn too_many_requests(decision: &Decision, shown: HeaderMode) -> Response {
     let mut response = DENIED.response(StatusCode::TOO_MANY_REQUESTS, DENIAL_HEADERS);
-    headers::apply_denial(response.headers_mut(), decision);
+    shown.denied(response.headers_mut(), decision);
     response
 }
 

@@ -9,7 +9,8 @@ use tower::Service;
 
 use crate::limiter::{Limiter, OnError, Verdict};
 use crate::middleware::extract::{Facts, Identity};
-use crate::middleware::{headers, response};
+use crate::middleware::headers::{self, HeaderMode};
+use crate::middleware::response;
 
 /// Checks each request against the limiter before it reaches `inner`.
 #[derive(Clone, Debug)]
@@ -17,19 +18,29 @@ pub struct RateLimit<S> {
     inner: S,
     limiter: Arc<Limiter>,
     identity: Arc<Identity>,
+    /// Which responses carry the rate-limit headers.
+    shown: HeaderMode,
 }
 
 /// The future of a [`RateLimit`] call: the store's decision, then the inner service if admitted.
 pub type ResponseFuture<E> = Pin<Box<dyn Future<Output = Result<Response, E>> + Send>>;
 
 impl<S> RateLimit<S> {
-    /// Limits `inner` with `limiter`, naming callers as `identity` says.
+    /// Limits `inner` with `limiter`, naming callers as `identity` says, with the rate-limit
+    /// headers on every limited response.
     pub fn new(inner: S, limiter: Arc<Limiter>, identity: Arc<Identity>) -> Self {
         RateLimit {
             inner,
             limiter,
             identity,
+            shown: HeaderMode::All,
         }
+    }
+
+    /// Puts the rate-limit headers only on the responses `shown` names.
+    pub fn with_headers(mut self, shown: HeaderMode) -> Self {
+        self.shown = shown;
+        self
     }
 
     /// The wrapped service.
@@ -67,6 +78,7 @@ where
         let mut inner = std::mem::replace(&mut self.inner, clone);
         let limiter = self.limiter.clone();
         let identity = self.identity.clone();
+        let shown = self.shown;
         Box::pin(async move {
             // The facts borrow the request's head while the store decides; split from the body,
             // which is not `Sync`, so the future stays `Send`.
@@ -87,7 +99,7 @@ where
             };
             let mut response = if decision.allowed {
                 let mut response = inner.call(request).await?;
-                headers::apply(response.headers_mut(), &decision);
+                shown.admitted(response.headers_mut(), &decision);
                 response
             } else {
                 // Debug, not info: a flood of denials must not flood the logs.
@@ -97,7 +109,7 @@ where
                     local,
                     "denied"
                 );
-                response::too_many_requests(&decision)
+                response::too_many_requests(&decision, shown)
             };
             if local {
                 headers::mark_degraded(response.headers_mut());
