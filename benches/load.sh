@@ -233,6 +233,8 @@ one_round() {
   scenario "$baseline_name" "$toml_baseline" users.lua none "$redis_port"
   scenario "$memory_name" "$toml_memory" users.lua none "$redis_port"
   bin=$floor_bin scenario "2f floor: required work only" "$toml_memory" users.lua none "$redis_port"
+  scenario "2d memory, headers on denials only" "headers = \"denials\"
+$toml_memory" users.lua none "$redis_port"
   scenario "$redis_name" "$toml_redis" users.lua none "$redis_port"
   redis_rps_rounds+=("$last_rps")
   scenario "4 redis, one hot user denied" "[redis]
