@@ -34,7 +34,7 @@ use tollgate::decimal;
 use tollgate::http::AppState;
 use tollgate::limiter::Rule;
 use tollgate::middleware::headers;
-use tollgate::{Algorithm, Limiter, MemoryStore, Settings};
+use tollgate::{Algorithm, HeaderMode, Limiter, MemoryStore, Settings};
 use tower::Service;
 
 /// The tollgate binary's allocator, so that the floor and tollgate differ only in their work.
@@ -182,6 +182,12 @@ fn main() -> ExitCode {
         eprintln!("floor: the configuration has no [[limits]] to enforce");
         return ExitCode::from(2);
     };
+    if settings.headers != HeaderMode::All {
+        eprintln!(
+            "floor: headers: the floor always sends the five headers of an admitted response"
+        );
+        return ExitCode::from(2);
+    }
     if policy.algorithm() != Algorithm::FixedWindow {
         eprintln!("floor: limits[0]: the floor counts fixed windows only");
         return ExitCode::from(2);
@@ -212,7 +218,6 @@ fn main() -> ExitCode {
                 Vec::<Rule>::new(),
             )),
             identity: Arc::new(settings.identity.clone()),
-            headers: settings.headers,
         };
         let layer = tower::layer::layer_fn(move |inner| FloorService {
             inner,

@@ -574,18 +574,18 @@ impl RawConfig {
                 ))
             }
         };
-        let headers = HeaderMode::ALL
-            .into_iter()
-            .find(|mode| mode.as_str() == self.headers)
-            .ok_or_else(|| {
-                ConfigError::new(
-                    "headers",
-                    format!(
-                        "{:?} is not one of \"all\", \"denials\", \"retry_after\"",
-                        self.headers
-                    ),
-                )
-            })?;
+        let headers = HeaderMode::parse(&self.headers).ok_or_else(|| {
+            ConfigError::new(
+                "headers",
+                format!(
+                    "{:?} is not one of {}",
+                    self.headers,
+                    HeaderMode::ALL
+                        .map(|mode| format!("{:?}", mode.as_str()))
+                        .join(", ")
+                ),
+            )
+        })?;
         let mut effective = self;
         if let Some(url) = &mut effective.redis.url {
             *url = redact_url(url);

@@ -102,6 +102,36 @@ async fn local_mode_still_limits_while_redis_is_out() {
     assert_eq!(app.metric(local).await, 4.0);
 }
 
+/// `X-RateLimit-Degraded` goes where the quota headers go: under `headers = "denials"` on the
+/// local decision's denial only, and under `headers = "retry_after"` nowhere.
+#[tokio::test]
+async fn the_degraded_mark_follows_the_header_mode() {
+    let mut redis = RedisServer::start().await;
+    let toml = |mode: &str| {
+        format!(
+            "headers = \"{mode}\"\n[redis]\nurl = \"{}\"\non_error = \"local\"\n\
+             [[limits]]\nname = \"per_user\"\nlimit = 1\nwindow = \"{}\"\n",
+            redis.url(),
+            support::NO_BOUNDARY
+        )
+    };
+    let denials = TestApp::with_toml(&toml("denials")).await;
+    let retry_after = TestApp::with_toml(&toml("retry_after")).await;
+    redis.stop();
+    let client = reqwest::Client::new();
+    for (app, marked) in [(&denials, [false, true]), (&retry_after, [false, false])] {
+        let mut seen = Vec::new();
+        for _ in 0..2 {
+            let response = app.get_user(&client, "lou").await;
+            seen.push((
+                response.status().as_u16(),
+                response.headers().contains_key("x-ratelimit-degraded"),
+            ));
+        }
+        assert_eq!(seen, [(200, marked[0]), (429, marked[1])]);
+    }
+}
+
 /// Decisions are counted by policy and outcome, and no caller's name appears in the metrics.
 #[tokio::test]
 async fn metrics_count_decisions_without_naming_callers() {

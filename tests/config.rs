@@ -357,18 +357,20 @@ fn defaults_apply_without_a_file_or_variables() {
 fn variables_override_the_file_which_overrides_the_defaults() {
     let dir = Dir::new().file(
         "tollgate.toml",
-        "listen = \"127.0.0.1:9001\"\n[redis]\nkey_prefix = \"file\"\non_error = \"deny\"\n",
+        "listen = \"127.0.0.1:9001\"\nheaders = \"denials\"\n[redis]\nkey_prefix = \"file\"\non_error = \"deny\"\n",
     );
     let from_file = dir.effective(&[], &[]);
     assert_eq!(lookup(&from_file, &["listen"]), Some("127.0.0.1:9001"));
     assert_eq!(lookup(&from_file, &["redis", "key_prefix"]), Some("file"));
     assert_eq!(lookup(&from_file, &["redis", "on_error"]), Some("deny"));
     assert_eq!(lookup(&from_file, &["redis", "timeout"]), Some("100ms"));
+    assert_eq!(lookup(&from_file, &["headers"]), Some("denials"));
 
     let env = [
         ("TOLLGATE_LISTEN", "127.0.0.1:9002"),
         ("TOLLGATE_REDIS__KEY_PREFIX", "env"),
         ("TOLLGATE_REDIS__URL", "redis://127.0.0.1:6390"),
+        ("TOLLGATE_HEADERS", "retry_after"),
     ];
     let from_env = dir.effective(&[], &env);
     assert_eq!(lookup(&from_env, &["listen"]), Some("127.0.0.1:9002"));
@@ -379,6 +381,7 @@ fn variables_override_the_file_which_overrides_the_defaults() {
     );
     assert_eq!(lookup(&from_env, &["redis", "on_error"]), Some("deny"));
     assert_eq!(lookup(&from_env, &["redis", "timeout"]), Some("100ms"));
+    assert_eq!(lookup(&from_env, &["headers"]), Some("retry_after"));
 }
 
 /// `TOLLGATE_CONFIG` names the file to read instead of `./tollgate.toml`.

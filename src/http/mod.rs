@@ -32,15 +32,14 @@ pub struct AppState {
     pub limiter: Arc<Limiter>,
     /// How callers are named; `/user` echoes the identity header.
     pub identity: Arc<Identity>,
-    /// Which responses carry the rate-limit headers.
-    pub headers: HeaderMode,
 }
 
-/// The service's routes: `/user` behind the limiter, `/healthz` and `/readyz` not limited.
-pub fn router(state: AppState) -> Router {
+/// The service's routes: `/user` behind the limiter, with the rate-limit headers on the
+/// responses `header_mode` names; `/healthz` and `/readyz` not limited.
+pub fn router(state: AppState, header_mode: HeaderMode) -> Router {
     let limit = RateLimitLayer::new(state.limiter.clone())
         .identity(state.identity.clone())
-        .headers(state.headers);
+        .headers(header_mode);
     router_with(state, limit)
 }
 
@@ -114,11 +113,11 @@ pub async fn limiter(settings: &Settings) -> Result<Limiter, StoreError> {
 /// The whole service for `settings`, ready to serve.
 pub async fn app(settings: &Settings) -> Result<Router, StoreError> {
     let limiter = limiter(settings).await?;
-    Ok(router(AppState {
+    let state = AppState {
         limiter: Arc::new(limiter),
         identity: Arc::new(settings.identity.clone()),
-        headers: settings.headers,
-    }))
+    };
+    Ok(router(state, settings.headers))
 }
 
 /// How long open requests may take to finish once shutdown begins.

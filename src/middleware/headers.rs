@@ -35,6 +35,7 @@ pub const X_RATE_LIMIT: HeaderName = HeaderName::from_static("x-rate-limit");
 /// The quota headers tell every client its limit and what is left of it. Some services would
 /// rather not say (a public API watched by scrapers), and some would rather not pay for five
 /// headers on every admitted response; the original example sent them on its 429s only.
+/// `X-RateLimit-Degraded` goes wherever the quota headers go.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub enum HeaderMode {
     /// Every limited response carries the quota headers; a denial adds `Retry-After` and
@@ -60,18 +61,44 @@ impl HeaderMode {
         }
     }
 
+    /// The mode named `name` in configuration.
+    pub fn parse(name: &str) -> Option<Self> {
+        HeaderMode::ALL
+            .into_iter()
+            .find(|mode| mode.as_str() == name)
+    }
+
+    /// Whether an admitted (`allowed`) or denied response carries the quota headers.
+    pub fn shows_quota(self, allowed: bool) -> bool {
+        match self {
+            HeaderMode::All => true,
+            HeaderMode::Denials => !allowed,
+            HeaderMode::RetryAfter => false,
+        }
+    }
+
     /// Adds to an admitted response the headers this mode shows.
     pub fn admitted(self, headers: &mut HeaderMap, decision: &Decision) {
-        if self == HeaderMode::All {
+        if self.shows_quota(true) {
             apply(headers, decision);
         }
     }
 
     /// Adds to a denial the headers this mode shows.
     pub fn denied(self, headers: &mut HeaderMap, decision: &Decision) {
-        match self {
-            HeaderMode::All | HeaderMode::Denials => apply_denial(headers, decision),
-            HeaderMode::RetryAfter => retry_after(headers, decision),
+        if self.shows_quota(false) {
+            apply_denial(headers, decision);
+        } else {
+            retry_after(headers, decision);
+        }
+    }
+
+    /// How many headers [`denied`](Self::denied) writes at most, for sizing a denial's map.
+    pub fn denial_header_count(self) -> usize {
+        if self.shows_quota(false) {
+            DENIAL_HEADER_COUNT
+        } else {
+            1
         }
     }
 }
@@ -383,6 +410,42 @@ mod tests {
             policy_and_limit(&decision),
             ("\"per_minute\";q=5;w=60".into(), "5".into())
         );
+    }
+
+    /// Each mode writes on admitted responses and on denials exactly what it promises, and no
+    /// more headers than it counts.
+    #[test]
+    fn each_mode_shows_what_it_names() {
+        let names = |map: &HeaderMap| -> Vec<String> {
+            let mut names: Vec<_> = map.keys().map(|name| name.to_string()).collect();
+            names.sort();
+            names
+        };
+        let quota = [
+            "ratelimit",
+            "ratelimit-policy",
+            "x-ratelimit-limit",
+            "x-ratelimit-remaining",
+            "x-ratelimit-reset",
+        ];
+        let denial = [&quota[..], &["retry-after", "x-rate-limit"]].concat();
+        for (mode, admitted, denied) in [
+            (HeaderMode::All, &quota[..], &denial[..]),
+            (HeaderMode::Denials, &[][..], &denial[..]),
+            (HeaderMode::RetryAfter, &[][..], &["retry-after"][..]),
+        ] {
+            assert_eq!(HeaderMode::parse(mode.as_str()), Some(mode));
+            let mut map = HeaderMap::new();
+            mode.admitted(&mut map, &decision(1, 1_000, 0));
+            assert_eq!(names(&map), admitted, "{mode:?} admitted");
+            let mut map = HeaderMap::new();
+            mode.denied(&mut map, &decision(0, 1_000, 1_000));
+            let mut expected = denied.to_vec();
+            expected.sort();
+            assert_eq!(names(&map), expected, "{mode:?} denied");
+            assert_eq!(map.len(), mode.denial_header_count(), "{mode:?} count");
+        }
+        assert_eq!(HeaderMode::parse("none"), None);
     }
 
     /// Retry-After is never 0, even a millisecond before the window turns.

@@ -15,7 +15,7 @@ pub struct RateLimitLayer {
     /// How callers are named: `X-User` and no trusted proxies unless set.
     identity: Arc<Identity>,
     /// Which responses carry the rate-limit headers: all limited ones unless set.
-    shown: HeaderMode,
+    header_mode: HeaderMode,
 }
 
 impl RateLimitLayer {
@@ -24,7 +24,7 @@ impl RateLimitLayer {
         RateLimitLayer {
             limiter,
             identity: Arc::new(Identity::default()),
-            shown: HeaderMode::All,
+            header_mode: HeaderMode::default(),
         }
     }
 
@@ -40,9 +40,9 @@ impl RateLimitLayer {
         self
     }
 
-    /// Puts the rate-limit headers only on the responses `shown` names.
-    pub fn headers(mut self, shown: HeaderMode) -> Self {
-        self.shown = shown;
+    /// Puts the rate-limit headers only on the responses `header_mode` names.
+    pub fn headers(mut self, header_mode: HeaderMode) -> Self {
+        self.header_mode = header_mode;
         self
     }
 }
@@ -51,6 +51,6 @@ impl<S> Layer<S> for RateLimitLayer {
     type Service = RateLimit<S>;
 
     fn layer(&self, inner: S) -> Self::Service {
-        RateLimit::new(inner, self.limiter.clone(), self.identity.clone()).with_headers(self.shown)
+        RateLimit::new(inner, self.limiter.clone(), self.identity.clone()).headers(self.header_mode)
     }
 }

@@ -7,7 +7,7 @@ use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::Response;
 
 use crate::decision::Decision;
-use crate::middleware::headers::{self, HeaderMode};
+use crate::middleware::headers::HeaderMode;
 
 /// The body of a denial, the original example's word for word.
 pub const DENIED_DETAIL: &str = "User Rate Limit Exceeded";
@@ -15,14 +15,14 @@ pub const DENIED_DETAIL: &str = "User Rate Limit Exceeded";
 /// The body of a 503 under `on_error = "deny"`.
 pub const UNAVAILABLE_DETAIL: &str = "Rate limiter unavailable: the store could not decide";
 
-/// The headers a denial carries: its content type and length, those of
-/// [`headers::apply_denial`], and `X-RateLimit-Degraded` when decided locally.
-const DENIAL_HEADERS: usize = 2 + headers::DENIAL_HEADER_COUNT + 1;
-
-/// 429 with `{"detail":"User Rate Limit Exceeded"}` and the rate-limit headers `shown`.
-pub fn too_many_requests(decision: &Decision, shown: HeaderMode) -> Response {
-    let mut response = DENIED.response(StatusCode::TOO_MANY_REQUESTS, DENIAL_HEADERS);
-    shown.denied(response.headers_mut(), decision);
+/// 429 with `{"detail":"User Rate Limit Exceeded"}` and the rate-limit headers `header_mode`
+/// shows.
+pub fn too_many_requests(decision: &Decision, header_mode: HeaderMode) -> Response {
+    // Its content type and length, the mode's headers, and `X-RateLimit-Degraded` when decided
+    // locally.
+    let count = 2 + header_mode.denial_header_count() + 1;
+    let mut response = DENIED.response(StatusCode::TOO_MANY_REQUESTS, count);
+    header_mode.denied(response.headers_mut(), decision);
     response
 }
 

@@ -19,7 +19,7 @@ pub struct RateLimit<S> {
     limiter: Arc<Limiter>,
     identity: Arc<Identity>,
     /// Which responses carry the rate-limit headers.
-    shown: HeaderMode,
+    header_mode: HeaderMode,
 }
 
 /// The future of a [`RateLimit`] call: the store's decision, then the inner service if admitted.
@@ -27,19 +27,19 @@ pub type ResponseFuture<E> = Pin<Box<dyn Future<Output = Result<Response, E>> + 
 
 impl<S> RateLimit<S> {
     /// Limits `inner` with `limiter`, naming callers as `identity` says, with the rate-limit
-    /// headers on every limited response.
+    /// headers on every limited response unless [`headers`](Self::headers) says otherwise.
     pub fn new(inner: S, limiter: Arc<Limiter>, identity: Arc<Identity>) -> Self {
         RateLimit {
             inner,
             limiter,
             identity,
-            shown: HeaderMode::All,
+            header_mode: HeaderMode::default(),
         }
     }
 
-    /// Puts the rate-limit headers only on the responses `shown` names.
-    pub fn with_headers(mut self, shown: HeaderMode) -> Self {
-        self.shown = shown;
+    /// Puts the rate-limit headers only on the responses `header_mode` names.
+    pub fn headers(mut self, header_mode: HeaderMode) -> Self {
+        self.header_mode = header_mode;
         self
     }
 
@@ -78,7 +78,7 @@ where
         let mut inner = std::mem::replace(&mut self.inner, clone);
         let limiter = self.limiter.clone();
         let identity = self.identity.clone();
-        let shown = self.shown;
+        let header_mode = self.header_mode;
         Box::pin(async move {
             // The facts borrow the request's head while the store decides; split from the body,
             // which is not `Sync`, so the future stays `Send`.
@@ -99,7 +99,7 @@ where
             };
             let mut response = if decision.allowed {
                 let mut response = inner.call(request).await?;
-                shown.admitted(response.headers_mut(), &decision);
+                header_mode.admitted(response.headers_mut(), &decision);
                 response
             } else {
                 // Debug, not info: a flood of denials must not flood the logs.
@@ -109,9 +109,9 @@ where
                     local,
                     "denied"
                 );
-                response::too_many_requests(&decision, shown)
+                response::too_many_requests(&decision, header_mode)
             };
-            if local {
+            if local && header_mode.shows_quota(decision.allowed) {
                 headers::mark_degraded(response.headers_mut());
             }
             Ok(response)
