@@ -291,3 +291,31 @@ async fn no_limits_means_no_limiting(backend: &Backend) {
     }
 }
 on_both_stores!(no_limits_means_no_limiting);
+
+/// A 405 (`POST /user`) or a 404 spends no quota: only requests the service serves are counted.
+async fn wrong_method_and_unknown_path_spend_nothing(backend: &Backend) {
+    let app = backend.app("").await;
+    let client = reqwest::Client::new();
+    clear_of_minute_boundary().await;
+    for _ in 0..3 {
+        let post = client
+            .post(app.url("/user"))
+            .header("x-user", "eve")
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(post.status(), 405);
+        let missing = client
+            .get(app.url("/nope"))
+            .header("x-user", "eve")
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(missing.status(), 404);
+    }
+    for _ in 0..3 {
+        assert_eq!(app.get_user(&client, "eve").await.status(), 200);
+    }
+    assert_eq!(app.get_user(&client, "eve").await.status(), 429);
+}
+on_both_stores!(wrong_method_and_unknown_path_spend_nothing);

@@ -6,6 +6,20 @@ use axum::middleware::Next;
 use axum::response::Response;
 use tracing::Level;
 
+/// The most of a path an access line carries: a client may send tens of kilobytes of path,
+/// and each such request must not write that much log.
+const MAX_LOGGED_PATH: usize = 256;
+
+/// `path`, cut at [`MAX_LOGGED_PATH`] bytes on a character boundary and marked with its full
+/// length when cut.
+fn capped(path: &str) -> String {
+    if path.len() <= MAX_LOGGED_PATH {
+        return path.to_owned();
+    }
+    let cut = path.floor_char_boundary(MAX_LOGGED_PATH);
+    format!("{}…({} bytes)", &path[..cut], path.len())
+}
+
 /// Logs one line per request: method, path, status and latency.
 ///
 /// Denials (429) are logged at debug, not info, so an attack cannot flood the logs.
@@ -17,7 +31,7 @@ pub async fn access_log(request: Request, next: Next) -> Response {
     }
     let started = Instant::now();
     let method = request.method().clone();
-    let path = request.uri().path().to_owned();
+    let path = capped(request.uri().path());
     // The route pattern, not the raw path, so log queries can group requests by endpoint.
     let route = request
         .extensions()
@@ -59,6 +73,34 @@ mod tests {
         fn flush(&mut self) -> std::io::Result<()> {
             Ok(())
         }
+    }
+
+    /// A 65,000-byte path writes a line of well under a kilobyte, which still shows the path's
+    /// start and its length.
+    #[test]
+    fn a_long_path_is_capped_in_the_line() {
+        let lines = Lines::default();
+        let writer = lines.clone();
+        let subscriber = tracing_subscriber::fmt()
+            .with_env_filter("info")
+            .with_ansi(false)
+            .with_writer(move || writer.clone())
+            .finish();
+        let app = Router::new().layer(axum::middleware::from_fn(access_log));
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .build()
+            .unwrap();
+        let path = format!("/{}", "é".repeat(32_500));
+        tracing::subscriber::with_default(subscriber, || {
+            let request = Request::get(&path).body(Body::empty()).unwrap();
+            let response = runtime.block_on(app.oneshot(request)).unwrap();
+            assert_eq!(response.status(), StatusCode::NOT_FOUND);
+        });
+        let text = String::from_utf8(lines.0.lock().unwrap().clone()).unwrap();
+        let line = text.lines().find(|l| l.contains("request")).unwrap();
+        assert!(line.len() < 1024, "a {}-byte line", line.len());
+        assert!(line.contains("/éé"), "{line}");
+        assert!(line.contains(&format!("({} bytes)", path.len())), "{line}");
     }
 
     /// At `info` a request leaves one line with its route and status; at `warn`, none.

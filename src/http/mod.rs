@@ -2,6 +2,7 @@
 
 mod access_log;
 mod handlers;
+pub mod routes;
 
 use std::convert::Infallible;
 use std::future::{Future, IntoFuture};
@@ -48,16 +49,14 @@ pub fn router(state: AppState, header_mode: HeaderMode) -> Router {
 pub fn router_with<L>(state: AppState, limit: L) -> Router
 where
     L: Layer<Route> + Clone + Send + Sync + 'static,
-    L::Service: Service<Request> + Clone + Send + Sync + 'static,
+    L::Service: Service<Request, Error = Infallible> + Clone + Send + Sync + 'static,
     <L::Service as Service<Request>>::Response: IntoResponse + 'static,
-    <L::Service as Service<Request>>::Error: Into<Infallible> + 'static,
     <L::Service as Service<Request>>::Future: Send + 'static,
 {
-    let limited = Router::new()
-        .route("/user", get(handlers::user))
-        .route_layer(limit);
+    // On the method router, not the path's: a 405 (`POST /user`) is answered before the
+    // limiter and spends no quota, as a 404 never reaches it.
     Router::new()
-        .merge(limited)
+        .route(routes::USER, get(handlers::user).route_layer(limit))
         .route("/healthz", get(handlers::healthz))
         .route("/readyz", get(handlers::readyz))
         .route("/metrics", get(handlers::metrics))
@@ -112,6 +111,7 @@ pub async fn limiter(settings: &Settings) -> Result<Limiter, StoreError> {
 
 /// The whole service for `settings`, ready to serve.
 pub async fn app(settings: &Settings) -> Result<Router, StoreError> {
+    routes::warn_of_unserved_patterns(&settings.rules);
     let limiter = limiter(settings).await?;
     let state = AppState {
         limiter: Arc::new(limiter),

@@ -1,0 +1,88 @@
+//! The routes the service limits, and the policy route patterns that match none of them.
+
+use axum::http::Method;
+
+use crate::limiter::Rule;
+use crate::scope::RoutePattern;
+
+/// The original example's endpoint, the one route behind the limiter.
+pub const USER: &str = "/user";
+
+/// Every method and path the limiter sees: `GET /user`, and `HEAD /user`, which axum answers
+/// with the GET handler.
+pub const LIMITED: [(Method, &str); 2] = [(Method::GET, USER), (Method::HEAD, USER)];
+
+/// Each pattern, in a policy's `routes` or `costs`, that matches none of the [`LIMITED`]
+/// routes, with its policy's name: such a pattern limits or costs nothing.
+pub fn unserved_patterns(rules: &[Rule]) -> Vec<(&str, &RoutePattern)> {
+    let serves = |pattern: &RoutePattern| {
+        LIMITED
+            .iter()
+            .any(|(method, path)| pattern.matches(method, path))
+    };
+    rules
+        .iter()
+        .flat_map(|rule| {
+            let costs = rule.scope.costs.iter().map(|(pattern, _)| pattern);
+            rule.scope
+                .routes
+                .iter()
+                .chain(costs)
+                .filter(move |pattern| !serves(pattern))
+                .map(move |pattern| (rule.policy.name().as_str(), pattern))
+        })
+        .collect()
+}
+
+/// Warns once at startup of each pattern [`unserved_patterns`] finds, since a typo such as
+/// `"GET /usr"` would otherwise limit nothing without a word.
+pub fn warn_of_unserved_patterns(rules: &[Rule]) {
+    for (policy, pattern) in unserved_patterns(rules) {
+        tracing::warn!(
+            policy,
+            %pattern,
+            served = "GET /user",
+            "this route pattern matches no route tollgate limits, so it applies to nothing"
+        );
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::Settings;
+
+    /// A misspelt or foreign pattern, in `routes` or in `costs`, is found with its policy; the
+    /// patterns that match `GET /user` or `HEAD /user` are not.
+    #[test]
+    fn patterns_matching_no_limited_route_are_found() {
+        let settings = Settings::from_toml(
+            r#"
+[[limits]]
+name = "typo"
+limit = 3
+window = "1m"
+routes = ["GET /usr", "/user", "HEAD /user"]
+
+[[limits]]
+name = "costly"
+limit = 3
+window = "1m"
+routes = ["GET /user"]
+costs = { "POST /export" = 2, "/*" = 1 }
+"#,
+        )
+        .unwrap();
+        let found: Vec<(&str, String)> = unserved_patterns(&settings.rules)
+            .into_iter()
+            .map(|(policy, pattern)| (policy, pattern.to_string()))
+            .collect();
+        assert_eq!(
+            found,
+            [
+                ("typo", "GET /usr".to_owned()),
+                ("costly", "POST /export".to_owned())
+            ]
+        );
+    }
+}
