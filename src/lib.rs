@@ -28,6 +28,8 @@ pub mod denial_cache;
 pub mod http;
 pub mod key;
 pub mod limiter;
+#[cfg(test)]
+mod log_capture;
 pub mod metrics;
 pub mod middleware;
 pub mod quota;

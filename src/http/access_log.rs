@@ -50,53 +50,28 @@ pub async fn access_log(request: Request, next: Next) -> Response {
 
 #[cfg(test)]
 mod tests {
-    use std::io::Write;
-    use std::sync::{Arc, Mutex};
-
     use axum::body::Body;
     use axum::routing::get;
     use axum::Router;
     use tower::ServiceExt;
 
     use super::*;
-
-    /// Collects what the subscriber writes.
-    #[derive(Clone, Default)]
-    struct Lines(Arc<Mutex<Vec<u8>>>);
-
-    impl Write for Lines {
-        fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
-            self.0.lock().unwrap().extend_from_slice(bytes);
-            Ok(bytes.len())
-        }
-
-        fn flush(&mut self) -> std::io::Result<()> {
-            Ok(())
-        }
-    }
+    use crate::log_capture::logged;
 
     /// A 65,000-byte path writes a line of well under a kilobyte, which still shows the path's
     /// start and its length.
     #[test]
     fn a_long_path_is_capped_in_the_line() {
-        let lines = Lines::default();
-        let writer = lines.clone();
-        let subscriber = tracing_subscriber::fmt()
-            .with_env_filter("info")
-            .with_ansi(false)
-            .with_writer(move || writer.clone())
-            .finish();
         let app = Router::new().layer(axum::middleware::from_fn(access_log));
         let runtime = tokio::runtime::Builder::new_current_thread()
             .build()
             .unwrap();
         let path = format!("/{}", "é".repeat(32_500));
-        tracing::subscriber::with_default(subscriber, || {
+        let text = logged("info", || {
             let request = Request::get(&path).body(Body::empty()).unwrap();
             let response = runtime.block_on(app.oneshot(request)).unwrap();
             assert_eq!(response.status(), StatusCode::NOT_FOUND);
         });
-        let text = String::from_utf8(lines.0.lock().unwrap().clone()).unwrap();
         let line = text.lines().find(|l| l.contains("request")).unwrap();
         assert!(line.len() < 1024, "a {}-byte line", line.len());
         assert!(line.contains("/éé"), "{line}");
@@ -107,25 +82,17 @@ mod tests {
     #[test]
     fn one_line_per_request_at_info_and_none_at_warn() {
         for (filter, expected) in [("info", 1), ("warn", 0)] {
-            let lines = Lines::default();
-            let writer = lines.clone();
-            let subscriber = tracing_subscriber::fmt()
-                .with_env_filter(filter)
-                .with_ansi(false)
-                .with_writer(move || writer.clone())
-                .finish();
             let app = Router::new()
                 .route("/user/{id}", get(|| async { "ok" }))
                 .layer(axum::middleware::from_fn(access_log));
             let runtime = tokio::runtime::Builder::new_current_thread()
                 .build()
                 .unwrap();
-            tracing::subscriber::with_default(subscriber, || {
+            let text = logged(filter, || {
                 let request = Request::get("/user/7").body(Body::empty()).unwrap();
                 let response = runtime.block_on(app.oneshot(request)).unwrap();
                 assert_eq!(response.status(), StatusCode::OK);
             });
-            let text = String::from_utf8(lines.0.lock().unwrap().clone()).unwrap();
             let logged: Vec<&str> = text.lines().filter(|l| l.contains("request")).collect();
             assert_eq!(logged.len(), expected, "{filter}: {text}");
             if let Some(line) = logged.first() {

@@ -40,6 +40,11 @@ pub fn caller<'a>(headers: &'a HeaderMap, identity: &HeaderName) -> Option<&'a H
 }
 
 impl Identity {
+    /// Whether naming callers needs the peer's address: trusted proxies are judged by it.
+    pub fn needs_peer(&self) -> bool {
+        !self.proxies.trusted.is_empty()
+    }
+
     /// The caller's name from the identity header, believed only from a trusted peer when
     /// trusted proxies are configured.
     pub fn user<'a>(&self, parts: &'a Parts) -> Option<&'a [u8]> {
@@ -51,7 +56,9 @@ impl Identity {
     }
 }
 
-fn peer(parts: &Parts) -> Option<IpAddr> {
+/// The address of the peer that sent the request, which axum's `ConnectInfo` carries only when
+/// the app is served with `into_make_service_with_connect_info::<SocketAddr>()`.
+pub fn peer(parts: &Parts) -> Option<IpAddr> {
     parts
         .extensions
         .get::<ConnectInfo<SocketAddr>>()

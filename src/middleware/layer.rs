@@ -6,6 +6,7 @@ use tower::Layer;
 use crate::limiter::Limiter;
 use crate::middleware::extract::Identity;
 use crate::middleware::headers::HeaderMode;
+use crate::middleware::service::MissingPeer;
 use crate::middleware::RateLimit;
 
 /// Wraps services in [`RateLimit`]; cheap to clone, it holds only configuration.
@@ -16,6 +17,8 @@ pub struct RateLimitLayer {
     identity: Arc<Identity>,
     /// Which responses carry the rate-limit headers: all limited ones unless set.
     header_mode: HeaderMode,
+    /// Shared by the services it makes, so a missing `ConnectInfo` is reported once.
+    missing_peer: Arc<MissingPeer>,
 }
 
 impl RateLimitLayer {
@@ -25,6 +28,7 @@ impl RateLimitLayer {
             limiter,
             identity: Arc::new(Identity::default()),
             header_mode: HeaderMode::default(),
+            missing_peer: Arc::default(),
         }
     }
 
@@ -51,6 +55,8 @@ impl<S> Layer<S> for RateLimitLayer {
     type Service = RateLimit<S>;
 
     fn layer(&self, inner: S) -> Self::Service {
-        RateLimit::new(inner, self.limiter.clone(), self.identity.clone()).headers(self.header_mode)
+        RateLimit::new(inner, self.limiter.clone(), self.identity.clone())
+            .headers(self.header_mode)
+            .reporting_to(self.missing_peer.clone())
     }
 }

@@ -1,5 +1,6 @@
 use std::future::Future;
 use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::task::{Context, Poll};
 
@@ -8,7 +9,7 @@ use axum::response::Response;
 use tower::Service;
 
 use crate::limiter::{Limiter, OnError, Verdict};
-use crate::middleware::extract::{Facts, Identity};
+use crate::middleware::extract::{self, Facts, Identity};
 use crate::middleware::headers::{self, HeaderMode};
 use crate::middleware::response;
 
@@ -20,6 +21,25 @@ pub struct RateLimit<S> {
     identity: Arc<Identity>,
     /// Which responses carry the rate-limit headers.
     header_mode: HeaderMode,
+    /// Says once that requests come without the peer address that some policy needs.
+    missing_peer: Arc<MissingPeer>,
+}
+
+/// An app served without `ConnectInfo` limits nothing by address and believes no trusted
+/// proxy, silently: this logs it once, at error, with the fix.
+#[derive(Debug, Default)]
+pub(crate) struct MissingPeer(AtomicBool);
+
+impl MissingPeer {
+    fn report(&self) {
+        if !self.0.swap(true, Ordering::Relaxed) {
+            tracing::error!(
+                "requests reach the rate limiter without the peer address, so policies keyed \
+                 by ip and identity.trusted_proxies cannot work: serve the app with \
+                 into_make_service_with_connect_info::<SocketAddr>()"
+            );
+        }
+    }
 }
 
 /// The future of a [`RateLimit`] call: the store's decision, then the inner service if admitted.
@@ -34,12 +54,19 @@ impl<S> RateLimit<S> {
             limiter,
             identity,
             header_mode: HeaderMode::default(),
+            missing_peer: Arc::default(),
         }
     }
 
     /// Puts the rate-limit headers only on the responses `header_mode` names.
     pub fn headers(mut self, header_mode: HeaderMode) -> Self {
         self.header_mode = header_mode;
+        self
+    }
+
+    /// Shares the layer's once-only report, so every route it wraps says it once in all.
+    pub(crate) fn reporting_to(mut self, missing_peer: Arc<MissingPeer>) -> Self {
+        self.missing_peer = missing_peer;
         self
     }
 
@@ -79,12 +106,17 @@ where
         let limiter = self.limiter.clone();
         let identity = self.identity.clone();
         let header_mode = self.header_mode;
+        let missing_peer = self.missing_peer.clone();
         Box::pin(async move {
             // The facts borrow the request's head while the store decides; split from the body,
             // which is not `Sync`, so the future stays `Send`.
             let (parts, body) = request.into_parts();
+            let with_address = limiter.needs_address();
+            if (with_address || identity.needs_peer()) && extract::peer(&parts).is_none() {
+                missing_peer.report();
+            }
             let verdict = {
-                let facts = Facts::of(&parts, &identity, limiter.needs_address());
+                let facts = Facts::of(&parts, &identity, with_address);
                 limiter.check(&facts.borrow()).await
             };
             let request = Request::from_parts(parts, body);
@@ -116,5 +148,62 @@ where
             }
             Ok(response)
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::net::SocketAddr;
+
+    use axum::body::Body;
+    use axum::extract::ConnectInfo;
+    use axum::routing::get;
+    use axum::Router;
+    use tower::ServiceExt;
+
+    use crate::config::Settings;
+    use crate::log_capture::logged;
+    use crate::{Limiter, MemoryStore, RateLimitLayer};
+
+    /// The errors logged while serving two requests to an app limited as `toml` says, with or
+    /// without the peer address that `ConnectInfo` carries.
+    fn errors_serving(toml: &str, connect_info: bool) -> usize {
+        let settings = Settings::from_toml(toml).unwrap();
+        let limiter = Limiter::new(std::sync::Arc::new(MemoryStore::new()), settings.rules);
+        let layer = RateLimitLayer::new(limiter.into()).identity(settings.identity);
+        let app = Router::new()
+            .route("/user", get(|| async { "ok" }))
+            .route("/other", get(|| async { "ok" }))
+            .layer(layer);
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .build()
+            .unwrap();
+        let text = logged("error", || {
+            for path in ["/user", "/other"] {
+                let mut request = axum::http::Request::get(path).header("x-user", "joe");
+                if connect_info {
+                    let peer: SocketAddr = "127.0.0.1:4000".parse().unwrap();
+                    request = request.extension(ConnectInfo(peer));
+                }
+                let request = request.body(Body::empty()).unwrap();
+                runtime.block_on(app.clone().oneshot(request)).unwrap();
+            }
+        });
+        text.lines()
+            .filter(|line| line.contains("into_make_service_with_connect_info"))
+            .count()
+    }
+
+    /// Served without `ConnectInfo`, a layer whose policies need the peer address (keyed by
+    /// ip, or trusted proxies set) says so once, naming the fix; one that does not, or one
+    /// served with it, says nothing.
+    #[test]
+    fn a_missing_peer_address_is_reported_once_when_needed() {
+        let by_ip = "[[limits]]\nname = \"a\"\nlimit = 9\nwindow = \"1m\"\nby = \"ip\"\n";
+        let proxies = "[identity]\ntrusted_proxies = [\"10.0.0.0/8\"]\n";
+        assert_eq!(errors_serving(by_ip, false), 1);
+        assert_eq!(errors_serving(proxies, false), 1);
+        assert_eq!(errors_serving(by_ip, true), 0);
+        assert_eq!(errors_serving("", false), 0);
     }
 }
