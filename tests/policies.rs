@@ -1,4 +1,4 @@
-//! End to end over TCP, for issue 3's policies: each algorithm's exact admitted count under
+//! End to end over TCP, the policies: each algorithm's exact admitted count under
 //! concurrency, the headers with several policies, all-or-nothing across policies (checked in
 //! Redis), routes, costs, `by`, the client address behind trusted proxies, `identity.on_missing`
 //! and `identity.hash_key`.
