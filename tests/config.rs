@@ -902,6 +902,10 @@ fn a_password_without_its_colon_never_appears() {
         shown.contains("# url holds a password (not shown)"),
         "{shown}"
     );
+    let url = format!("redis://{PASSWORD}@127.0.0.1:{}/", support::free_port());
+    let logs = Dir::new().serve(&[("TOLLGATE_REDIS__URL", &url)]).stop();
+    assert!(logs.contains("redis://***@127.0.0.1:"), "{logs}");
+    assert_hidden(PASSWORD, &logs, "the log");
 }
 
 /// `Debug` of the settings never shows a password, neither `redis.password` nor one in the URL.
