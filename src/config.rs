@@ -286,7 +286,8 @@ const SECRET_VARS: [(&str, &str); 2] = [
     ("TOLLGATE_IDENTITY__HASH_KEY", "identity.hash_key"),
 ];
 
-/// Defaults, then the TOML file at `path` (if it exists), then `TOLLGATE_*` variables.
+/// Defaults, then the TOML file at `path` (if it exists), then the `TOLLGATE_*` variables that
+/// name a key; the others (Kubernetes service links, typos) are left out.
 pub fn layered(path: &Path) -> Figment {
     let mut figment = Figment::from(Serialized::defaults(RawConfig::default()));
     if path.is_file() {
