@@ -129,8 +129,14 @@ pub struct Settings {
     pub local_cache: bool,
     /// Which responses carry the rate-limit headers.
     pub headers: HeaderMode,
-    /// The configuration as it was read, with secrets redacted, for `check-config`.
+    /// What loading noticed but did not refuse, for the binary to report: each `TOLLGATE_*`
+    /// variable that names no key (a Kubernetes service link excepted), which is ignored.
+    pub warnings: Vec<String>,
+    /// The configuration as it was read, with every derived default filled in and the URL's
+    /// secret taken out, for `check-config`.
     effective: RawConfig,
+    /// Whether the URL held a secret, taken out of `effective`.
+    url_had_secret: bool,
 }
 
 /// Where Redis is and how to log in to it.
@@ -199,7 +205,13 @@ impl Settings {
             Some((_, path)) => layered(path),
             None => layered(Path::new(DEFAULT_FILE)),
         };
-        Settings::from_figment(figment)
+        let mut settings = Settings::from_figment(figment)?;
+        settings.warnings = stray_variables()
+            .iter()
+            .filter(|stray| !stray.service_link)
+            .map(StrayVariable::warning)
+            .collect();
+        Ok(settings)
     }
 
     /// Defaults overlaid with the TOML in `text`, and nothing else: for tests and embedders.
@@ -224,9 +236,44 @@ impl Settings {
         }
     }
 
-    /// The effective configuration as TOML, with every secret shown as `***`.
+    /// The effective configuration as TOML, every key with its value, derived defaults
+    /// included; a secret is a comment saying whether it is set, so that the text read back as
+    /// a file changes nothing but the secrets it cannot show.
     pub fn effective_toml(&self) -> String {
-        toml::to_string(&self.effective).expect("the configuration serializes to TOML")
+        let mut shown = self.effective.clone();
+        let mut notes: Vec<(&str, String)> = Vec::new();
+        if shown.redis.url.is_none() {
+            notes.push(("redis", "# url is not set: the memory store decides".into()));
+        } else if self.url_had_secret {
+            notes.push(("redis", "# url holds a password (not shown)".into()));
+        }
+        for (table, key, secret) in [
+            ("redis", "password", shown.redis.password.take()),
+            ("identity", "hash_key", shown.identity.hash_key.take()),
+        ] {
+            let state = if secret.is_some() {
+                "is set (not shown)"
+            } else {
+                "is not set"
+            };
+            notes.push((table, format!("# {key} {state}")));
+        }
+        let text = toml::to_string(&shown).expect("the configuration serializes to TOML");
+        let mut lines: Vec<String> = text.lines().map(str::to_owned).collect();
+        for (table, note) in notes {
+            let header = format!("[{table}]");
+            match lines.iter().position(|line| *line == header) {
+                Some(at) => {
+                    let after = lines[at + 1..]
+                        .iter()
+                        .take_while(|line| line.starts_with('#'))
+                        .count();
+                    lines.insert(at + 1 + after, note);
+                }
+                None => lines.extend([String::new(), header, note]),
+            }
+        }
+        lines.join("\n") + "\n"
     }
 }
 
@@ -239,7 +286,8 @@ const SECRET_VARS: [(&str, &str); 2] = [
     ("TOLLGATE_IDENTITY__HASH_KEY", "identity.hash_key"),
 ];
 
-/// Defaults, then the TOML file at `path` (if it exists), then `TOLLGATE_*` variables.
+/// Defaults, then the TOML file at `path` (if it exists), then the `TOLLGATE_*` variables that
+/// name a key; the others (Kubernetes service links, typos) are left out.
 pub fn layered(path: &Path) -> Figment {
     let mut figment = Figment::from(Serialized::defaults(RawConfig::default()));
     if path.is_file() {
@@ -247,17 +295,208 @@ pub fn layered(path: &Path) -> Figment {
     }
     // figment reads variables as TOML values, so `007` would become the number 7, and a type
     // error would echo it: secrets are taken verbatim, as strings, instead.
-    figment = figment.merge(Env::prefixed("TOLLGATE_").split("__").ignore(&[
-        "config",
-        "redis.password",
-        "identity.hash_key",
-    ]));
+    // A variable that names no key is left out (and warned about by `Settings::load`): the
+    // environment is shared with the platform, which sets `TOLLGATE_*` variables of its own.
+    let strays: Vec<String> = stray_variables()
+        .into_iter()
+        .map(|stray| stray.key)
+        .collect();
+    figment = figment.merge(
+        Env::prefixed(PREFIX)
+            .split("__")
+            .ignore(&["config", "redis.password", "identity.hash_key"])
+            .filter(move |key| {
+                let key = key.as_str().trim();
+                !strays.iter().any(|stray| stray.eq_ignore_ascii_case(key))
+            }),
+    );
     for (var, key) in SECRET_VARS {
         if let Some(secret) = var_verbatim(var) {
             figment = figment.merge(Serialized::default(key, secret));
         }
     }
     figment
+}
+
+/// The prefix of every variable tollgate reads.
+const PREFIX: &str = "TOLLGATE_";
+
+/// A `TOLLGATE_*` variable that sets no configuration key.
+struct StrayVariable {
+    /// The variable's name, as set.
+    name: String,
+    /// The key it would set, as figment reads it (`TOLLGATE_REDIS__URLL` would set `redis.urll`).
+    key: String,
+    /// Whether Kubernetes set it, for a Service whose name begins with `tollgate`.
+    service_link: bool,
+}
+
+impl StrayVariable {
+    /// The warning that names the variable, and the key it may have meant; never its value.
+    fn warning(&self) -> String {
+        let name = escape_control(&self.name);
+        let key = escape_control(&self.key);
+        let mut warning =
+            format!("{name} is ignored: it would set {key}, which is not a configuration key");
+        if let Some(near) = nearest_key(&self.key, &known_keys()) {
+            let var = format!("{PREFIX}{}", near.to_ascii_uppercase().replace('.', "__"));
+            warning.push_str(&format!("; did you mean {var} ({near})?"));
+        }
+        warning
+    }
+}
+
+/// `text` with control characters escaped, so a strange variable name cannot forge log lines.
+fn escape_control(text: &str) -> String {
+    if text.chars().any(char::is_control) {
+        text.escape_default().to_string()
+    } else {
+        text.to_owned()
+    }
+}
+
+/// The `TOLLGATE_*` variables that name no configuration key.
+fn stray_variables() -> Vec<StrayVariable> {
+    let names: Vec<String> = std::env::vars_os()
+        .filter_map(|(name, _)| name.to_str().map(|name| name.trim().to_owned()))
+        .collect();
+    let set: std::collections::HashSet<String> =
+        names.iter().map(|name| name.to_ascii_uppercase()).collect();
+    let known = known_keys();
+    names
+        .into_iter()
+        .filter_map(|name| {
+            let key = variable_key(&name)?;
+            if is_known(&known, &key) {
+                return None;
+            }
+            let service_link = is_service_link(&name, &set);
+            Some(StrayVariable {
+                name,
+                key,
+                service_link,
+            })
+        })
+        .collect()
+}
+
+/// The key `Env::prefixed("TOLLGATE_").split("__")` reads the variable `name` as, lowercased;
+/// `None` for a variable it does not read.
+fn variable_key(name: &str) -> Option<String> {
+    let prefix = name.get(..PREFIX.len())?;
+    if !prefix.eq_ignore_ascii_case(PREFIX) {
+        return None;
+    }
+    let key = name[PREFIX.len()..]
+        .replace("__", ".")
+        .trim()
+        .to_ascii_lowercase();
+    (!key.split('.').any(str::is_empty)).then_some(key)
+}
+
+/// Whether `key` is read by the configuration: a key, a table, something inside a key (an
+/// array's element, left for validation to judge), or the file's name.
+fn is_known(known: &[String], key: &str) -> bool {
+    key == "config"
+        || known.iter().any(|k| {
+            k == key
+                || key
+                    .strip_prefix(k.as_str())
+                    .is_some_and(|r| r.starts_with('.'))
+                || k.strip_prefix(key).is_some_and(|r| r.starts_with('.'))
+        })
+}
+
+/// Whether Kubernetes injected the variable `name` as a service link, as its kubelet does for
+/// every Service of the namespace: `<SVC>_SERVICE_HOST`, `<SVC>_SERVICE_PORT`,
+/// `<SVC>_SERVICE_PORT_<PORT NAME>`, `<SVC>_PORT` and `<SVC>_PORT_<N>_<PROTO>[_PROTO|_PORT|_ADDR]`.
+///
+/// Only when that Service's `<SVC>_SERVICE_HOST` and `<SVC>_SERVICE_PORT` are both set, which
+/// Kubernetes always does, so that a lone `TOLLGATE_LISTEN_PORT` is still warned about.
+fn is_service_link(name: &str, set: &std::collections::HashSet<String>) -> bool {
+    let name = name.to_ascii_uppercase();
+    name.match_indices('_')
+        .filter(|&(at, _)| at + 1 >= PREFIX.len())
+        .any(|(at, _)| {
+            let (service, tail) = (&name[..at], &name[at + 1..]);
+            is_link_tail(tail)
+                && set.contains(&format!("{service}_SERVICE_HOST"))
+                && set.contains(&format!("{service}_SERVICE_PORT"))
+        })
+}
+
+/// Whether `tail` is what a service link adds after the Service's name.
+fn is_link_tail(tail: &str) -> bool {
+    if matches!(tail, "SERVICE_HOST" | "SERVICE_PORT" | "PORT") {
+        return true;
+    }
+    if let Some(port_name) = tail.strip_prefix("SERVICE_PORT_") {
+        return port_name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'_');
+    }
+    let Some((number, rest)) = tail.strip_prefix("PORT_").and_then(|r| r.split_once('_')) else {
+        return false;
+    };
+    let (protocol, field) = rest.split_once('_').unwrap_or((rest, ""));
+    !number.is_empty()
+        && number.bytes().all(|b| b.is_ascii_digit())
+        && matches!(protocol, "TCP" | "UDP" | "SCTP")
+        && matches!(field, "" | "PROTO" | "PORT" | "ADDR")
+}
+
+/// Every configuration key, dotted (`redis.url`), from serde's own lists of fields, so that a
+/// key added to the raw configuration is known here without being listed again.
+fn known_keys() -> Vec<String> {
+    let mut keys = Vec::new();
+    for &top in fields_of(None).unwrap_or_default() {
+        match fields_of(Some(top)) {
+            Some(fields) => keys.extend(fields.iter().map(|field| format!("{top}.{field}"))),
+            None => keys.push(top.to_owned()),
+        }
+    }
+    keys
+}
+
+/// The fields of `table` (of the root for `None`), read from the error serde gives when an
+/// unknown key is added to it; `None` when `table` is not a table.
+fn fields_of(table: Option<&str>) -> Option<&'static [&'static str]> {
+    const PROBE: &str = "tollgate-probe";
+    let key = table.map_or_else(|| PROBE.to_owned(), |table| format!("{table}.{PROBE}"));
+    let error = Figment::from(Serialized::defaults(RawConfig::default()))
+        .merge(Serialized::default(&key, 0))
+        .extract::<RawConfig>()
+        .err()?;
+    error.into_iter().find_map(|error| match error.kind {
+        figment::error::Kind::UnknownField(field, fields) if field == PROBE => Some(fields),
+        _ => None,
+    })
+}
+
+/// The key in `known` nearest `key`, when it is near enough to be what a typo meant.
+fn nearest_key<'a>(key: &str, known: &'a [String]) -> Option<&'a str> {
+    known
+        .iter()
+        .map(|k| (edit_distance(key, k), k))
+        .filter(|(distance, k)| *distance <= (k.len() / 5).clamp(1, 3))
+        .min_by_key(|(distance, _)| *distance)
+        .map(|(_, k)| k.as_str())
+}
+
+/// The Levenshtein distance between `a` and `b`, in bytes (keys are ASCII).
+fn edit_distance(a: &str, b: &str) -> usize {
+    let (a, b) = (a.as_bytes(), b.as_bytes());
+    let mut row: Vec<usize> = (0..=b.len()).collect();
+    for (i, &x) in a.iter().enumerate() {
+        let mut diagonal = row[0];
+        row[0] = i + 1;
+        for (j, &y) in b.iter().enumerate() {
+            let substituted = diagonal + usize::from(x != y);
+            diagonal = row[j + 1];
+            row[j + 1] = substituted.min(row[j] + 1).min(diagonal + 1);
+        }
+    }
+    row[b.len()]
 }
 
 /// The variable `var`, matched without regard to case, as figment matches the others.
@@ -587,8 +826,20 @@ impl RawConfig {
             )
         })?;
         let mut effective = self;
-        if let Some(url) = &mut effective.redis.url {
-            *url = redact_url(url);
+        let (url, url_had_secret) = match effective.redis.url.take() {
+            Some(url) => {
+                let (url, had_secret) = strip_userinfo_secret(&url);
+                (Some(url), had_secret)
+            }
+            None => (None, false),
+        };
+        effective.redis.url = url;
+        effective.redis.connections = Some(connections);
+        effective.redis.breaker_cool_down = Some(format_duration(breaker_cool_down));
+        for limit in &mut effective.limits {
+            if limit.algorithm == Algorithm::TokenBucket.as_str() {
+                limit.burst = Some(limit.burst.unwrap_or(limit.limit));
+            }
         }
         Ok(Settings {
             listen,
@@ -608,7 +859,9 @@ impl RawConfig {
             log_format,
             local_cache: effective.local_cache,
             headers,
+            warnings: Vec::new(),
             effective,
+            url_had_secret,
         })
     }
 }
@@ -621,9 +874,13 @@ impl RawRedis {
         // Never echo the URL in an error: it may hold the password.
         let url = fred_url(url).map_err(|reason| ConfigError::new("redis.url", reason))?;
         if let Err(error) = fred::prelude::Config::from_url(&url) {
+            // fred quotes the text it could not read after ": " (a `node=` value, which may hold
+            // the password), so only what comes before is passed on.
+            let details = error.details();
+            let reason = details.split(": ").next().unwrap_or_default().trim();
             return Err(ConfigError::new(
                 "redis.url",
-                format!("is not a valid Redis URL ({})", error.details()),
+                format!("is not a valid Redis URL ({reason}; the URL is not shown)"),
             ));
         }
         Ok(Some(RedisSettings {
@@ -643,6 +900,19 @@ fn fred_url(url: &str) -> Result<String, String> {
         "is not a Redis URL: it must start with redis://, rediss://, redis-cluster://, \
                      rediss-cluster://, redis-sentinel:// or rediss-sentinel://";
     let (scheme, rest) = url.split_once("://").ok_or(not_redis)?;
+    let query = rest.split_once('?').map_or("", |(_, query)| query);
+    let node_has_userinfo = query.split('&').any(|pair| {
+        pair.strip_prefix("node=")
+            .is_some_and(|node| node.contains('@') || node.to_ascii_lowercase().contains("%40"))
+    });
+    if node_has_userinfo {
+        // fred would take `secret@host` for a host name, and log it when it fails to connect.
+        return Err(
+            "a node= parameter is host:port only: the user and password before the first host \
+             apply to every node"
+                .into(),
+        );
+    }
     match scheme {
         "redis" | "rediss" | "redis-cluster" | "rediss-cluster" => Ok(url.to_owned()),
         "redis-sentinel" | "rediss-sentinel" => {
@@ -777,20 +1047,58 @@ fn validate_limits(limits: &[RawLimit]) -> Result<Vec<Rule>, ConfigError> {
     Ok(rules)
 }
 
-/// `redis://user:secret@host:6379/0` becomes `redis://user:***@host:6379/0`.
+/// `redis://user:secret@host:6379/0` becomes `redis://user:***@host:6379/0`, and
+/// `redis://secret@host` becomes `redis://***@host`: user info without a colon is, in a Redis
+/// URL, almost always a password whose colon was forgotten.
 pub fn redact_url(url: &str) -> String {
-    let Some((scheme, rest)) = url.split_once("://") else {
+    let Some((scheme, userinfo, rest)) = split_userinfo(url) else {
         return "***".into();
     };
-    let authority_end = rest.find('/').unwrap_or(rest.len());
-    let (authority, path) = rest.split_at(authority_end);
-    match authority.rsplit_once('@') {
-        Some((userinfo, host)) => {
-            let user = userinfo.split_once(':').map_or(userinfo, |(user, _)| user);
-            format!("{scheme}://{user}:***@{host}{path}")
-        }
+    match userinfo.and_then(|userinfo| userinfo.split_once(':')) {
+        Some((user, _)) => format!("{scheme}://{user}:***@{rest}"),
+        None if userinfo.is_some() => format!("{scheme}://***@{rest}"),
         None => url.to_owned(),
     }
+}
+
+/// The URL with any secret in its user info taken out (a user name before a colon stays), and
+/// whether there was one: what `check-config` prints, as a URL that reads back as one.
+fn strip_userinfo_secret(url: &str) -> (String, bool) {
+    let Some((scheme, Some(userinfo), rest)) = split_userinfo(url) else {
+        return (url.to_owned(), false);
+    };
+    match userinfo.split_once(':') {
+        Some((user, _)) if !user.is_empty() => (format!("{scheme}://{user}@{rest}"), true),
+        _ => (format!("{scheme}://{rest}"), true),
+    }
+}
+
+/// `scheme://userinfo@rest` split into its scheme, its user info if any, and the rest; `None`
+/// for text that is not a URL (`split_userinfo("nope")`).
+fn split_userinfo(url: &str) -> Option<(&str, Option<&str>, &str)> {
+    let (scheme, rest) = url.split_once("://")?;
+    let authority_end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
+    Some(match rest[..authority_end].rsplit_once('@') {
+        Some((userinfo, _)) => (scheme, Some(userinfo), &rest[userinfo.len() + 1..]),
+        None => (scheme, None, rest),
+    })
+}
+
+/// A duration as the configuration writes one, in the largest unit that keeps it exact.
+fn format_duration(duration: Duration) -> String {
+    let ms = duration.as_millis();
+    [
+        ("d", 86_400_000),
+        ("h", 3_600_000),
+        ("m", 60_000),
+        ("s", 1_000),
+    ]
+    .into_iter()
+    .find(|&(_, unit)| ms != 0 && ms.is_multiple_of(unit))
+    .map_or_else(
+        || format!("{ms}ms"),
+        |(name, unit)| format!("{}{name}", ms / unit),
+    )
 }
 
 /// Turns figment's error into one line that names the key, and never shows a secret.
@@ -957,6 +1265,126 @@ mod tests {
                 "{url}"
             );
         }
+    }
+
+    /// User info without a colon is redacted whole: in a Redis URL it is a forgotten colon's
+    /// password far more often than a user name.
+    #[test]
+    fn bare_userinfo_is_redacted_whole() {
+        assert_eq!(
+            redact_url("redis://S3cretPW@127.0.0.1:6379/0"),
+            "redis://***@127.0.0.1:6379/0"
+        );
+        assert_eq!(
+            redact_url("redis-cluster://S3cretPW@127.0.0.1:7000?node=127.0.0.1:7001"),
+            "redis-cluster://***@127.0.0.1:7000?node=127.0.0.1:7001"
+        );
+        assert_eq!(
+            strip_userinfo_secret("redis://S3cretPW@h:1/0"),
+            ("redis://h:1/0".to_owned(), true)
+        );
+        assert_eq!(
+            strip_userinfo_secret("redis://app:pw@h:1/0"),
+            ("redis://app@h:1/0".to_owned(), true)
+        );
+        assert_eq!(
+            strip_userinfo_secret("redis://h:1/0"),
+            ("redis://h:1/0".to_owned(), false)
+        );
+    }
+
+    /// `check-config` prints every key the configuration takes, found from serde's own field
+    /// lists, so a key added later cannot be left out: each as `key = ` or, for a secret or an
+    /// unset key, as a `# key ` comment, in its table.
+    #[test]
+    fn effective_toml_names_every_key() {
+        let keys = known_keys();
+        assert!(keys.iter().any(|k| k == "redis.connections"), "{keys:?}");
+        for text in [
+            Settings::from_toml("").unwrap().effective_toml(),
+            Settings::from_toml(
+                "[redis]\nurl = \"redis://:pw@127.0.0.1:6379\"\npassword = \"pw\"\n\
+                 [identity]\nhash_key = \"pepper\"\n",
+            )
+            .unwrap()
+            .effective_toml(),
+        ] {
+            let table: toml::Table = text.parse().expect("check-config prints TOML");
+            assert!(!text.contains("pw") && !text.contains("pepper"), "{text}");
+            for key in keys.iter().filter(|k| !k.starts_with("limits")) {
+                let (section, name) = key.split_once('.').map_or(("", key.as_str()), |s| s);
+                let lines: Vec<&str> = if section.is_empty() {
+                    text.lines().take_while(|l| !l.starts_with('[')).collect()
+                } else {
+                    let header = format!("[{section}]");
+                    text.lines()
+                        .skip_while(|l| *l != header)
+                        .skip(1)
+                        .take_while(|l| !l.starts_with('['))
+                        .collect()
+                };
+                assert!(
+                    lines.iter().any(|l| l.starts_with(&format!("{name} = "))
+                        || l.starts_with(&format!("# {name} "))),
+                    "{key} is not printed:\n{text}"
+                );
+            }
+            assert!(table["redis"].get("connections").is_some(), "{text}");
+        }
+    }
+
+    /// Kubernetes' service links are recognised, for a Service named `tollgate` or
+    /// `tollgate-<more>`, only beside that Service's own host and port variables.
+    #[test]
+    fn service_links_are_recognised() {
+        let set = |names: &[&str]| names.iter().map(|n| n.to_string()).collect();
+        let tollgate = set(&["TOLLGATE_SERVICE_HOST", "TOLLGATE_SERVICE_PORT"]);
+        for name in [
+            "TOLLGATE_SERVICE_HOST",
+            "TOLLGATE_SERVICE_PORT",
+            "TOLLGATE_SERVICE_PORT_HTTP",
+            "TOLLGATE_PORT",
+            "TOLLGATE_PORT_8000_TCP",
+            "TOLLGATE_PORT_8000_TCP_PROTO",
+            "TOLLGATE_PORT_8000_TCP_PORT",
+            "TOLLGATE_PORT_8000_TCP_ADDR",
+            "TOLLGATE_PORT_53_UDP_ADDR",
+        ] {
+            assert!(is_service_link(name, &tollgate), "{name}");
+        }
+        assert!(!is_service_link("TOLLGATE_PORT", &set(&[])));
+        assert!(!is_service_link("TOLLGATE_LISTEN_PORT", &tollgate));
+        assert!(!is_service_link("TOLLGATE_PORT_8000_HTTP", &tollgate));
+        let redis = set(&["TOLLGATE_REDIS_SERVICE_HOST", "TOLLGATE_REDIS_SERVICE_PORT"]);
+        assert!(is_service_link("TOLLGATE_REDIS_PORT_6379_TCP_ADDR", &redis));
+    }
+
+    /// A variable's key is read as figment reads it, and a typo's nearest key is suggested.
+    #[test]
+    fn stray_variables_are_read_like_figment_and_suggest_a_key() {
+        assert_eq!(
+            variable_key("TOLLGATE_REDIS__URLL").as_deref(),
+            Some("redis.urll")
+        );
+        assert_eq!(variable_key("tollgate_listen").as_deref(), Some("listen"));
+        assert_eq!(variable_key("TOLLGATE_REDIS____URL"), None);
+        assert_eq!(variable_key("OTHER_LISTEN"), None);
+        let known = known_keys();
+        assert!(is_known(&known, "redis"));
+        assert!(is_known(&known, "limits.0.name"));
+        assert!(!is_known(&known, "port"));
+        assert_eq!(nearest_key("redis.urll", &known), Some("redis.url"));
+        assert_eq!(nearest_key("redis_url", &known), Some("redis.url"));
+        assert_eq!(nearest_key("port_8000_tcp", &known), None);
+    }
+
+    /// A duration prints in the largest unit that keeps it exact.
+    #[test]
+    fn durations_print_exactly() {
+        assert_eq!(format_duration(Duration::from_millis(500)), "500ms");
+        assert_eq!(format_duration(Duration::from_millis(2000)), "2s");
+        assert_eq!(format_duration(Duration::from_secs(120)), "2m");
+        assert_eq!(format_duration(Duration::from_millis(1500)), "1500ms");
     }
 
     /// Figment's array paths render as `limits[0].limit`.

@@ -65,7 +65,14 @@ fn main() -> ExitCode {
             return ExitCode::from(EXIT_CONFIG);
         }
     };
-    match cli.command.unwrap_or(Command::Serve) {
+    let command = cli.command.unwrap_or(Command::Serve);
+    // Serving reports them through the logger, once it is set up, with every other log line.
+    if !matches!(command, Command::Serve) {
+        for warning in &settings.warnings {
+            eprintln!("tollgate: warning: {warning}");
+        }
+    }
+    match command {
         Command::CheckConfig => {
             print!("{}", settings.effective_toml());
             ExitCode::SUCCESS
@@ -111,6 +118,9 @@ fn print_keys(
 
 fn serve(settings: Settings) -> ExitCode {
     tollgate::telemetry::init(settings.log_format);
+    for warning in &settings.warnings {
+        tracing::warn!("{warning}");
+    }
     let runtime = tokio::runtime::Runtime::new().expect("the tokio runtime starts");
     let served = runtime.block_on(async {
         let app = tollgate::http::app(&settings)

@@ -304,15 +304,13 @@ impl Window {
             .map(Window)
     }
 
-    /// Parses a configured window, `"30s"`, `"1m"`, `"2h"` or `"1d"`: a whole number of seconds,
-    /// so that `RateLimit-Policy` advertises it exactly. The error says what is wrong.
+    /// Parses a configured window, `"30s"`, `"1m"`, `"2h"` or `"1d"`: whole seconds, minutes,
+    /// hours or days, so that `RateLimit-Policy` advertises it exactly. The error says what is
+    /// wrong and lists exactly the units a window takes.
     pub fn parse(text: &str) -> Result<Self, String> {
-        let ms = u64::try_from(parse_duration(text)?.as_millis()).unwrap_or(u64::MAX);
-        if ms == 0 || ms % 1000 != 0 {
-            return Err(format!(
-                "{text:?} is not a whole, positive number of seconds (RateLimit-Policy counts in \
-                 seconds)"
-            ));
+        let ms = u64::try_from(parse_in(text, &WINDOW_UNITS)?.as_millis()).unwrap_or(u64::MAX);
+        if ms == 0 {
+            return Err(format!("{text:?} is not a positive length"));
         }
         Window::from_millis(ms).ok_or_else(|| format!("{text:?} is longer than 100 years"))
     }
@@ -333,27 +331,81 @@ impl Window {
     }
 }
 
+/// The units a length may be written in, and the examples its errors give.
+struct Units {
+    /// Each unit and its length in milliseconds.
+    units: &'static [(&'static str, u64)],
+    /// How a length is written, for the error about a missing unit.
+    examples: &'static str,
+}
+
+impl Units {
+    /// `"ms, s, m, h or d"`: exactly the units accepted.
+    fn list(&self) -> String {
+        let names: Vec<&str> = self.units.iter().map(|(name, _)| *name).collect();
+        match names.split_last() {
+            Some((last, [])) => (*last).to_owned(),
+            Some((last, rest)) => format!("{} or {last}", rest.join(", ")),
+            None => String::new(),
+        }
+    }
+}
+
+/// Durations: timeouts and cool-downs.
+const DURATION_UNITS: Units = Units {
+    units: &[
+        ("ms", 1),
+        ("s", 1_000),
+        ("m", 60_000),
+        ("h", 3_600_000),
+        ("d", 86_400_000),
+    ],
+    examples: "\"100ms\", \"30s\" or \"1m\"",
+};
+
+/// Windows: no `ms`, because `RateLimit-Policy` advertises a window in whole seconds.
+const WINDOW_UNITS: Units = Units {
+    units: &[
+        ("s", 1_000),
+        ("m", 60_000),
+        ("h", 3_600_000),
+        ("d", 86_400_000),
+    ],
+    examples: "\"30s\", \"1m\" or \"1d\"",
+};
+
 /// Parses a duration written as a whole number and a unit: `ms`, `s`, `m`, `h` or `d`.
 pub fn parse_duration(text: &str) -> Result<Duration, String> {
+    parse_in(text, &DURATION_UNITS)
+}
+
+/// Parses a whole number and one of `units`; an error lists exactly those units.
+fn parse_in(text: &str, units: &Units) -> Result<Duration, String> {
     let text = text.trim();
     let split = text.find(|c: char| !c.is_ascii_digit()).ok_or_else(|| {
-        format!("{text:?} has no unit; write it like \"100ms\", \"30s\" or \"1m\"")
+        format!(
+            "{text:?} has no unit; use {}, as in {}",
+            units.list(),
+            units.examples
+        )
     })?;
     let (number, unit) = text.split_at(split);
     let number: u64 = number
         .parse()
         .map_err(|_| format!("{text:?} does not start with a whole number"))?;
-    let unit_ms: u64 = match unit {
-        "ms" => 1,
-        "s" => 1_000,
-        "m" => 60_000,
-        "h" => 3_600_000,
-        "d" => 86_400_000,
-        _ => {
+    let Some(&(_, unit_ms)) = units.units.iter().find(|(name, _)| *name == unit) else {
+        // Only windows refuse a unit that durations take: `ms`.
+        if DURATION_UNITS.units.iter().any(|(name, _)| *name == unit) {
             return Err(format!(
-                "{text:?} has an unknown unit {unit:?}; use ms, s, m, h or d"
-            ))
+                "{text:?}: use {} (not {unit}: RateLimit-Policy advertises a window in whole \
+                 seconds)",
+                units.list()
+            ));
         }
+        return Err(format!(
+            "{text:?} has an unknown unit {unit:?}; use {}",
+            units.list()
+        ));
     };
     number
         .checked_mul(unit_ms)
@@ -382,6 +434,22 @@ mod tests {
             Window::parse("30000d").unwrap().as_millis(),
             30_000 * 86_400_000
         );
+    }
+
+    /// A window takes exactly the units its errors offer: s, m, h and d parse, and ms (whole
+    /// seconds or not) is refused and never offered.
+    #[test]
+    fn window_errors_offer_exactly_the_units_windows_take() {
+        for unit in ["s", "m", "h", "d"] {
+            assert!(Window::parse(&format!("2{unit}")).is_ok(), "{unit}");
+        }
+        for text in ["1500ms", "1000ms", "1 minute", "60", "1w"] {
+            let error = Window::parse(text).expect_err(text);
+            assert!(error.contains(" s, m, h or d"), "{text}: {error}");
+            assert!(!error.contains("ms, "), "{text} offers ms: {error}");
+        }
+        let error = parse_duration("1 minute").unwrap_err();
+        assert!(error.contains("use ms, s, m, h or d"), "{error}");
     }
 
     /// A cost above the limit is refused, because such a policy could never admit anything.

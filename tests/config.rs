@@ -502,14 +502,87 @@ fn an_unknown_nested_key_is_rejected() {
         .assert_rejected(&[], &[], "redis.urll");
 }
 
-/// An unknown key set through a `TOLLGATE_*` variable is rejected and named.
+/// What Kubernetes injects for a Service named `tollgate` with one unnamed TCP port, 8000
+/// (the kubelet's service links: the Service's host and port, and Docker-link variables).
+const SERVICE_LINKS: [(&str, &str); 7] = [
+    ("TOLLGATE_SERVICE_HOST", "10.96.0.12"),
+    ("TOLLGATE_SERVICE_PORT", "8000"),
+    ("TOLLGATE_PORT", "tcp://10.96.0.12:8000"),
+    ("TOLLGATE_PORT_8000_TCP", "tcp://10.96.0.12:8000"),
+    ("TOLLGATE_PORT_8000_TCP_PROTO", "tcp"),
+    ("TOLLGATE_PORT_8000_TCP_PORT", "8000"),
+    ("TOLLGATE_PORT_8000_TCP_ADDR", "10.96.0.12"),
+];
+
+/// Kubernetes' service links for a Service named `tollgate` (port 8000, unnamed or named
+/// `http`) and for one named `tollgate-redis` stop nothing, are not warned about, and change
+/// nothing in the configuration.
 #[test]
-fn an_unknown_key_from_a_variable_is_rejected() {
-    Dir::new().assert_rejected(
-        &[],
-        &[("TOLLGATE_REDIS__URLL", "redis://127.0.0.1")],
-        "redis.urll",
+fn kubernetes_service_links_are_ignored() {
+    let dir = Dir::new();
+    let plain = dir.run(&["check-config"], &[]);
+    let mut named = SERVICE_LINKS.to_vec();
+    named.push(("TOLLGATE_SERVICE_PORT_HTTP", "8000"));
+    let mut other_service = SERVICE_LINKS.to_vec();
+    other_service.extend([
+        ("TOLLGATE_REDIS_SERVICE_HOST", "10.96.0.13"),
+        ("TOLLGATE_REDIS_SERVICE_PORT", "6379"),
+        ("TOLLGATE_REDIS_PORT", "tcp://10.96.0.13:6379"),
+        ("TOLLGATE_REDIS_PORT_6379_TCP", "tcp://10.96.0.13:6379"),
+        ("TOLLGATE_REDIS_PORT_6379_TCP_PROTO", "tcp"),
+        ("TOLLGATE_REDIS_PORT_6379_TCP_PORT", "6379"),
+        ("TOLLGATE_REDIS_PORT_6379_TCP_ADDR", "10.96.0.13"),
+    ]);
+    for env in [SERVICE_LINKS.to_vec(), named, other_service] {
+        let output = dir.run(&["check-config"], &env);
+        assert_eq!(output.status.code(), Some(0), "{}", text(&output.stderr));
+        assert_eq!(text(&output.stderr), "", "{env:?}");
+        assert_eq!(text(&output.stdout), text(&plain.stdout));
+    }
+    let logs = dir.serve(&SERVICE_LINKS).stop();
+    assert!(!logs.contains("TOLLGATE_PORT"), "{logs}");
+}
+
+/// A `TOLLGATE_*` variable that names no key (a typo, or a lone `TOLLGATE_PORT` outside
+/// Kubernetes) is ignored with a warning naming it and the key it likely meant, never its value:
+/// on stderr for `check-config`, in the log when serving.
+#[test]
+fn a_misspelt_variable_is_warned_about() {
+    let dir = Dir::new();
+    let env = [
+        ("TOLLGATE_REDIS__URLL", "redis://:hunter2@127.0.0.1"),
+        ("TOLLGATE_REDIS_TIMEOUT", "1s"),
+        ("TOLLGATE_PORT", "tcp://10.96.0.12:8000"),
+    ];
+    let output = dir.run(&["check-config"], &env);
+    let stderr = text(&output.stderr);
+    assert_eq!(output.status.code(), Some(0), "{stderr}");
+    assert_hidden(PASSWORD, &stderr, "the warning");
+    let expected = [
+        "TOLLGATE_REDIS__URLL is ignored: it would set redis.urll, which is not a configuration \
+         key; did you mean TOLLGATE_REDIS__URL (redis.url)?",
+        "TOLLGATE_REDIS_TIMEOUT is ignored: it would set redis_timeout, which is not a \
+         configuration key; did you mean TOLLGATE_REDIS__TIMEOUT (redis.timeout)?",
+        "TOLLGATE_PORT is ignored: it would set port, which is not a configuration key",
+    ];
+    for warning in expected {
+        let line = format!("tollgate: warning: {warning}");
+        assert!(
+            stderr.lines().any(|l| l == line),
+            "{line} is missing: {stderr}"
+        );
+    }
+    assert_eq!(stderr.lines().count(), 3, "{stderr}");
+    assert_eq!(
+        text(&output.stdout),
+        text(&dir.run(&["check-config"], &[]).stdout)
     );
+    let logs = dir.serve(&env[..1]).stop();
+    assert!(
+        logs.contains("WARN") && logs.contains(expected[0]),
+        "{logs}"
+    );
+    assert_hidden(PASSWORD, &logs, "the log");
 }
 
 /// A limit of 0 is rejected and named.
@@ -521,6 +594,21 @@ fn a_limit_of_zero_is_rejected() {
             "[[limits]]\nname = \"p\"\nlimit = 0\nwindow = \"1m\"\n",
         )
         .assert_rejected(&[], &[], "limits[0].limit");
+}
+
+/// A window in milliseconds is rejected, naming the key and exactly the units a window takes.
+#[test]
+fn a_window_in_milliseconds_is_rejected_with_the_units_windows_take() {
+    for window in ["1500ms", "60000ms"] {
+        let dir = Dir::new().file(
+            "tollgate.toml",
+            &format!("[[limits]]\nname = \"p\"\nlimit = 3\nwindow = \"{window}\"\n"),
+        );
+        dir.assert_rejected(&[], &[], "limits[0].window");
+        let stderr = text(&dir.run(&["check-config"], &[]).stderr);
+        assert!(stderr.contains("use s, m, h or d"), "{stderr}");
+        assert!(!stderr.contains("ms, "), "{stderr}");
+    }
 }
 
 /// A window that does not parse is rejected and named.
@@ -691,7 +779,7 @@ fn bad_policy_scopes_are_rejected() {
     }
 }
 
-/// A hash key is a secret: check-config shows it as `***`.
+/// A hash key is a secret: check-config shows it as a comment saying it is set.
 #[test]
 fn a_hash_key_never_appears() {
     let output = Dir::new()
@@ -700,7 +788,73 @@ fn a_hash_key_never_appears() {
     assert!(output.status.success(), "{}", text(&output.stderr));
     let stdout = text(&output.stdout);
     assert!(!stdout.contains("pepper-0451"), "{stdout}");
-    assert!(stdout.contains("hash_key = \"***\""), "{stdout}");
+    assert!(stdout.contains("# hash_key is set (not shown)"), "{stdout}");
+}
+
+/// `check-config` prints the derived defaults, `redis.connections` and
+/// `redis.breaker_cool_down` among them, and never a placeholder that would read back as a
+/// secret.
+#[test]
+fn check_config_prints_derived_defaults() {
+    let effective = Dir::new().effective(&[], &[("TOLLGATE_REDIS__TIMEOUT", "1s")]);
+    assert!(effective["redis"]["connections"].as_integer().unwrap() >= 1);
+    assert_eq!(
+        lookup(&effective, &["redis", "breaker_cool_down"]),
+        Some("2s")
+    );
+    let shown = text(
+        &Dir::new()
+            .run(&["check-config"], &[("TOLLGATE_REDIS__PASSWORD", "pw")])
+            .stdout,
+    );
+    assert!(!shown.contains("***"), "{shown}");
+    assert!(shown.contains("# password is set (not shown)"), "{shown}");
+}
+
+/// The output of `check-config`, fed back with `--config`, gives the same output: nothing is
+/// changed by the round trip, with and without secrets set through the environment.
+#[test]
+fn check_config_output_reads_back_unchanged() {
+    let url = format!("redis://app:{PASSWORD}@127.0.0.1:6379/0");
+    let token_bucket = "[[limits]]\nname = \"b\"\nalgorithm = \"token_bucket\"\nlimit = 5\n\
+                        window = \"1m\"\nroutes = [\"GET /user\"]\nby = [\"user\", \"route\"]\n\
+                        costs = { \"GET /user\" = 2 }\n";
+    let cases: [(&str, Vec<(&str, &str)>); 4] = [
+        ("", vec![]),
+        (token_bucket, vec![("TOLLGATE_REDIS__TIMEOUT", "300ms")]),
+        (
+            "[redis]\nurl = \"redis://127.0.0.1:6379\"\n",
+            vec![
+                ("TOLLGATE_REDIS__PASSWORD", PASSWORD),
+                ("TOLLGATE_IDENTITY__HASH_KEY", "k"),
+            ],
+        ),
+        ("", vec![("TOLLGATE_REDIS__URL", &url)]),
+    ];
+    for (file, env) in cases {
+        let dir = Dir::new().file("in.toml", file);
+        let first = dir.run(&["--config", "in.toml", "check-config"], &env);
+        assert!(first.status.success(), "{}", text(&first.stderr));
+        let first = text(&first.stdout);
+        assert_hidden(PASSWORD, &first, "check-config");
+        // No placeholder that would read back as a secret: `password = "***"` would.
+        assert!(!first.contains("***"), "{first}");
+        let dir = dir.file("out.toml", &first);
+        let second = dir.run(&["--config", "out.toml", "check-config"], &env);
+        assert!(second.status.success(), "{}", text(&second.stderr));
+        assert_eq!(text(&second.stdout), first, "{file} {env:?}");
+        // Read back without the variables, a secret is missing, and says so: not replaced.
+        let alone = text(
+            &dir.run(&["--config", "out.toml", "check-config"], &[])
+                .stdout,
+        );
+        if env
+            .iter()
+            .any(|(name, _)| *name == "TOLLGATE_REDIS__PASSWORD")
+        {
+            assert!(alone.contains("# password is not set"), "{alone}");
+        }
+    }
 }
 
 /// A `--config` or `TOLLGATE_CONFIG` file that does not exist is rejected, naming where it came
@@ -724,6 +878,35 @@ fn a_toml_syntax_error_is_one_line() {
 }
 
 // --- The password ------------------------------------------------------------------------------
+
+/// A URL's user info without a colon (a password whose colon was forgotten) is never shown,
+/// neither by `Debug` nor by `check-config`.
+#[test]
+fn a_password_without_its_colon_never_appears() {
+    let url = format!("redis://{PASSWORD}@127.0.0.1:6379/0");
+    let settings = Settings::from_toml(&format!("[redis]\nurl = \"{url}\"\n")).unwrap();
+    for shown in [
+        format!("{settings:?}"),
+        settings.effective_toml(),
+        settings.redis.as_ref().unwrap().redacted_url(),
+    ] {
+        assert_hidden(PASSWORD, &shown, "Debug");
+    }
+    let shown = text(
+        &Dir::new()
+            .run(&["check-config"], &[("TOLLGATE_REDIS__URL", &url)])
+            .stdout,
+    );
+    assert_hidden(PASSWORD, &shown, "check-config");
+    assert!(
+        shown.contains("# url holds a password (not shown)"),
+        "{shown}"
+    );
+    let url = format!("redis://{PASSWORD}@127.0.0.1:{}/", support::free_port());
+    let logs = Dir::new().serve(&[("TOLLGATE_REDIS__URL", &url)]).stop();
+    assert!(logs.contains("redis://***@127.0.0.1:"), "{logs}");
+    assert_hidden(PASSWORD, &logs, "the log");
+}
 
 /// `Debug` of the settings never shows a password, neither `redis.password` nor one in the URL.
 #[test]
@@ -760,6 +943,12 @@ fn errors_never_show_the_password() {
         format!("redis = \"redis://:{PASSWORD}@127.0.0.1/\"\n"),
         format!("[redis]\npassword = \"{PASSWORD}\n"),
         "[redis]\npassword = 20250101\n".to_owned(),
+        // fred quotes a node= value it cannot read.
+        format!("[redis]\nurl = \"redis-cluster://127.0.0.1:7000?node=app:{PASSWORD}@h:7001\"\n"),
+        format!("[redis]\nurl = \"redis-cluster://127.0.0.1:7000?node=h:7001:{PASSWORD}\"\n"),
+        // fred would take `hunter2@h` for a host, and log it when it cannot connect.
+        format!("[redis]\nurl = \"redis-cluster://127.0.0.1:7000?node={PASSWORD}@h:7001\"\n"),
+        format!("[redis]\nurl = \"redis-sentinel://h:1/m?node={PASSWORD}%40h:7001\"\n"),
     ];
     for toml in &mistakes {
         let error = Settings::from_toml(toml).expect_err(toml);
@@ -866,8 +1055,8 @@ fn a_numeric_password_from_the_environment_is_sent_as_written() {
         ("TOLLGATE_REDIS__PASSWORD", "007"),
     ];
     let dir = Dir::new();
-    let effective = dir.effective(&[], &env);
-    assert_eq!(lookup(&effective, &["redis", "password"]), Some("***"));
+    let shown = text(&dir.run(&["check-config"], &env).stdout);
+    assert!(shown.contains("# password is set (not shown)"), "{shown}");
     dir.serve(&env).stop();
     assert!(
         redis.received().contains("$3\r\n007\r\n"),
@@ -883,7 +1072,10 @@ fn assert_password_is_used_but_hidden(dir: &Dir, env: &[(&str, &str)], redis: &F
     assert!(output.status.success(), "{}", text(&output.stderr));
     let shown = text(&output.stdout);
     assert_hidden(PASSWORD, &shown, "check-config");
-    assert!(shown.contains("***"), "no redaction shown: {shown}");
+    assert!(
+        shown.contains("(not shown)"),
+        "no hidden secret is mentioned: {shown}"
+    );
 
     let logs = dir.serve(env).stop();
     assert!(logs.contains("fred"), "fred's logs are missing: {logs}");
