@@ -199,7 +199,8 @@ impl RedisStore {
                 }
                 continue;
             }
-            // Denied, whatever happens next; alone, or first of its groups, nothing follows.
+            // Denied, whatever happens next. With nothing consumed before it and no group after
+            // it (always, off a cluster), there is nothing to give back or to read.
             if consumed.is_empty() && g + 1 == groups.len() {
                 return Ok(decision(checks, false, outcomes));
             }
