@@ -1,4 +1,4 @@
--- decide: decisions, each over every policy of one caller, each all-or-nothing, in one call.
+-- decide: decisions, each over the policies of one request, each all-or-nothing, in one call.
 --
 -- The scripts of the algorithms (fixed_window.lua, sliding_window.lua, token_bucket.lua) are
 -- prepended to this file to make one script, loaded once with SCRIPT LOAD and run with EVALSHA.
@@ -8,14 +8,19 @@
 -- its own, in order, exactly as if it had its own call; a batch only saves round trips.
 --
 -- KEYS      each decision's keys in turn; the key of policy i is e.g.
---           tollgate:{<sha256 hex>}:per_minute. The keys of one decision share one {hash tag},
---           so a decision stays in one cluster slot (on a cluster, a call carries one decision).
+--           tollgate:{<sha256 hex>}:per_minute. On a single Redis (or behind Sentinel) one
+--           decision holds every policy of its request, whatever its hash tags. On a cluster a
+--           call carries one decision, whose keys share one {hash tag}, so it stays in one slot.
 -- ARGV[1]   now, in Unix microseconds, or "" to read the Redis server's clock (TIME).
 --           Production always sends ""; contract tests send a fixed time.
 -- ARGV[2]   the mode of every decision in the call: "decide"; "refund", to give back what an
 --           earlier "decide" consumed (by its receipts) and then report like "peek"; or "peek",
---           to report without consuming. Refund and peek serve policies keyed by different
---           things, which cannot share one call: see RedisStore::run.
+--           to report without consuming. Refund and peek serve, on a cluster only, a request
+--           whose policies have different hash tags, which cannot share one call: see
+--           RedisStore::run. Or "ready", the readiness probe: KEYS[1] alone, no other ARGV, and
+--           the reply is empty; it writes KEYS[1] with a TTL and deletes it, so that Redis
+--           refuses it exactly when it would refuse a decision's write (out of memory under
+--           noeviction, a read-only replica, a user without write permission).
 -- ARGV[3 ..] each decision in turn: n, its number of policies (and of keys), then for each of
 --           its policies: algorithm, limit, window_ms, cost, emission_us, capacity_us, receipt.
 --           Integers are positive; emission_us and capacity_us are used by token_bucket only,
@@ -24,7 +29,7 @@
 -- Reply: each decision's part in turn,
 --   { allowed, remaining_1, reset_after_ms_1, retry_after_ms_1, receipt_1, ... }
 --   allowed           1 when every policy admits (and, in "decide", each then consumes its cost);
---                     0 when any policy denies, and then nothing is consumed anywhere.
+--                     0 when any policy denies, and then nothing is written anywhere.
 --   remaining_i       whole units of quota left in policy i after this call, at least 0.
 --   reset_after_ms_i  milliseconds until policy i's quota is whole again.
 --   retry_after_ms_i  0 when policy i admits; otherwise milliseconds until it would.
@@ -51,6 +56,13 @@
 
 local mode = ARGV[2]
 if mode ~= 'decide' and mode ~= 'refund' and mode ~= 'peek' then
+  -- Tested here, past the decisions' modes, so that it costs a decision nothing.
+  if mode == 'ready' then
+    -- Set with a TTL before it is deleted: even a script cut short leaves no key without one.
+    redis.call('SET', KEYS[1], '1', 'PX', 1000)
+    redis.call('DEL', KEYS[1])
+    return {}
+  end
   error('unknown mode ' .. tostring(mode))
 end
 local now_us = tonumber(ARGV[1])

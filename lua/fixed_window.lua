@@ -34,6 +34,8 @@ local function fixed_window(key, now_us, limit, window_ms, cost, grace_ms)
 end
 
 -- Gives back `cost` counted in the window `receipt`, if that window is still the stored one.
+-- A count that returns to 0 deletes the key: absent means 0, and a key that only a refunded
+-- request touched must not stay behind for the rest of its window.
 local function fixed_window_refund(key, window_ms, cost, receipt)
   local stored = redis.call('GET', key)
   if not stored then
@@ -42,6 +44,10 @@ local function fixed_window_refund(key, window_ms, cost, receipt)
   local count, start = string.match(stored, '^(%d+):(%d+)$')
   if tonumber(start) == receipt then
     count = math.max(0, tonumber(count) - cost)
-    redis.call('SET', key, string.format('%d:%d', count, receipt), 'KEEPTTL')
+    if count == 0 then
+      redis.call('DEL', key)
+    else
+      redis.call('SET', key, string.format('%d:%d', count, receipt), 'KEEPTTL')
+    end
   end
 end

@@ -76,6 +76,8 @@ end
 
 -- Gives back `cost` counted in the window `receipt`: from the current count while that window
 -- is current, from the previous count once another request has moved the key to the next one.
+-- Both counts back at 0 delete the key: absent means 0, and a key that only a refunded request
+-- touched must not stay behind for the rest of its TTL.
 local function sliding_window_refund(key, window_ms, cost, receipt)
   local stored = redis.call('GET', key)
   if not stored then
@@ -90,5 +92,9 @@ local function sliding_window_refund(key, window_ms, cost, receipt)
   else
     return
   end
-  redis.call('SET', key, string.format('%d:%d:%d', curr, prev, start), 'KEEPTTL')
+  if curr == 0 and prev == 0 then
+    redis.call('DEL', key)
+  else
+    redis.call('SET', key, string.format('%d:%d:%d', curr, prev, start), 'KEEPTTL')
+  end
 end

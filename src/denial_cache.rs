@@ -4,10 +4,10 @@
 //!
 //! It is exact for what it serves: a denial consumes nothing, so nothing the caller does can
 //! make the store admit them sooner, and others' requests only ever delay it. (One exception,
-//! by a round trip: a concurrent request's refund across hash tags can give quota back early;
-//! the cache then keeps denying until the retry time it was given.) Entries expire at that
-//! exact time, the cache holds a bounded number of them, and it is per process, so a
-//! configuration change, which needs a restart, never serves a stale denial.
+//! by a round trip, on Redis Cluster: a concurrent request's refund across hash tags can give
+//! quota back early; the cache then keeps denying until the retry time it was given.) Entries
+//! expire at that exact time, the cache holds a bounded number of them, and it is per process,
+//! so a configuration change, which needs a restart, never serves a stale denial.
 
 use std::cell::RefCell;
 use std::collections::HashMap;

@@ -71,6 +71,13 @@ impl KeyBuilder {
         key
     }
 
+    /// The key the readiness probe writes and deletes at once: `<prefix>:{readyz}`, under the
+    /// prefix so that a Redis user limited to it may write it, and never a caller's key, whose
+    /// tags are 64 hex digits or `global`.
+    pub fn readiness_key(&self) -> String {
+        format!("{}:{{readyz}}", self.prefix)
+    }
+
     /// The key of `caller` under `policy`, narrowed by `rest` (the other dimensions' values),
     /// which is hashed and appended outside the hash tag.
     pub fn key_within(&self, caller: &CallerTag, policy: &PolicyName, rest: &[u8]) -> String {

@@ -134,6 +134,17 @@ pub enum Verdict {
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Unidentified;
 
+/// Why a decision would not be made by the store right now, as `/readyz` reports it.
+#[derive(Clone, Debug, thiserror::Error)]
+pub enum NotReady {
+    /// The circuit breaker is open (or its probe is under way): the failure mode decides.
+    #[error("the circuit breaker is open: redis.on_error decides without asking the store")]
+    BreakerOpen,
+    /// The store could not make a decision that writes.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
 /// Checks requests against rules in one store.
 pub struct Limiter {
     store: Arc<dyn Store>,
@@ -241,6 +252,26 @@ impl Limiter {
     /// The store, for readiness checks.
     pub fn store(&self) -> &dyn Store {
         &*self.store
+    }
+
+    /// Succeeds when a request would be decided by the store, writing: the breaker lets it
+    /// through and the store's write probe succeeds.
+    ///
+    /// Once the breaker's cool-down is over, this check is its half-open probe, as a request
+    /// would be: an instance that its orchestrator stopped sending requests to, because it was
+    /// not ready, would otherwise never close its breaker and never be ready again.
+    pub async fn ready(&self) -> Result<(), NotReady> {
+        let (permit, changed) = self.breaker.admit();
+        self.breaker_changed(changed);
+        if permit == Permit::Reject {
+            return Err(NotReady::BreakerOpen);
+        }
+        let ready = self.store.ready(&self.keys.readiness_key()).await;
+        // Only a probe's outcome is recorded: with the breaker closed, decisions alone count.
+        if permit == Permit::Probe {
+            self.breaker_changed(self.breaker.record(permit, ready.is_ok()));
+        }
+        Ok(ready?)
     }
 
     /// The rules, in configuration order.

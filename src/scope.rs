@@ -45,7 +45,8 @@ impl Dimension {
 /// Who shares a bucket: `["user"]` (the default), `["ip"]`, `["global"]`, `["user", "route"]`…
 ///
 /// The first dimension becomes the key's hash tag, so all of one caller's policies that start
-/// with it share a Redis Cluster slot and are decided in one call.
+/// with it share a Redis Cluster slot and are decided in one call there. Off a cluster, one call
+/// decides every policy of a request, whatever its dimensions.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct By(Vec<Dimension>);
 

@@ -113,6 +113,33 @@ async fn failover_during_traffic_loses_no_decision() {
     cluster.assert_every_key_has_ttl().await;
 }
 
+/// On a cluster a user's and an address's keys live in different slots: a denial by the
+/// address refunds the user's call, and the refund deletes what it brings back to nothing, so
+/// 100 fresh users from an address over its limit leave no key behind.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn refunds_leave_no_key_behind() {
+    let _turn = ONE_CLUSTER_AT_A_TIME.lock().await;
+    let cluster = RedisCluster::start().await;
+    let app = TestApp::with_toml(&format!(
+        "{}\n[redis]\nurl = \"{}\"\non_error = \"deny\"\ntimeout = \"10s\"\n",
+        support::user_then_address(2),
+        cluster.url()
+    ))
+    .await;
+    let client = reqwest::Client::new();
+    for user in ["first", "second"] {
+        assert_eq!(app.get_user(&client, user).await.status(), 200);
+    }
+    let keys = cluster.key_count().await;
+    assert_eq!(keys, 2 * 3 + 1, "three per user, one for the address");
+    for n in 0..100 {
+        let response = app.get_user(&client, &format!("fresh-{n}")).await;
+        assert_eq!(response.status(), 429, "fresh-{n}");
+    }
+    assert_eq!(cluster.key_count().await, keys, "denied requests left keys");
+    cluster.assert_every_key_has_ttl().await;
+}
+
 /// Thirty users on a fresh service with limit 3, each sending 4: how many each got.
 async fn app_exact(cluster: &RedisCluster) -> Vec<usize> {
     let app = app(cluster, 3, "5s").await;

@@ -81,9 +81,15 @@ fn policy(name: &str, algorithm: Algorithm, shape: &Shape, cost: u64) -> Arc<Pol
 }
 
 /// Runs random sequences through Redis and memory with `algorithms` as the three policies. With
-/// `global_third`, the third policy is keyed `global`: a second hash tag, so Redis decides it in
-/// a second call and refunds the first on a denial, while memory decides all at once.
-fn lua_matches_rust(algorithms: [Algorithm; 3], global_third: bool, regressions: &'static str) {
+/// `global_third`, the third policy is keyed `global`: a second hash tag. Memory decides all at
+/// once, and so does a single Redis, unless `split`: then Redis decides as on a cluster, the
+/// second hash tag in a second call that refunds the first on a denial.
+fn lua_matches_rust(
+    algorithms: [Algorithm; 3],
+    global_third: bool,
+    split: bool,
+    regressions: &'static str,
+) {
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -91,9 +97,14 @@ fn lua_matches_rust(algorithms: [Algorithm; 3], global_third: bool, regressions:
     let server = runtime.block_on(RedisServer::start());
     let redis = runtime.block_on(async {
         let config = fred::prelude::Config::from_url(&server.url()).unwrap();
-        RedisStore::connect(config, Duration::from_secs(5))
+        let store = RedisStore::connect(config, Duration::from_secs(5))
             .await
-            .unwrap()
+            .unwrap();
+        if split {
+            store.split_by_hash_tag()
+        } else {
+            store
+        }
     });
     let cases = AtomicU64::new(0);
     let keys = KeyBuilder::new("tollgate");
@@ -149,6 +160,7 @@ fn fixed_window_lua_matches_rust() {
     lua_matches_rust(
         [Algorithm::FixedWindow; 3],
         false,
+        false,
         "tests/proptest-regressions/fixed_window.txt",
     );
 }
@@ -158,6 +170,7 @@ fn fixed_window_lua_matches_rust() {
 fn sliding_window_lua_matches_rust() {
     lua_matches_rust(
         [Algorithm::SlidingWindow; 3],
+        false,
         false,
         "tests/proptest-regressions/sliding_window.txt",
     );
@@ -169,6 +182,7 @@ fn token_bucket_lua_matches_rust() {
     lua_matches_rust(
         [Algorithm::TokenBucket; 3],
         false,
+        false,
         "tests/proptest-regressions/token_bucket.txt",
     );
 }
@@ -179,15 +193,29 @@ fn mixed_algorithms_lua_matches_rust() {
     lua_matches_rust(
         Algorithm::ALL,
         false,
+        false,
         "tests/proptest-regressions/mixed.txt",
     );
 }
 
-/// Two hash tags: Redis's ordered calls and refunds decide exactly as memory's single step.
+/// Two hash tags in one call, as on a single Redis: Lua and Rust agree.
+#[test]
+fn hash_tags_in_one_call_match_rust() {
+    lua_matches_rust(
+        Algorithm::ALL,
+        true,
+        false,
+        "tests/proptest-regressions/hash_tags_in_one_call.txt",
+    );
+}
+
+/// Two hash tags split as on a cluster: Redis's ordered calls and refunds decide exactly as
+/// memory's single step, and leave no key that only denials touched.
 #[test]
 fn refunds_across_hash_tags_match_rust() {
     lua_matches_rust(
         Algorithm::ALL,
+        true,
         true,
         "tests/proptest-regressions/hash_tags.txt",
     );

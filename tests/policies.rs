@@ -379,6 +379,42 @@ window = "{NO_BOUNDARY}"
 }
 for_each_algorithm!(a_user_denial_is_refunded_globally);
 
+/// On a single Redis, a request's policies are decided in one EVALSHA whatever they are keyed
+/// by, so 100 fresh users from an address over its limit get 100 429s, cost 100 calls, and
+/// leave no key behind: the key count does not grow.
+#[tokio::test]
+async fn denied_requests_create_no_key() {
+    let redis = RedisServer::start().await;
+    let app = TestApp::with_toml(&format!(
+        "{}\n[redis]\nurl = \"{}\"\non_error = \"deny\"\ntimeout = \"10s\"\n",
+        support::user_then_address(2),
+        redis.url()
+    ))
+    .await;
+    let client = reqwest::Client::new();
+    let before = redis.evalsha_calls().await;
+    for user in ["first", "second"] {
+        assert_eq!(app.get_user(&client, user).await.status(), 200);
+    }
+    let admitting = redis.evalsha_calls().await - before;
+    let keys = redis.keys().await.len();
+    assert_eq!(keys, 2 * 3 + 1, "three per user, one for the address");
+
+    let before = redis.evalsha_calls().await;
+    for n in 0..100 {
+        let response = app.get_user(&client, &format!("fresh-{n}")).await;
+        assert_eq!(response.status(), 429, "fresh-{n}");
+    }
+    let denying = redis.evalsha_calls().await - before;
+    assert_eq!(
+        redis.keys().await.len(),
+        keys,
+        "denied requests created keys"
+    );
+    assert_eq!((admitting, denying), (2, 100), "one call a request");
+    redis.assert_every_key_has_ttl().await;
+}
+
 /// RateLimit(-Policy) list every policy in configuration order; X-RateLimit-* the smallest share.
 async fn several_policies_are_listed_in_configuration_order(store: &Backend) {
     let app = store

@@ -22,11 +22,13 @@ pub async fn healthz() -> Json<Value> {
     Json(json!({ "status": "ok" }))
 }
 
-/// 200 when the store can decide; 503 with a one-line JSON reason when it cannot. Both name the
-/// circuit breaker's state.
+/// 200 when a decision would be made by the store, writing; 503 with a one-line JSON reason
+/// when it would not (an open breaker, a store that cannot write). Both name the circuit
+/// breaker's state, as it stands after the check, which may have been its probe.
 pub async fn readyz(State(state): State<AppState>) -> (StatusCode, Json<Value>) {
+    let ready = state.limiter.ready().await;
     let breaker = state.limiter.breaker_state().as_str();
-    match state.limiter.store().ready().await {
+    match ready {
         Ok(()) => (
             StatusCode::OK,
             Json(json!({ "status": "ready", "breaker": breaker })),

@@ -154,7 +154,7 @@ impl Store for MemoryStore {
         Some(Ok(self.decide_at(checks, micros(clock))))
     }
 
-    fn ready(&self) -> StoreFuture<'_, ()> {
+    fn ready<'a>(&'a self, _probe: &'a str) -> StoreFuture<'a, ()> {
         Box::pin(std::future::ready(Ok(())))
     }
 }

@@ -69,8 +69,10 @@ pub trait Store: Send + Sync + 'static {
         None
     }
 
-    /// Succeeds when the store can decide right now.
-    fn ready(&self) -> StoreFuture<'_, ()>;
+    /// Succeeds when the store could make a decision that writes right now. A store that must
+    /// write to find out writes `probe` (from [`crate::key::KeyBuilder::readiness_key`]) and
+    /// leaves nothing behind.
+    fn ready<'a>(&'a self, probe: &'a str) -> StoreFuture<'a, ()>;
 
     /// What the store has counted of its own work, for the metrics.
     fn counts(&self) -> StoreCounts {

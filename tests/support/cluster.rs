@@ -122,7 +122,8 @@ impl RedisCluster {
         spread
     }
 
-    /// Asserts that no key on any primary lives without a TTL.
+    /// Asserts that no key on any primary lives without a TTL, or holds a count of nothing
+    /// ([`super::assert_holds_a_count`]).
     pub async fn assert_every_key_has_ttl(&self) {
         for port in self.primaries().await {
             let client = node_client(port).await;
@@ -132,8 +133,17 @@ impl RedisCluster {
                 if let Ok(pttl) = client.pttl::<i64, _>(&key).await {
                     assert_ne!(pttl, -1, "key {key} on :{port} has no TTL");
                 }
+                if let Ok(Some(value)) = client.get::<Option<String>, _>(&key).await {
+                    super::assert_holds_a_count(&key, &value);
+                }
             }
         }
+    }
+
+    /// How many keys all the primaries hold together.
+    pub async fn key_count(&self) -> usize {
+        let spread = self.keys_per_primary().await;
+        spread.iter().map(|&(_, keys)| keys).sum()
     }
 
     async fn wait_until_ok(&self) {

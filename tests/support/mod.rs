@@ -165,7 +165,9 @@ impl RedisServer {
             .unwrap_or(0)
     }
 
-    /// Asserts that every key has a TTL: the invariant that rules out permanent lockouts.
+    /// Asserts the two invariants every Redis test ends on: every key has a TTL, which rules
+    /// out permanent lockouts, and every key holds a count above zero
+    /// ([`assert_holds_a_count`]), which rules out keys that only denied requests touched.
     pub async fn assert_every_key_has_ttl(&self) {
         let client = self.client().await;
         for key in self.keys().await {
@@ -173,8 +175,38 @@ impl RedisServer {
             // -1 alone means "no TTL". 0 is a key in its last millisecond, and -2 one that
             // expired between SCAN and PTTL: both had a TTL.
             assert_ne!(pttl, -1, "key {key} has no TTL");
+            let value: Option<String> = client
+                .get(&key)
+                .await
+                .unwrap_or_else(|e| panic!("key {key} cannot be read as a count: {e}"));
+            // None: the key expired since.
+            if let Some(value) = value {
+                assert_holds_a_count(&key, &value);
+            }
         }
     }
+}
+
+/// Asserts that `value`, stored at `key`, is a state the scripts write (lua/*.lua) holding a
+/// count above zero: a fixed window's `count:start`, a sliding window's `curr:prev:start`, or a
+/// token bucket's `tat_us`. A denied request writes nothing, and a refund that brings a count
+/// back to nothing deletes the key, so a zero means denied requests left something behind.
+pub fn assert_holds_a_count(key: &str, value: &str) {
+    let numbers: Vec<u64> = value
+        .split(':')
+        .map(|n| n.parse())
+        .collect::<Result<_, _>>()
+        .unwrap_or_else(|_| panic!("key {key} holds {value:?}, which tollgate never writes"));
+    let count = match numbers[..] {
+        [tat_us] => tat_us,
+        [count, _start] => count,
+        [curr, prev, _start] => curr + prev,
+        _ => panic!("key {key} holds {value:?}, which tollgate never writes"),
+    };
+    assert!(
+        count > 0,
+        "key {key} holds {value:?}: nothing counted, left behind by denied requests"
+    );
 }
 
 impl Drop for RedisServer {
@@ -328,6 +360,22 @@ window = "{window}"
 "#,
         redis.url()
     )
+}
+
+/// Policies in the README's order: per user (one of each algorithm, 5 each), then per address
+/// (`per_ip` requests), as TOML.
+pub fn user_then_address(per_ip: u64) -> String {
+    let mut toml = String::new();
+    for algorithm in ["fixed_window", "sliding_window", "token_bucket"] {
+        toml.push_str(&format!(
+            "[[limits]]\nname = \"{algorithm}\"\nalgorithm = \"{algorithm}\"\nlimit = 5\n\
+             window = \"{NO_BOUNDARY}\"\n"
+        ));
+    }
+    toml.push_str(&format!(
+        "[[limits]]\nname = \"per_ip\"\nlimit = {per_ip}\nwindow = \"{NO_BOUNDARY}\"\nby = \"ip\"\n"
+    ));
+    toml
 }
 
 /// A header of `response` as text.

@@ -116,9 +116,9 @@ struct Triage {
 ///
 /// A decision whose request has gone (timed out or disconnected) is left out, so it is never
 /// counted. A call's deadline is the earliest of its jobs', so that fred never writes it after
-/// any of them has timed out; so that one decision near its deadline (a request's second hash
-/// tag, or one that waited long) cannot cut short the time of the others, decisions with less
-/// than a quarter of the most time left go in a call of their own.
+/// any of them has timed out; so that one decision near its deadline (one that waited long)
+/// cannot cut short the time of the others, decisions with less than a quarter of the most time
+/// left go in a call of their own.
 fn triage(mut jobs: Vec<Job>, now: Instant) -> Triage {
     jobs.retain(|job| !job.reply.is_closed());
     let latest = jobs.iter().map(|j| j.deadline).max();

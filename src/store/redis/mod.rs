@@ -1,5 +1,6 @@
 //! The shared store: decisions made by a Lua script run with EVALSHA, reloaded after NOSCRIPT.
-//! On a single Redis, the decisions in flight together share one EVALSHA ([`batch`]).
+//! On a single Redis, every policy of a request is decided in one EVALSHA, and the decisions in
+//! flight together share it ([`batch`]).
 
 mod batch;
 
@@ -59,6 +60,9 @@ pub struct RedisStore {
     conn: Conn,
     /// The longest a decision may wait on Redis; past it the failure mode decides.
     timeout: Duration,
+    /// Redis Cluster, where a call's keys must share a slot: a request's policies are decided
+    /// in one call per hash tag, with refunds. Elsewhere one call decides them all.
+    clustered: bool,
     /// The last connection error (refused, wrong password, ...) since the last good connection,
     /// so `/readyz` can say why instead of only "timed out".
     connection_error: Arc<Mutex<Option<String>>>,
@@ -129,6 +133,7 @@ impl RedisStore {
         let store = RedisStore {
             conn: Conn { caller, batcher },
             timeout,
+            clustered,
             connection_error,
         };
         let startup_wait = timeout.max(Duration::from_secs(1));
@@ -157,12 +162,26 @@ impl RedisStore {
         self.conn.caller.pool.next()
     }
 
-    /// Decides `checks` all-or-nothing: one EVALSHA when they share a hash tag (always, for
-    /// policies keyed by the same caller), else one per tag, in order, giving back what earlier
-    /// calls consumed when a later one denies. Every decide call keeps one deadline.
+    /// Decides as on Redis Cluster (one call per hash tag, refunds after a later denial, no
+    /// shared calls), so that tests can run that path against a single Redis.
+    #[doc(hidden)]
+    pub fn split_by_hash_tag(mut self) -> Self {
+        self.clustered = true;
+        self.conn.batcher = None;
+        self
+    }
+
+    /// Decides `checks` all-or-nothing. Off a cluster, in one EVALSHA whatever their keys: a
+    /// denial writes nothing. On a cluster, in one EVALSHA when they share a hash tag (always,
+    /// for policies keyed by the same caller), else one per tag, in order, giving back what
+    /// earlier calls consumed when a later one denies. Every decide call keeps one deadline.
     async fn run(&self, checks: &[Check], clock: Clock) -> Result<Decision, StoreError> {
         let deadline = Instant::now() + self.timeout;
-        let groups = hash_tag_groups(checks);
+        let groups = if self.clustered {
+            hash_tag_groups(checks)
+        } else {
+            vec![(0..checks.len()).collect()]
+        };
         let mut outcomes = vec![None; checks.len()];
         let mut consumed: Vec<(Vec<usize>, Vec<u64>)> = Vec::new();
         for (g, group) in groups.iter().enumerate() {
@@ -180,8 +199,13 @@ impl RedisStore {
                 }
                 continue;
             }
-            // Denied, whatever happens next. The refunds must run even if this request's future
-            // is dropped, so they go to a task; its report only refines the headers.
+            // Denied, whatever happens next. With nothing consumed before it and no group after
+            // it (always, off a cluster), there is nothing to give back or to read.
+            if consumed.is_empty() && g + 1 == groups.len() {
+                return Ok(decision(checks, false, outcomes));
+            }
+            // The refunds must run even if this request's future is dropped, so they go to a
+            // task; its report only refines the headers.
             let follow_up = tokio::spawn(self.conn.clone().follow_up(
                 checks.to_vec(),
                 consumed,
@@ -197,6 +221,21 @@ impl RedisStore {
             return Ok(decision(checks, false, outcomes));
         }
         Ok(decision(checks, true, outcomes))
+    }
+
+    /// `error`, told apart: a call that timed out while the connection is known to be down
+    /// (the client queues commands while it reconnects) failed for the connection, not for
+    /// slowness.
+    fn explain(&self, error: StoreError) -> StoreError {
+        match error {
+            StoreError::Timeout(_) => {
+                match self.connection_error.lock().ok().and_then(|e| e.clone()) {
+                    Some(cause) => StoreError::Connection(cause),
+                    None => error,
+                }
+            }
+            error => error,
+        }
     }
 }
 
@@ -450,6 +489,8 @@ enum Mode {
     Refund,
     /// Report without consuming.
     Peek,
+    /// Write one key with a TTL and delete it: the readiness probe.
+    Ready,
 }
 
 impl Mode {
@@ -458,6 +499,7 @@ impl Mode {
             Mode::Decide => "decide",
             Mode::Refund => "refund",
             Mode::Peek => "peek",
+            Mode::Ready => "ready",
         }
     }
 }
@@ -555,7 +597,7 @@ fn hash_tag(key: &str) -> &str {
 
 impl Store for RedisStore {
     fn decide<'a>(&'a self, checks: &'a [Check], clock: Clock) -> StoreFuture<'a, Decision> {
-        Box::pin(self.run(checks, clock))
+        Box::pin(async move { self.run(checks, clock).await.map_err(|e| self.explain(e)) })
     }
 
     fn counts(&self) -> StoreCounts {
@@ -566,17 +608,24 @@ impl Store for RedisStore {
         }
     }
 
-    /// Runs the decide script with no keys: ready means the script, the connection and the
-    /// user's permissions all work, not merely that PING answers.
-    fn ready(&self) -> StoreFuture<'_, ()> {
+    /// Runs the decide script in its "ready" mode, which writes `probe` with a TTL and deletes
+    /// it: ready means a decision's write would succeed (the connection, the script, the user's
+    /// permissions, and Redis neither out of memory nor a read-only replica), not merely that
+    /// PING answers. One call; on a cluster, to the primary that owns `probe`.
+    fn ready<'a>(&'a self, probe: &'a str) -> StoreFuture<'a, ()> {
         Box::pin(async move {
             let deadline = Instant::now() + self.timeout;
-            let probe = self
-                .conn
-                .call(&[], &[], Mode::Peek, None, Clock::Store, deadline);
+            let key = Key::from(probe);
+            let call = || {
+                let mode = Value::from_static_str(Mode::Ready.as_str());
+                let args = vec![Value::from_static_str(""), mode];
+                (vec![key.clone()], args)
+            };
+            let probe = Box::pin(self.conn.caller.eval(call, Mode::Ready, deadline));
             let probed = tokio::time::timeout(self.timeout, probe)
                 .await
-                .unwrap_or(Err(StoreError::Timeout(self.timeout)));
+                .unwrap_or(Err(StoreError::Timeout(self.timeout)))
+                .map(drop);
             match probed {
                 Ok(_) => Ok(()),
                 Err(error) => match self.connection_error.lock().ok().and_then(|e| e.clone()) {
@@ -666,6 +715,7 @@ mod tests {
                 batcher: None,
             },
             timeout: Duration::from_secs(1),
+            clustered: false,
             connection_error: Arc::default(),
         };
         let decide = store.run(&[], Clock::Store);
