@@ -160,11 +160,34 @@ impl Binary {
     /// Starts the binary with the variables `env` besides, on a free port, and waits until it
     /// answers `/healthz`.
     async fn start_with(env: &[(&str, &str)]) -> Self {
+        Self::start_limited(env, None).await
+    }
+
+    /// As [`Binary::start_with`], with both descriptor limits set to `nofile` if given, as
+    /// `ulimit -n` does.
+    async fn start_limited(env: &[(&str, &str)], nofile: Option<u64>) -> Self {
         for _ in 0..3 {
             let dir = tempfile::tempdir().unwrap();
             let port = free_port();
             let log = File::create(dir.path().join("log")).unwrap();
-            let child = Command::new(env!("CARGO_BIN_EXE_tollgate"))
+            let mut command = Command::new(env!("CARGO_BIN_EXE_tollgate"));
+            if let Some(nofile) = nofile {
+                let limit = libc::rlimit {
+                    rlim_cur: nofile as libc::rlim_t,
+                    rlim_max: nofile as libc::rlim_t,
+                };
+                // SAFETY: setrlimit is async-signal-safe and touches only the child's limits.
+                unsafe {
+                    std::os::unix::process::CommandExt::pre_exec(&mut command, move || {
+                        if libc::setrlimit(libc::RLIMIT_NOFILE, &limit) == 0 {
+                            Ok(())
+                        } else {
+                            Err(std::io::Error::last_os_error())
+                        }
+                    });
+                }
+            }
+            let child = command
                 .current_dir(dir.path())
                 .env_clear()
                 .env("PATH", std::env::var_os("PATH").unwrap_or_default())
@@ -425,6 +448,36 @@ async fn a_stuck_request_cannot_hold_shutdown_past_the_grace() {
         binary.log().contains("open requests did not finish"),
         "the cut-off is logged:\n{}",
         binary.log()
+    );
+}
+
+/// Under a descriptor limit of 64 and the default connection cap, 100 silent connections never
+/// make accepting fail: those past the cap wait in the backlog, an ordinary request is answered
+/// once the header timeout frees places, and no accept error is logged.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn connections_past_the_descriptor_limit_wait_without_accept_errors() {
+    let binary =
+        Binary::start_limited(&[("TOLLGATE_SERVER__HEADER_TIMEOUT", "300ms")], Some(64)).await;
+    let mut silent = Vec::new();
+    for _ in 0..100 {
+        silent.push(
+            TcpStream::connect(("127.0.0.1", binary.port))
+                .await
+                .unwrap(),
+        );
+    }
+    let health = exchange(binary.port, b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n").await;
+    assert!(
+        health.is_some_and(|r| r.starts_with("HTTP/1.1 200")),
+        "/healthz behind 100 silent connections:\n{}",
+        binary.log()
+    );
+    let log = binary.log();
+    assert!(
+        !log.contains("accept error")
+            && !log.contains("cannot accept")
+            && !log.contains("Too many open files"),
+        "accept errors were logged:\n{log}"
     );
 }
 
