@@ -6,7 +6,7 @@
 use std::collections::BTreeMap;
 use std::fmt;
 use std::net::SocketAddr;
-use std::num::NonZeroU64;
+use std::num::{NonZeroU64, NonZeroUsize};
 use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
@@ -17,6 +17,7 @@ use figment::Figment;
 use serde::{Deserialize, Serialize};
 
 use crate::client_ip::{Cidr, ForwardedHeader, Proxies};
+use crate::http::ServerSettings;
 use crate::key::KeyBuilder;
 use crate::limiter::{OnError, OnMissing, Rule};
 use crate::middleware::extract::Identity;
@@ -132,6 +133,8 @@ pub struct Settings {
     /// What loading noticed but did not refuse, for the binary to report: each `TOLLGATE_*`
     /// variable that names no key (a Kubernetes service link excepted), which is ignored.
     pub warnings: Vec<String>,
+    /// How the server treats connections: timeouts, the connection cap, the shutdown grace.
+    pub server: ServerSettings,
     /// The configuration as it was read, with every derived default filled in and the URL's
     /// secret taken out, for `check-config`.
     effective: RawConfig,
@@ -246,6 +249,14 @@ impl Settings {
             notes.push(("redis", "# url is not set: the memory store decides".into()));
         } else if self.url_had_secret {
             notes.push(("redis", "# url holds a password (not shown)".into()));
+        }
+        if shown.server.max_connections.is_none() {
+            notes.push((
+                "server",
+                "# max_connections is not set: sized when serving starts, from the descriptor \
+                 limit"
+                    .into(),
+            ));
         }
         for (table, key, secret) in [
             ("redis", "password", shown.redis.password.take()),
@@ -543,6 +554,42 @@ struct RawConfig {
     identity: RawIdentity,
     limits: Vec<RawLimit>,
     log: RawLog,
+    server: RawServer,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawServer {
+    header_timeout: String,
+    idle_timeout: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    max_connections: Option<usize>,
+    shutdown_grace: String,
+}
+
+impl RawServer {
+    fn validate(&self) -> Result<ServerSettings, ConfigError> {
+        let positive = |key: &str, text: &str| {
+            let duration = parse_duration(text).map_err(|reason| ConfigError::new(key, reason))?;
+            if duration.is_zero() {
+                return Err(ConfigError::new(key, "must be longer than 0"));
+            }
+            Ok(duration)
+        };
+        let max_connections =
+            match self.max_connections {
+                None => None,
+                Some(n) => Some(NonZeroUsize::new(n).ok_or_else(|| {
+                    ConfigError::new("server.max_connections", "must be at least 1")
+                })?),
+            };
+        Ok(ServerSettings {
+            header_timeout: positive("server.header_timeout", &self.header_timeout)?,
+            idle_timeout: positive("server.idle_timeout", &self.idle_timeout)?,
+            max_connections,
+            shutdown_grace: positive("server.shutdown_grace", &self.shutdown_grace)?,
+        })
+    }
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -706,6 +753,12 @@ impl Default for RawConfig {
             log: RawLog {
                 format: "text".into(),
             },
+            server: RawServer {
+                header_timeout: "10s".into(),
+                idle_timeout: "60s".into(),
+                max_connections: None,
+                shutdown_grace: "10s".into(),
+            },
         }
     }
 }
@@ -825,6 +878,7 @@ impl RawConfig {
                 ),
             )
         })?;
+        let server = self.server.validate()?;
         let mut effective = self;
         let (url, url_had_secret) = match effective.redis.url.take() {
             Some(url) => {
@@ -860,6 +914,7 @@ impl RawConfig {
             local_cache: effective.local_cache,
             headers,
             warnings: Vec::new(),
+            server,
             effective,
             url_had_secret,
         })

@@ -121,6 +121,12 @@ fn serve(settings: Settings) -> ExitCode {
     for warning in &settings.warnings {
         tracing::warn!("{warning}");
     }
+    // A low soft limit (often 1,024) would cap connections needlessly: the hard limit is the
+    // administrator's word, the soft one only a default.
+    match tollgate::http::server::raise_descriptor_limit() {
+        Ok(limit) => tracing::debug!(limit, "descriptor limit"),
+        Err(error) => tracing::warn!(%error, "cannot raise the descriptor limit"),
+    }
     let runtime = tokio::runtime::Runtime::new().expect("the tokio runtime starts");
     let served = runtime.block_on(async {
         let app = tollgate::http::app(&settings)
@@ -129,10 +135,16 @@ fn serve(settings: Settings) -> ExitCode {
         let listener = TcpListener::bind(settings.listen)
             .await
             .map_err(|e| format!("cannot listen on {}: {e}", settings.listen))?;
-        tracing::info!(listen = %settings.listen, "tollgate is serving");
-        tollgate::http::run(listener, app, shutdown_signal())
-            .await
-            .map_err(|e| format!("server error: {e}"))
+        let (first, second) = signals();
+        tokio::select! {
+            served = tollgate::http::run_with(listener, app, settings.server.clone(), first) => {
+                served.map_err(|e| format!("server error: {e}"))
+            }
+            () = second => {
+                tracing::warn!("second signal: exiting without waiting for open requests");
+                Ok(())
+            }
+        }
     });
     match served {
         Ok(()) => ExitCode::SUCCESS,
@@ -144,25 +156,67 @@ fn serve(settings: Settings) -> ExitCode {
     }
 }
 
-/// Completes on ctrl-c or SIGTERM, so open requests drain before the process exits.
-async fn shutdown_signal() {
-    let ctrl_c = async {
-        let _ = tokio::signal::ctrl_c().await;
+/// Two futures: the first completes on the first SIGINT or SIGTERM, so open requests drain;
+/// the second on the next one, so an operator who insists is not made to wait out the grace.
+fn signals() -> (
+    impl std::future::Future<Output = ()> + Send + 'static,
+    impl std::future::Future<Output = ()> + Send + 'static,
+) {
+    let (first_tx, first_rx) = tokio::sync::oneshot::channel::<()>();
+    let (second_tx, second_rx) = tokio::sync::oneshot::channel::<()>();
+    // Registered now, not in the task, so that no signal finds the default action in place.
+    let mut signals = Signals::new();
+    tokio::spawn(async move {
+        signals.next().await;
+        tracing::info!("shutting down; a second signal exits at once");
+        let _ = first_tx.send(());
+        signals.next().await;
+        let _ = second_tx.send(());
+    });
+    let first = async move {
+        let _ = first_rx.await;
     };
+    let second = async move {
+        let _ = second_rx.await;
+    };
+    (first, second)
+}
+
+/// SIGINT and SIGTERM, each registered once for the life of the process.
+struct Signals {
     #[cfg(unix)]
-    let terminate = async {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut signal) => {
-                signal.recv().await;
-            }
-            Err(_) => std::future::pending::<()>().await,
+    streams: Option<(tokio::signal::unix::Signal, tokio::signal::unix::Signal)>,
+}
+
+impl Signals {
+    fn new() -> Self {
+        #[cfg(unix)]
+        {
+            use tokio::signal::unix::{signal, SignalKind};
+            let streams = match (
+                signal(SignalKind::interrupt()),
+                signal(SignalKind::terminate()),
+            ) {
+                (Ok(interrupt), Ok(terminate)) => Some((interrupt, terminate)),
+                _ => None,
+            };
+            Signals { streams }
         }
-    };
-    #[cfg(not(unix))]
-    let terminate = std::future::pending::<()>();
-    tokio::select! {
-        () = ctrl_c => {},
-        () = terminate => {},
+        #[cfg(not(unix))]
+        Signals {}
     }
-    tracing::info!("shutting down");
+
+    /// Completes on the next SIGINT or SIGTERM (ctrl-c elsewhere); never if none can be heard.
+    async fn next(&mut self) {
+        #[cfg(unix)]
+        match &mut self.streams {
+            Some((interrupt, terminate)) => tokio::select! {
+                _ = interrupt.recv() => {},
+                _ = terminate.recv() => {},
+            },
+            None => std::future::pending().await,
+        }
+        #[cfg(not(unix))]
+        let _ = tokio::signal::ctrl_c().await;
+    }
 }

@@ -1116,3 +1116,89 @@ fn key_prints_one_line_per_policy_under_the_prefix() {
         format!("app:{tag}:per_second\napp:{tag}:per_hour\n")
     );
 }
+
+// --- server -----------------------------------------------------------------------------------
+
+/// The `[server]` keys default to 10 s, 60 s, a cap sized at startup and 10 s; the file sets
+/// them, and `TOLLGATE_SERVER__*` variables override the file.
+#[test]
+fn server_keys_default_and_layer() {
+    let effective = Dir::new().effective(&[], &[]);
+    assert_eq!(
+        lookup(&effective, &["server", "header_timeout"]),
+        Some("10s")
+    );
+    assert_eq!(lookup(&effective, &["server", "idle_timeout"]), Some("60s"));
+    assert_eq!(
+        lookup(&effective, &["server", "shutdown_grace"]),
+        Some("10s")
+    );
+    assert!(effective["server"].get("max_connections").is_none());
+
+    let dir = Dir::new().file(
+        "tollgate.toml",
+        "[server]\nheader_timeout = \"2s\"\nidle_timeout = \"5s\"\nmax_connections = 100\n\
+         shutdown_grace = \"3s\"\n",
+    );
+    let effective = dir.effective(&[], &[]);
+    assert_eq!(
+        lookup(&effective, &["server", "header_timeout"]),
+        Some("2s")
+    );
+    assert_eq!(lookup(&effective, &["server", "idle_timeout"]), Some("5s"));
+    assert_eq!(
+        lookup(&effective, &["server", "shutdown_grace"]),
+        Some("3s")
+    );
+    assert_eq!(
+        effective["server"]["max_connections"].as_integer(),
+        Some(100)
+    );
+
+    let effective = dir.effective(
+        &[],
+        &[
+            ("TOLLGATE_SERVER__HEADER_TIMEOUT", "200ms"),
+            ("TOLLGATE_SERVER__IDLE_TIMEOUT", "1m"),
+            ("TOLLGATE_SERVER__MAX_CONNECTIONS", "7"),
+            ("TOLLGATE_SERVER__SHUTDOWN_GRACE", "1s"),
+        ],
+    );
+    assert_eq!(
+        lookup(&effective, &["server", "header_timeout"]),
+        Some("200ms")
+    );
+    assert_eq!(lookup(&effective, &["server", "idle_timeout"]), Some("1m"));
+    assert_eq!(
+        lookup(&effective, &["server", "shutdown_grace"]),
+        Some("1s")
+    );
+    assert_eq!(effective["server"]["max_connections"].as_integer(), Some(7));
+}
+
+/// A bad `[server]` value, from the file or a variable, exits 2 naming its key.
+#[test]
+fn bad_server_values_are_rejected() {
+    for key in ["header_timeout", "idle_timeout", "shutdown_grace"] {
+        for value in ["\"soon\"", "\"0s\"", "10"] {
+            Dir::new()
+                .file("tollgate.toml", &format!("[server]\n{key} = {value}\n"))
+                .assert_rejected(&[], &[], &format!("server.{key}"));
+        }
+        let var = format!("TOLLGATE_SERVER__{}", key.to_ascii_uppercase());
+        Dir::new().assert_rejected(&[], &[(&var, "later")], &format!("server.{key}"));
+    }
+    for value in ["0", "-1", "\"many\""] {
+        Dir::new()
+            .file(
+                "tollgate.toml",
+                &format!("[server]\nmax_connections = {value}\n"),
+            )
+            .assert_rejected(&[], &[], "server.max_connections");
+    }
+    Dir::new().assert_rejected(
+        &[],
+        &[("TOLLGATE_SERVER__MAX_CONNECTIONS", "0")],
+        "server.max_connections",
+    );
+}

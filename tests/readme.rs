@@ -117,8 +117,8 @@ fn steady(text: &str) -> String {
         (r"(?m)^date: .*$", "date: <date>"),
         (r"\bt=\d+", "t=<s>"),
         (r"(?m)^(x-ratelimit-reset|retry-after): \d+", "$1: <s>"),
-        // Timestamps at the start of log lines.
-        (r"(?m)^\S+Z\s+", ""),
+        // The connection cap, sized from the machine's descriptor limit.
+        (r"max_connections=\d+", "max_connections=<n>"),
         // A fixed window's stored value ("3:1795805580000") and a TTL.
         (r#""(\d+):\d{13}""#, "\"$1:<window start>\""),
         (r"\(integer\) \d+", "(integer) <n>"),
@@ -309,8 +309,11 @@ impl Served {
         (served, port)
     }
 
+    /// What it has logged, without the timestamps, as the documents show log lines.
     fn log(&self) -> String {
-        std::fs::read_to_string(self.dir.path().join("log")).unwrap_or_default()
+        let log = std::fs::read_to_string(self.dir.path().join("log")).unwrap_or_default();
+        let stamp = Regex::new(r"(?m)^\S+Z\s+").unwrap();
+        stamp.replace_all(&log, "").into_owned()
     }
 }
 

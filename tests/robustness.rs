@@ -17,7 +17,6 @@ use proptest::test_runner::FileFailurePersistence;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tollgate::client_ip::{bucket, Cidr, ForwardedHeader, Proxies};
-use tollgate::http::SHUTDOWN_GRACE;
 use tollgate::quota::{parse_duration, MAX_WINDOW_MS};
 use tollgate::scope::RoutePattern;
 use tollgate::{KeyBuilder, PolicyName, Settings, Window};
@@ -134,6 +133,12 @@ const START_DEADLINE: Duration = Duration::from_secs(20);
 /// How long a connect or a read may take before the test gives up on it.
 const IO_DEADLINE: Duration = Duration::from_secs(5);
 
+/// The default `server.shutdown_grace`.
+const DEFAULT_GRACE: Duration = Duration::from_secs(10);
+
+/// The `server.shutdown_grace` of the tests that wait it out.
+const SHORT_GRACE: Duration = Duration::from_secs(1);
+
 /// The first half of a request to `/user` as `joe`: its headers are not finished.
 const PARTIAL_REQUEST: &[u8] = b"GET /user HTTP/1.1\r\nHost: 127.0.0.1\r\nX-User: joe\r\n";
 
@@ -149,15 +154,45 @@ struct Binary {
 impl Binary {
     /// Starts the binary on a free port and waits until it answers `/healthz`.
     async fn start() -> Self {
+        Self::start_with(&[]).await
+    }
+
+    /// Starts the binary with the variables `env` besides, on a free port, and waits until it
+    /// answers `/healthz`.
+    async fn start_with(env: &[(&str, &str)]) -> Self {
+        Self::start_limited(env, None).await
+    }
+
+    /// As [`Binary::start_with`], with both descriptor limits set to `nofile` if given, as
+    /// `ulimit -n` does.
+    async fn start_limited(env: &[(&str, &str)], nofile: Option<u64>) -> Self {
         for _ in 0..3 {
             let dir = tempfile::tempdir().unwrap();
             let port = free_port();
             let log = File::create(dir.path().join("log")).unwrap();
-            let child = Command::new(env!("CARGO_BIN_EXE_tollgate"))
+            let mut command = Command::new(env!("CARGO_BIN_EXE_tollgate"));
+            if let Some(nofile) = nofile {
+                let limit = libc::rlimit {
+                    rlim_cur: nofile as libc::rlim_t,
+                    rlim_max: nofile as libc::rlim_t,
+                };
+                // SAFETY: setrlimit is async-signal-safe and touches only the child's limits.
+                unsafe {
+                    std::os::unix::process::CommandExt::pre_exec(&mut command, move || {
+                        if libc::setrlimit(libc::RLIMIT_NOFILE, &limit) == 0 {
+                            Ok(())
+                        } else {
+                            Err(std::io::Error::last_os_error())
+                        }
+                    });
+                }
+            }
+            let child = command
                 .current_dir(dir.path())
                 .env_clear()
                 .env("PATH", std::env::var_os("PATH").unwrap_or_default())
                 .env("TOLLGATE_LISTEN", format!("127.0.0.1:{port}"))
+                .envs(env.iter().copied())
                 .stdin(Stdio::null())
                 .stdout(log.try_clone().unwrap())
                 .stderr(log)
@@ -206,11 +241,16 @@ impl Binary {
 
     /// Sends SIGTERM, as an orchestrator stopping the container would; returns when it was sent.
     fn terminate(&self) -> Instant {
+        self.signal("-TERM")
+    }
+
+    /// Sends `signal` (`-TERM`, `-INT`) with `kill`; returns when it was sent.
+    fn signal(&self, signal: &str) -> Instant {
         let sent = Command::new("kill")
-            .args(["-TERM", &self.child.id().to_string()])
+            .args([signal, &self.child.id().to_string()])
             .status()
             .expect("kill runs");
-        assert!(sent.success(), "kill -TERM failed: {sent}");
+        assert!(sent.success(), "kill {signal} failed: {sent}");
         Instant::now()
     }
 
@@ -336,8 +376,8 @@ async fn open_partial_request(binary: &Binary) -> TcpStream {
 }
 
 /// SIGTERM while a request is in flight: new connections are refused, an idle connection is
-/// closed, the request still gets its whole 200, and the process exits 0 within half of
-/// SHUTDOWN_GRACE.
+/// closed, the request still gets its whole 200, and the process exits 0 within half of the
+/// default grace.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigterm_drains_in_flight_requests_and_exits_zero() {
     let mut binary = Binary::start().await;
@@ -373,27 +413,32 @@ async fn sigterm_drains_in_flight_requests_and_exits_zero() {
         "the drained request was still limited: {response}"
     );
 
-    let (status, _) = binary.exit_within(sent, SHUTDOWN_GRACE / 2).await;
+    let (status, _) = binary.exit_within(sent, DEFAULT_GRACE / 2).await;
     assert_eq!(status.code(), Some(0), "exit status:\n{}", binary.log());
 }
 
-/// A connection that never finishes its request is given SHUTDOWN_GRACE, then dropped: the
-/// process exits 0 soon after the grace, not later. Takes about 10 s (SHUTDOWN_GRACE).
+/// A connection that never finishes its request is given `server.shutdown_grace`, then dropped:
+/// the process exits 0 soon after the grace, not sooner and not later.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_stuck_request_cannot_hold_shutdown_past_the_grace() {
-    let mut binary = Binary::start().await;
+    // A header timeout longer than the test, so that only the grace can end the request.
+    let mut binary = Binary::start_with(&[
+        ("TOLLGATE_SERVER__SHUTDOWN_GRACE", "1s"),
+        ("TOLLGATE_SERVER__HEADER_TIMEOUT", "1m"),
+    ])
+    .await;
     let mut stuck = open_partial_request(&binary).await;
 
     let sent = binary.terminate();
     binary.until_refusing().await;
     let (status, after) = binary
-        .exit_within(sent, SHUTDOWN_GRACE + Duration::from_secs(5))
+        .exit_within(sent, SHORT_GRACE + Duration::from_secs(5))
         .await;
     assert_eq!(status.code(), Some(0), "exit status:\n{}", binary.log());
     // The server does not cut a partly received request short: it waits out the grace.
     assert!(
-        after >= SHUTDOWN_GRACE - Duration::from_millis(500),
-        "exited {after:?} after SIGTERM, before SHUTDOWN_GRACE ({SHUTDOWN_GRACE:?})"
+        after >= SHORT_GRACE - Duration::from_millis(100),
+        "exited {after:?} after SIGTERM, before the grace ({SHORT_GRACE:?})"
     );
     assert!(
         closed_silently(&mut stuck).await,
@@ -404,6 +449,61 @@ async fn a_stuck_request_cannot_hold_shutdown_past_the_grace() {
         "the cut-off is logged:\n{}",
         binary.log()
     );
+}
+
+/// Under a descriptor limit of 64 and the default connection cap, 100 silent connections never
+/// make accepting fail: those past the cap wait in the backlog, an ordinary request is answered
+/// once the header timeout frees places, and no accept error is logged.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn connections_past_the_descriptor_limit_wait_without_accept_errors() {
+    let binary =
+        Binary::start_limited(&[("TOLLGATE_SERVER__HEADER_TIMEOUT", "300ms")], Some(64)).await;
+    let mut silent = Vec::new();
+    for _ in 0..100 {
+        silent.push(
+            TcpStream::connect(("127.0.0.1", binary.port))
+                .await
+                .unwrap(),
+        );
+    }
+    let health = exchange(binary.port, b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n").await;
+    assert!(
+        health.is_some_and(|r| r.starts_with("HTTP/1.1 200")),
+        "/healthz behind 100 silent connections:\n{}",
+        binary.log()
+    );
+    let log = binary.log();
+    assert!(
+        !log.contains("accept error")
+            && !log.contains("cannot accept")
+            && !log.contains("Too many open files"),
+        "accept errors were logged:\n{log}"
+    );
+}
+
+/// A second SIGTERM (or SIGINT) during the grace ends the process at once, with a request
+/// still open, rather than after the grace.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_second_signal_ends_shutdown_at_once() {
+    for second in ["-TERM", "-INT"] {
+        let mut binary = Binary::start_with(&[
+            ("TOLLGATE_SERVER__SHUTDOWN_GRACE", "1m"),
+            ("TOLLGATE_SERVER__HEADER_TIMEOUT", "1m"),
+        ])
+        .await;
+        let _stuck = open_partial_request(&binary).await;
+        binary.terminate();
+        binary.until_refusing().await;
+        assert!(binary.running(), "exited before the second signal");
+        let sent = binary.signal(second);
+        let (status, _) = binary.exit_within(sent, Duration::from_secs(3)).await;
+        assert!(status.code().is_some(), "killed by the signal: {status}");
+        assert!(
+            binary.log().contains("second signal"),
+            "the early exit is logged:\n{}",
+            binary.log()
+        );
+    }
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -3,19 +3,17 @@
 mod access_log;
 mod handlers;
 pub mod routes;
+pub mod server;
 
 use std::convert::Infallible;
-use std::future::{Future, IntoFuture};
-use std::net::SocketAddr;
+use std::future::Future;
 use std::sync::Arc;
-use std::time::Duration;
 
 use axum::extract::Request;
 use axum::response::IntoResponse;
 use axum::routing::{get, Route};
 use axum::Router;
 use tokio::net::TcpListener;
-use tokio::sync::oneshot;
 use tower::{Layer, Service};
 
 use crate::config::Settings;
@@ -25,6 +23,8 @@ use crate::middleware::headers::HeaderMode;
 use crate::middleware::RateLimitLayer;
 use crate::store::redis::Connections;
 use crate::store::{MemoryStore, RedisStore, Store, StoreError};
+
+pub use server::ServerSettings;
 
 /// What the handlers share.
 #[derive(Clone, Debug)]
@@ -120,36 +120,24 @@ pub async fn app(settings: &Settings) -> Result<Router, StoreError> {
     Ok(router(state, settings.headers))
 }
 
-/// How long open requests may take to finish once shutdown begins.
-pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
-
-/// Serves `router` on `listener` until `shutdown` completes, then drains open requests for at
-/// most [`SHUTDOWN_GRACE`], so one stuck connection cannot keep the process alive.
+/// Serves `router` on `listener` with the default [`ServerSettings`] until `shutdown`
+/// completes, then drains open connections for at most the default grace (10 s).
 pub async fn run(
     listener: TcpListener,
     router: Router,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
-    let (began, shutdown_began) = oneshot::channel::<()>();
-    let signal = async move {
-        shutdown.await;
-        let _ = began.send(());
-    };
-    // The peer address feeds policies keyed by ip, and the trusted-proxy rules.
-    let service = router.into_make_service_with_connect_info::<SocketAddr>();
-    let server = axum::serve(listener, service).with_graceful_shutdown(signal);
-    let deadline = async move {
-        match shutdown_began.await {
-            Ok(()) => tokio::time::sleep(SHUTDOWN_GRACE).await,
-            // The server ended on its own: no deadline to keep.
-            Err(_) => std::future::pending().await,
-        }
-    };
-    tokio::select! {
-        served = server.into_future() => served,
-        () = deadline => {
-            tracing::warn!(grace = ?SHUTDOWN_GRACE, "open requests did not finish; exiting");
-            Ok(())
-        }
-    }
+    server::serve(listener, router, ServerSettings::default(), shutdown).await
+}
+
+/// Serves `router` on `listener` under `settings` (timeouts, connection cap, shutdown grace)
+/// until `shutdown` completes, then drains open connections for at most the grace, so one stuck
+/// connection cannot keep the process alive.
+pub async fn run_with(
+    listener: TcpListener,
+    router: Router,
+    settings: ServerSettings,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    server::serve(listener, router, settings, shutdown).await
 }

@@ -267,9 +267,14 @@ impl TestApp {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         let (tx, rx) = oneshot::channel::<()>();
-        tokio::spawn(tollgate::http::run(listener, router, async {
-            let _ = rx.await;
-        }));
+        tokio::spawn(tollgate::http::run_with(
+            listener,
+            router,
+            settings.server.clone(),
+            async {
+                let _ = rx.await;
+            },
+        ));
         TestApp {
             addr,
             shutdown: Some(tx),
