@@ -104,6 +104,6 @@ echo "peak          $(mb "$peak") (VmHWM)"
 echo "flood's end   $(mb "$end"), $entries_end entries held, $full new callers refused at the cap"
 echo "${settle} s later  $(mb "$after"), $entries_after entries held: $(awk -v a="$after" -v i="$idle" 'BEGIN { printf "%.2f", a / i }') x idle"
 # Only meaningful with the entries still held, as with a long window.
-[ "$entries_end" -ge 100000 ] &&
+[ "${entries_end:-0}" -ge 100000 ] &&
   echo "per entry     $(awk -v e="$end" -v i="$idle" -v n="$entries_end" 'BEGIN { printf "%.0f bytes", (e - i) * 1024 / n }') of VmRSS over idle, at the flood's end"
 exit 0
