@@ -162,3 +162,28 @@ async fn a_flood_of_callers_is_swept_from_memory() {
     }
     assert_eq!(store.len(), per_round, "the active round was swept");
 }
+
+/// With no request after it, a flood leaves the memory store once its window has passed: the
+/// sweeper runs on a timer, not on the next decision.
+#[tokio::test]
+async fn a_flood_leaves_the_memory_store_with_no_further_request() {
+    let store = MemoryStore::new();
+    let policy = policy(Algorithm::FixedWindow, 1_000);
+    let keys = KeyBuilder::new("tollgate");
+    for caller in 0..CALLERS / 4 {
+        let tag = keys.tag(format!("caller-{caller}").as_bytes());
+        let check = [Check::new(keys.key(&tag, policy.name()), policy.clone())];
+        assert!(store.decide(&check, Clock::Store).await.unwrap().allowed);
+    }
+    assert!(!store.is_empty());
+    // The one-second window ends within a second, and the sweeper takes one more.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !store.is_empty() {
+        assert!(
+            Instant::now() < deadline,
+            "{} entries outlived their window",
+            store.len()
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
