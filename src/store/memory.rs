@@ -5,17 +5,18 @@
 //! shard its key hashes to (the shards of all its keys, in order, for several policies), so it
 //! costs one lock and one lookup, as a single map would. The sweeper visits one shard per tick,
 //! every shard once per [`SWEEP_PERIOD`], so a sweep step holds up only the decisions that fall
-//! in that shard, for the time it takes to sweep a 64th of the store; it shrinks the shard's
+//! in that shard, for the time it takes to sweep a 256th of the store; it shrinks the shard's
 //! table once it is mostly empty, so the memory goes back to the allocator.
 //!
 //! # At the cap
 //!
-//! A decision that would create an entry while `max_callers` entries are held first sweeps the
-//! expired entries of the shards it holds (each at most once per [`SWEEP_PERIOD`]), and if the
-//! store is still full, it is denied without being tracked: its policies report nothing
-//! remaining and a retry after [`FULL_RETRY_AFTER`], by when the sweeper has visited every
-//! shard. A live entry is never evicted, so a caller already tracked keeps exactly its limit,
-//! and no caller can shed its count by flooding the store with new names.
+//! A decision that would create an entry while `max_callers` entries are held first sweeps
+//! expired entries (one such sweep per [`SWEEP_PERIOD`] in the whole store): those of the shards
+//! it holds, and of every other shard when no timer sweeps the store. If the store is still
+//! full, it is denied without being tracked: its policies report nothing remaining and a retry
+//! after [`FULL_RETRY_AFTER`], by when the sweeper has visited every shard. A live entry is
+//! never evicted, so a caller already tracked keeps exactly its limit, and no caller can shed
+//! its count by flooding the store with new names.
 
 use std::hash::{BuildHasher, RandomState};
 use std::num::NonZeroUsize;
@@ -34,7 +35,7 @@ use crate::throttle::Throttle;
 pub const DEFAULT_MAX_CALLERS: usize = 1_000_000;
 
 /// How many shards the map is split into: a power of two, so a hash picks one with a mask.
-pub const SHARDS: usize = 64;
+pub const SHARDS: usize = 256;
 
 /// How long the sweeper takes to visit every shard once, one shard per tick.
 pub const SWEEP_PERIOD: Duration = Duration::from_secs(1);
@@ -356,8 +357,8 @@ impl MemoryStore {
     }
 
     /// At the cap, at most once per [`SWEEP_PERIOD`]: sweeps the shards `held` by this decision,
-    /// then every other shard not locked at this moment, so that expired entries make room
-    /// before a new caller is refused, with or without the timer. Whether it swept.
+    /// and, when no timer sweeps the store, every other shard not locked at this moment, so that
+    /// expired entries make room before a new caller is refused. Whether it swept.
     fn sweep_when_full(&self, (tables, held): Held<'_, '_>, now_us: u64) -> bool {
         let shared = &*self.shared;
         let last = shared.full_swept_at_us.load(Ordering::Relaxed);
@@ -373,6 +374,12 @@ impl MemoryStore {
         }
         for table in tables.iter_mut() {
             shared.sweep(table, now_us);
+        }
+        // With the timer running, every other shard is swept within the period anyway, and
+        // sweeping them all here could hold this request up for as long as freeing a million
+        // entries takes.
+        if shared.sweeping.load(Ordering::SeqCst) {
+            return true;
         }
         for i in (0..SHARDS).filter(|i| !held.contains(i)) {
             // Never wait for a lock while holding one: a shard in use is left to the timer.
@@ -414,9 +421,10 @@ impl MemoryStore {
         }
     }
 
-    /// Sweeps every shard of expired entries at once, as of `now` (Unix milliseconds), for
-    /// tests and tools; the sweeper does the same one shard at a time.
-    pub fn sweep_all(&self, now_ms: u64) {
+    /// Sweeps every shard of expired entries at once, as of `now` (Unix milliseconds), as the
+    /// sweeper does one shard at a time.
+    #[cfg(test)]
+    fn sweep_all(&self, now_ms: u64) {
         for i in 0..SHARDS {
             self.shared
                 .sweep(&mut self.shared.lock_shard(i), now_ms * 1000);
@@ -752,7 +760,7 @@ mod tests {
     #[test]
     fn entries_spread_over_shards_and_are_counted_once() {
         let store = MemoryStore::new();
-        for i in 0..1_000 {
+        for i in 0..5_000 {
             let checks = [
                 check_of(&format!("u{i}:a"), "a: 9 per 1h"),
                 check_of(&format!("u{i}:b"), "b: 9 per 1h"),
@@ -763,8 +771,8 @@ mod tests {
         let held: Vec<usize> = (0..SHARDS)
             .map(|i| store.shared.lock_shard(i).slots.len())
             .collect();
-        assert_eq!(held.iter().sum::<usize>(), 2_000);
-        assert_eq!(store.len(), 2_000);
+        assert_eq!(held.iter().sum::<usize>(), 10_000);
+        assert_eq!(store.len(), 10_000);
         assert!(held.iter().all(|&n| n > 0), "an empty shard: {held:?}");
     }
 }
