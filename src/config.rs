@@ -116,6 +116,8 @@ pub struct Settings {
     pub connections: usize,
     /// `redis.max_batch`: the most decisions one script call carries on a single Redis.
     pub max_batch: usize,
+    /// `memory.max_callers`: the most entries a memory store holds (the store, or the fallback).
+    pub max_callers: NonZeroUsize,
     /// How callers are named: the identity header, trusted proxies, IPv6 grouping.
     pub identity: Identity,
     /// What happens when a policy keyed by user applies to a request that names nobody.
@@ -551,6 +553,7 @@ struct RawConfig {
     local_cache: bool,
     headers: String,
     redis: RawRedis,
+    memory: RawMemory,
     identity: RawIdentity,
     limits: Vec<RawLimit>,
     log: RawLog,
@@ -609,6 +612,12 @@ struct RawRedis {
     #[serde(skip_serializing_if = "Option::is_none")]
     connections: Option<usize>,
     max_batch: usize,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawMemory {
+    max_callers: usize,
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -731,6 +740,9 @@ impl Default for RawConfig {
                 connections: None,
                 max_batch: default_max_batch(),
             },
+            memory: RawMemory {
+                max_callers: crate::store::memory::DEFAULT_MAX_CALLERS,
+            },
             identity: RawIdentity {
                 header: "x-user".into(),
                 trusted_proxies: Vec::new(),
@@ -839,6 +851,8 @@ impl RawConfig {
             Some(cool_down) => cool_down,
             None => Duration::from_millis(500).max(timeout * 2),
         };
+        let max_callers = NonZeroUsize::new(self.memory.max_callers)
+            .ok_or_else(|| ConfigError::new("memory.max_callers", "must be at least 1"))?;
         let identity = self.identity.validate()?;
         let on_missing = match self.identity.on_missing.as_str() {
             "allow" => OnMissing::Allow,
@@ -906,6 +920,7 @@ impl RawConfig {
             local_divisor: effective.redis.local_divisor,
             connections,
             max_batch: effective.redis.max_batch,
+            max_callers,
             identity,
             on_missing,
             hash_key,

@@ -8,7 +8,7 @@
 //! - [`key`]: the one place that names Redis keys, `<prefix>:{<sha256 hex>}:<policy>`.
 //! - [`algorithm`]: the Rust reference of each algorithm, which the Lua scripts must match.
 //! - [`store`]: the [`Store`] trait and its backends, [`RedisStore`] (Lua, EVALSHA, NOSCRIPT
-//!   reload) and [`MemoryStore`] (one instance).
+//!   reload) and [`MemoryStore`] (one instance, capped, swept on a timer).
 //! - [`limiter`]: caller to keys to store to [`Verdict`], applying the failure mode.
 //! - [`middleware`]: [`RateLimitLayer`], which turns verdicts into 429s and headers.
 //! - [`http`]: the service's router, handlers and server loop.

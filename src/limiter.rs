@@ -2,6 +2,7 @@
 //! apply, the keys, the store and the failure modes. It knows nothing of HTTP responses; the
 //! middleware gathers the facts and renders the verdicts.
 
+use std::num::NonZeroUsize;
 use std::sync::atomic::{AtomicBool, Ordering as AtomicOrdering};
 use std::sync::Arc;
 use std::time::Duration;
@@ -19,7 +20,7 @@ pub const DENIAL_CACHE_CAPACITY: usize = 100_000;
 use crate::quota::Policy;
 use crate::scope::{Dimension, Scope};
 use crate::store::MemoryStore;
-use crate::store::{Check, Clock, Store, StoreError};
+use crate::store::{Check, Clock, Store, StoreCounts, StoreError};
 use crate::throttle::Throttle;
 use std::time::Instant;
 
@@ -215,6 +216,12 @@ impl Limiter {
         self
     }
 
+    /// Caps the entries of the local fallback's memory store, as `memory.max_callers` does.
+    pub fn with_local_max_callers(mut self, max_callers: NonZeroUsize) -> Self {
+        self.local = self.local.with_max_callers(max_callers);
+        self
+    }
+
     /// Turns the local over-limit cache on (the default) or off.
     pub fn with_local_cache(mut self, enabled: bool) -> Self {
         self.denials = enabled.then(|| DenialCache::new(DENIAL_CACHE_CAPACITY));
@@ -224,6 +231,16 @@ impl Limiter {
     /// The counters behind `/metrics`.
     pub fn metrics(&self) -> &Metrics {
         &self.metrics
+    }
+
+    /// The store's counts, with the entries and refusals of the local fallback's memory added,
+    /// for `/metrics`.
+    pub fn counts(&self) -> StoreCounts {
+        let local = self.local.counts();
+        let mut counts = self.store.counts();
+        counts.memory_entries += local.memory_entries;
+        counts.memory_full += local.memory_full;
+        counts
     }
 
     /// The circuit breaker's state, for `/readyz`.
@@ -550,7 +567,6 @@ impl Limiter {
 mod tests {
     use super::*;
     use crate::scope::By;
-    use crate::store::StoreCounts;
 
     fn rule(text: &str, by: Vec<Dimension>) -> Rule {
         Rule {

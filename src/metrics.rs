@@ -17,6 +17,10 @@
 //!   probes and retries included; on a single Redis the decisions in flight together share one,
 //!   so `tollgate_store_latency_seconds_count` over this is about the decisions per call.
 //! - `tollgate_store_script_reloads_total`: scripts loaded again after NOSCRIPT.
+//! - `tollgate_memory_entries`: entries held by the memory store (and the local fallback's),
+//!   live or not yet swept.
+//! - `tollgate_memory_full_total`: new callers denied untracked because a memory store held
+//!   `memory.max_callers` entries.
 //! - `tollgate_breaker_state{state}`: 1 for the breaker's current state, 0 for the others.
 //! - `tollgate_breaker_transitions_total{to}`: breaker state changes.
 
@@ -254,6 +258,20 @@ impl Metrics {
                 load(counter)
             );
         }
+        family(
+            &mut out,
+            "tollgate_memory_entries",
+            "gauge",
+            "Entries the memory stores hold, live or not yet swept.",
+        );
+        let _ = writeln!(out, "tollgate_memory_entries {}", store.memory_entries);
+        family(
+            &mut out,
+            "tollgate_memory_full_total",
+            "counter",
+            "New callers denied untracked because a memory store was full.",
+        );
+        let _ = writeln!(out, "tollgate_memory_full_total {}", store.memory_full);
         family(
             &mut out,
             "tollgate_breaker_state",

@@ -723,6 +723,38 @@ fn other_bad_values_are_rejected() {
     Dir::new().assert_rejected(&[], &[("TOLLGATE_LISTEN", "localhost:8000")], "listen");
 }
 
+/// `memory.max_callers` defaults to a million, and is read from the file and from
+/// `TOLLGATE_MEMORY__MAX_CALLERS`, the variable winning.
+#[test]
+fn memory_max_callers_comes_from_the_default_the_file_and_the_variable() {
+    let max_callers = |table: &toml::Table| table["memory"]["max_callers"].as_integer();
+    assert_eq!(
+        max_callers(&Dir::new().effective(&[], &[])),
+        Some(1_000_000)
+    );
+    let dir = Dir::new().file("tollgate.toml", "[memory]\nmax_callers = 5000\n");
+    assert_eq!(max_callers(&dir.effective(&[], &[])), Some(5_000));
+    let env = [("TOLLGATE_MEMORY__MAX_CALLERS", "70")];
+    assert_eq!(max_callers(&dir.effective(&[], &env)), Some(70));
+}
+
+/// A cap below one, or not a whole number, stops the process naming `memory.max_callers`.
+#[test]
+fn a_bad_memory_max_callers_is_rejected() {
+    for value in ["0", "-1", "\"lots\"", "1.5"] {
+        Dir::new()
+            .file(
+                "tollgate.toml",
+                &format!("[memory]\nmax_callers = {value}\n"),
+            )
+            .assert_rejected(&[], &[], "memory.max_callers");
+    }
+    for value in ["0", "lots"] {
+        let env = [("TOLLGATE_MEMORY__MAX_CALLERS", value)];
+        Dir::new().assert_rejected(&[], &env, "memory.max_callers");
+    }
+}
+
 /// Policies that could never admit, or that name unknown callers, routes or networks, are
 /// rejected at startup with the key named.
 #[test]

@@ -94,7 +94,7 @@ pub async fn limiter(settings: &Settings) -> Result<Limiter, StoreError> {
                 "using the in-memory store: limits are per instance; set redis.url \
                  (TOLLGATE_REDIS__URL) to share them across instances"
             );
-            Arc::new(MemoryStore::new())
+            Arc::new(MemoryStore::new().with_max_callers(settings.max_callers))
         }
     };
     if settings.rules.is_empty() {
@@ -106,6 +106,7 @@ pub async fn limiter(settings: &Settings) -> Result<Limiter, StoreError> {
         .with_on_missing(settings.on_missing)
         .with_breaker(settings.breaker_failures, settings.breaker_cool_down)
         .with_local_divisor(settings.local_divisor)
+        .with_local_max_callers(settings.max_callers)
         .with_local_cache(settings.local_cache))
 }
 

@@ -1,28 +1,92 @@
-//! The in-process store: one instance's counts in a map, evicted as they stop mattering.
+//! The in-process store: one instance's counts in memory, at most `memory.max_callers` of them,
+//! swept of expired entries on a timer that gives their memory back.
+//!
+//! The map is split into [`SHARDS`] shards, each behind its own mutex. A decision locks the one
+//! shard its key hashes to (the shards of all its keys, in order, for several policies), so it
+//! costs one lock and one lookup, as a single map would. The sweeper visits one shard per tick,
+//! every shard once per [`SWEEP_PERIOD`], so a sweep step holds up only the decisions that fall
+//! in that shard, for the time it takes to sweep a 256th of the store; it shrinks the shard's
+//! table once it is mostly empty, so the memory goes back to the allocator.
+//!
+//! # At the cap
+//!
+//! A decision that would create an entry while `max_callers` entries are held first sweeps
+//! expired entries (one such sweep per [`SWEEP_PERIOD`] in the whole store): those of the shards
+//! it holds, and of every other shard when no timer sweeps the store. If the store is still
+//! full, it is denied without being tracked: its policies report nothing remaining and a retry
+//! after [`FULL_RETRY_AFTER`], by when the sweeper has visited every shard. A live entry is
+//! never evicted, so a caller already tracked keeps exactly its limit, and no caller can shed
+//! its count by flooding the store with new names.
 
-use std::collections::HashMap;
-use std::sync::Mutex;
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::hash::{BuildHasher, RandomState};
+use std::num::NonZeroUsize;
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, Weak};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use crate::algorithm::{self, Evaluation, State};
+use hashbrown::HashTable;
+
+use crate::algorithm::{self, Evaluation, Outcome, State};
 use crate::decision::{Decision, PolicyDecision};
-use crate::store::{Check, Clock, Store, StoreError, StoreFuture};
+use crate::store::{Check, Clock, Store, StoreCounts, StoreError, StoreFuture};
+use crate::throttle::Throttle;
 
-/// The map is swept of expired entries whenever it grows to twice its size after the last
-/// sweep, and never below this many entries, so sweeping costs O(1) per decision on average.
-const MIN_SWEEP_LEN: usize = 1024;
+/// The entries a memory store holds at most unless told otherwise: `memory.max_callers`.
+pub const DEFAULT_MAX_CALLERS: usize = 1_000_000;
+
+/// How many shards the map is split into: a power of two, so a hash picks one with a mask.
+pub const SHARDS: usize = 256;
+
+/// How long the sweeper takes to visit every shard once, one shard per tick.
+pub const SWEEP_PERIOD: Duration = Duration::from_secs(1);
+
+/// The wait given to a new caller refused because the store is full: by then the sweeper has
+/// visited every shard, so any entry expired now has made room.
+pub const FULL_RETRY_AFTER: Duration = SWEEP_PERIOD;
 
 /// Counts in process memory: exact for one instance, not shared between instances.
-#[derive(Debug, Default)]
+///
+/// Made inside a tokio runtime, or first deciding inside one, it sweeps itself on a timer; the
+/// timer task holds only a weak reference, so it ends with the store, and it stops while the
+/// store is empty. Outside a runtime, expired entries are swept only when the store is full.
 pub struct MemoryStore {
-    entries: Mutex<Entries>,
+    shared: Arc<Shared>,
+    /// The most entries held at once.
+    max_callers: usize,
 }
 
-#[derive(Debug, Default)]
-struct Entries {
-    by_key: HashMap<String, Entry>,
-    /// The length at which the next sweep runs.
-    sweep_at: usize,
+/// What the store and its sweeper share.
+struct Shared {
+    shards: Box<[Shard]>,
+    /// One keyed hash picks the shard and places the key in its table.
+    hasher: RandomState,
+    /// Entries held across all shards, live or not yet swept: the cap's count.
+    len: AtomicUsize,
+    /// Decisions refused because the store was full.
+    full: AtomicU64,
+    /// Whether a sweeper task is running.
+    sweeping: AtomicBool,
+    /// The latest time a decision named itself (`Clock::At`), in Unix microseconds, or 0: a store
+    /// driven by an explicit clock (the tests) is swept by that clock, not the wall clock.
+    explicit_now_us: AtomicU64,
+    /// When a full store last swept itself, in Unix microseconds, so that a flood of new
+    /// callers at the cap sweeps it at most once per [`SWEEP_PERIOD`], not once a request.
+    full_swept_at_us: AtomicU64,
+    /// A full store warns at most once a second.
+    full_warnings: Throttle,
+}
+
+/// One shard, on a cache line of its own so that two cores locking neighbours do not contend.
+#[repr(align(64))]
+struct Shard(Mutex<Table>);
+
+struct Table {
+    slots: HashTable<Slot>,
+}
+
+struct Slot {
+    key: Box<str>,
+    entry: Entry,
 }
 
 #[derive(Clone, Copy, Debug)]
@@ -32,15 +96,69 @@ struct Entry {
     expires_at_us: u64,
 }
 
+/// What a new caller's policies report when the store is full: nothing left, come back after
+/// [`FULL_RETRY_AFTER`].
+const FULL: Outcome = Outcome {
+    remaining: 0,
+    reset_after_ms: FULL_RETRY_AFTER.as_millis() as u64,
+    retry_after_ms: FULL_RETRY_AFTER.as_millis() as u64,
+};
+
+impl Default for MemoryStore {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl std::fmt::Debug for MemoryStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("MemoryStore")
+            .field("len", &self.len())
+            .field("max_callers", &self.max_callers)
+            .finish_non_exhaustive()
+    }
+}
+
 impl MemoryStore {
-    /// An empty store.
+    /// An empty store holding at most [`DEFAULT_MAX_CALLERS`] entries; inside a tokio runtime,
+    /// its sweeper starts with its first entry.
     pub fn new() -> Self {
-        Self::default()
+        let shards = (0..SHARDS)
+            .map(|_| {
+                Shard(Mutex::new(Table {
+                    slots: HashTable::new(),
+                }))
+            })
+            .collect();
+        MemoryStore {
+            shared: Arc::new(Shared {
+                shards,
+                hasher: RandomState::new(),
+                len: AtomicUsize::new(0),
+                full: AtomicU64::new(0),
+                sweeping: AtomicBool::new(false),
+                explicit_now_us: AtomicU64::new(0),
+                full_swept_at_us: AtomicU64::new(0),
+                full_warnings: Throttle::new(Duration::from_secs(1)),
+            }),
+            max_callers: DEFAULT_MAX_CALLERS,
+        }
+    }
+
+    /// Holds at most `max_callers` entries (one per caller and policy).
+    pub fn with_max_callers(mut self, max_callers: NonZeroUsize) -> Self {
+        self.max_callers = max_callers.get();
+        self
+    }
+
+    /// The most entries the store holds.
+    pub fn max_callers(&self) -> usize {
+        self.max_callers
     }
 
     /// How many entries are held, live or not yet swept.
     pub fn len(&self) -> usize {
-        self.lock().by_key.len()
+        self.shared.len.load(Ordering::Relaxed)
     }
 
     /// Whether no entry is held.
@@ -48,40 +166,178 @@ impl MemoryStore {
         self.len() == 0
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, Entries> {
-        // A panic while holding the lock cannot leave a half-written decision: each entry is
-        // written whole, so the data is still consistent and the poison can be ignored.
-        self.entries.lock().unwrap_or_else(|e| e.into_inner())
+    /// How many decisions were refused because the store was full.
+    pub fn full_count(&self) -> u64 {
+        self.shared.full.load(Ordering::Relaxed)
+    }
+
+    /// The time `clock` names, in Unix microseconds; an explicit time also becomes the
+    /// sweeper's clock.
+    fn now_us(&self, clock: Clock) -> u64 {
+        match clock {
+            Clock::Store => unix_micros(SystemTime::now()),
+            Clock::At(ms) => {
+                let now_us = (ms * 1000).max(1);
+                self.shared
+                    .explicit_now_us
+                    .fetch_max(now_us, Ordering::Relaxed);
+                now_us
+            }
+        }
     }
 
     fn decide_at(&self, checks: &[Check], now_us: u64) -> Decision {
-        let mut entries = self.lock();
-        entries.sweep(now_us);
-        if let [check] = checks {
-            return entries.decide_one(check, now_us);
+        let (decision, created) = match checks {
+            [check] => self.decide_one(check, now_us),
+            _ => self.decide_many(checks, now_us),
+        };
+        // Read only when this decision made an entry, so a tracked caller's decision never
+        // touches it.
+        if created && !self.shared.sweeping.load(Ordering::SeqCst) {
+            Shared::start_sweeper(&self.shared);
         }
-        let evaluations: Vec<_> = checks
+        decision
+    }
+
+    /// One policy, the usual case: one lock, and one lookup of its key serves the read and the
+    /// write. Also returns whether an entry was created.
+    fn decide_one(&self, check: &Check, now_us: u64) -> (Decision, bool) {
+        let shared = &*self.shared;
+        let hash = shared.hash(&check.key);
+        let mut table = shared.lock(hash);
+        let slot = table.slots.find_mut(hash, |s| *s.key == *check.key);
+        let stored = slot
+            .as_deref()
+            .filter(|slot| slot.entry.expires_at_us > now_us)
+            .map(|slot| &slot.entry.state);
+        let evaluation = algorithm::evaluate(&check.policy, check.cost, stored, now_us);
+        let mut created = false;
+        if evaluation.fits {
+            let entry = Entry::after(&evaluation, now_us);
+            match slot {
+                Some(slot) => slot.entry = entry,
+                None => {
+                    let held = (std::slice::from_mut(&mut table), &[shard_of(hash)][..]);
+                    if !self.make_room(held, 1, now_us) {
+                        drop(table);
+                        let policies = vec![PolicyDecision::new(check.policy.clone(), FULL)];
+                        return (self.refused(policies), false);
+                    }
+                    let slot = Slot {
+                        key: check.key.as_str().into(),
+                        entry,
+                    };
+                    table
+                        .slots
+                        .insert_unique(hash, slot, |s| shared.hash(&s.key));
+                    created = true;
+                }
+            }
+        }
+        let outcome = if evaluation.fits {
+            evaluation.admitted
+        } else {
+            evaluation.denied
+        };
+        let decision = Decision {
+            allowed: evaluation.fits,
+            policies: vec![PolicyDecision::new(check.policy.clone(), outcome)],
+        };
+        (decision, created)
+    }
+
+    /// Several policies, all or nothing: the shards of all their keys are locked together, in
+    /// shard order so that two decisions never wait on each other. Also returns whether an
+    /// entry was created.
+    fn decide_many(&self, checks: &[Check], now_us: u64) -> (Decision, bool) {
+        let shared = &*self.shared;
+        let hashes: Vec<u64> = checks.iter().map(|c| shared.hash(&c.key)).collect();
+        let mut shards: Vec<usize> = hashes.iter().map(|&h| shard_of(h)).collect();
+        shards.sort_unstable();
+        shards.dedup();
+        let mut tables: Vec<MutexGuard<'_, Table>> =
+            shards.iter().map(|&i| shared.lock_shard(i)).collect();
+        let table_of = |hash: u64| {
+            shards
+                .binary_search(&shard_of(hash))
+                .expect("every key's shard is locked")
+        };
+        let found = |tables: &[MutexGuard<'_, Table>], check: &Check, hash: u64| {
+            tables[table_of(hash)]
+                .slots
+                .find(hash, |s| *s.key == *check.key)
+                .map(|slot| slot.entry)
+        };
+        let evaluations: Vec<Evaluation> = checks
             .iter()
-            .map(|check| {
-                let stored = entries
-                    .by_key
-                    .get(&check.key)
-                    .filter(|entry| entry.expires_at_us > now_us)
-                    .map(|entry| &entry.state);
-                algorithm::evaluate(&check.policy, check.cost, stored, now_us)
+            .zip(&hashes)
+            .map(|(check, &hash)| {
+                let stored = found(&tables, check, hash).filter(|e| e.expires_at_us > now_us);
+                algorithm::evaluate(
+                    &check.policy,
+                    check.cost,
+                    stored.as_ref().map(|e| &e.state),
+                    now_us,
+                )
             })
             .collect();
         let allowed = evaluations.iter().all(|e| e.fits);
+        let mut created = false;
         if allowed {
-            for (check, evaluation) in checks.iter().zip(&evaluations) {
+            let untracked = |tables: &[MutexGuard<'_, Table>]| {
+                checks
+                    .iter()
+                    .zip(&hashes)
+                    .filter(|&(check, &hash)| found(tables, check, hash).is_none())
+                    .count()
+            };
+            // A sweep at the cap may remove an expired entry of these very keys, which then
+            // needs room of its own: count again after it.
+            let mut needed = untracked(&tables);
+            let mut room = needed == 0 || self.reserve(needed);
+            if !room && self.sweep_when_full((&mut tables, &shards), now_us) {
+                needed = untracked(&tables);
+                room = needed == 0 || self.reserve(needed);
+            }
+            if !room {
+                let policies = checks
+                    .iter()
+                    .zip(&hashes)
+                    .zip(&evaluations)
+                    .map(|((check, &hash), e)| {
+                        let outcome = match found(&tables, check, hash) {
+                            Some(_) => e.denied,
+                            None => FULL,
+                        };
+                        PolicyDecision::new(check.policy.clone(), outcome)
+                    })
+                    .collect();
+                drop(tables);
+                return (self.refused(policies), false);
+            }
+            let mut inserted = 0;
+            for ((check, &hash), evaluation) in checks.iter().zip(&hashes).zip(&evaluations) {
                 let entry = Entry::after(evaluation, now_us);
-                match entries.by_key.get_mut(&check.key) {
-                    Some(stored) => *stored = entry,
+                let table = &mut tables[table_of(hash)];
+                match table.slots.find_mut(hash, |s| *s.key == *check.key) {
+                    Some(slot) => slot.entry = entry,
                     None => {
-                        entries.by_key.insert(check.key.clone(), entry);
+                        let slot = Slot {
+                            key: check.key.as_str().into(),
+                            entry,
+                        };
+                        table
+                            .slots
+                            .insert_unique(hash, slot, |s| shared.hash(&s.key));
+                        inserted += 1;
                     }
                 }
             }
+            // Two checks of one key reserve twice but insert once.
+            if needed > inserted {
+                shared.len.fetch_sub(needed - inserted, Ordering::Relaxed);
+            }
+            created = inserted > 0;
         }
         let policies = checks
             .iter()
@@ -91,8 +347,174 @@ impl MemoryStore {
                 PolicyDecision::new(check.policy.clone(), outcome)
             })
             .collect();
-        Decision { allowed, policies }
+        (Decision { allowed, policies }, created)
     }
+
+    /// Counts `n` new entries against the cap, or, at the cap, sweeps the store and tries once
+    /// more. False when the store is still full.
+    fn make_room(&self, held: Held<'_, '_>, n: usize, now_us: u64) -> bool {
+        self.reserve(n) || (self.sweep_when_full(held, now_us) && self.reserve(n))
+    }
+
+    /// At the cap, at most once per [`SWEEP_PERIOD`]: sweeps the shards `held` by this decision,
+    /// and, when no timer sweeps the store, every other shard not locked at this moment, so that
+    /// expired entries make room before a new caller is refused. Whether it swept.
+    fn sweep_when_full(&self, (tables, held): Held<'_, '_>, now_us: u64) -> bool {
+        let shared = &*self.shared;
+        let last = shared.full_swept_at_us.load(Ordering::Relaxed);
+        let due = last == 0 || now_us >= last + SWEEP_PERIOD.as_micros() as u64;
+        // One decision sweeps; the others refuse at once rather than wait for it.
+        if !due
+            || shared
+                .full_swept_at_us
+                .compare_exchange(last, now_us, Ordering::Relaxed, Ordering::Relaxed)
+                .is_err()
+        {
+            return false;
+        }
+        for table in tables.iter_mut() {
+            shared.sweep(table, now_us);
+        }
+        // With the timer running, every other shard is swept within the period anyway, and
+        // sweeping them all here could hold this request up for as long as freeing a million
+        // entries takes.
+        if shared.sweeping.load(Ordering::SeqCst) {
+            return true;
+        }
+        for i in (0..SHARDS).filter(|i| !held.contains(i)) {
+            // Never wait for a lock while holding one: a shard in use is left to the timer.
+            let mut table = match shared.shards[i].0.try_lock() {
+                Ok(table) => table,
+                Err(std::sync::TryLockError::Poisoned(e)) => e.into_inner(),
+                Err(std::sync::TryLockError::WouldBlock) => continue,
+            };
+            shared.sweep(&mut table, now_us);
+        }
+        true
+    }
+
+    /// Counts `n` new entries against the cap, unless they would exceed it.
+    fn reserve(&self, n: usize) -> bool {
+        // SeqCst, with the sweeper's stop: a new entry either finds the sweeper running or
+        // starts one.
+        self.shared
+            .len
+            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |len| {
+                (len + n <= self.max_callers).then_some(len + n)
+            })
+            .is_ok()
+    }
+
+    /// A denial for a caller the full store could not track, counted and warned about.
+    fn refused(&self, policies: Vec<PolicyDecision>) -> Decision {
+        self.shared.full.fetch_add(1, Ordering::Relaxed);
+        if self.shared.full_warnings.ready() {
+            tracing::warn!(
+                max_callers = self.max_callers,
+                "the memory store is full: new callers are denied until entries expire \
+                 (memory.max_callers)"
+            );
+        }
+        Decision {
+            allowed: false,
+            policies,
+        }
+    }
+
+    /// Sweeps every shard of expired entries at once, as of `now` (Unix milliseconds), as the
+    /// sweeper does one shard at a time.
+    #[cfg(test)]
+    fn sweep_all(&self, now_ms: u64) {
+        for i in 0..SHARDS {
+            self.shared
+                .sweep(&mut self.shared.lock_shard(i), now_ms * 1000);
+        }
+    }
+}
+
+impl Shared {
+    fn hash(&self, key: &str) -> u64 {
+        self.hasher.hash_one(key)
+    }
+
+    fn lock(&self, hash: u64) -> MutexGuard<'_, Table> {
+        self.lock_shard(shard_of(hash))
+    }
+
+    fn lock_shard(&self, i: usize) -> MutexGuard<'_, Table> {
+        // A panic while holding the lock cannot leave a half-written decision: each entry is
+        // written whole, so the data is still consistent and the poison can be ignored.
+        self.shards[i].0.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Drops the expired entries of `table`, and shrinks its table once it is at most a quarter
+    /// full, so a flood's memory goes back to the allocator once it has passed.
+    fn sweep(&self, table: &mut Table, now_us: u64) {
+        let before = table.slots.len();
+        table.slots.retain(|slot| slot.entry.expires_at_us > now_us);
+        let after = table.slots.len();
+        if after < before {
+            self.len.fetch_sub(before - after, Ordering::Relaxed);
+        }
+        // Half full after shrinking, so that a shard that hovers does not shrink and grow in
+        // turn.
+        if after * 4 <= table.slots.capacity() && table.slots.capacity() > 0 {
+            table.slots.shrink_to(after * 2, |s| self.hash(&s.key));
+        }
+    }
+
+    /// The time the sweeper sweeps by.
+    fn sweep_clock_us(&self) -> u64 {
+        match self.explicit_now_us.load(Ordering::Relaxed) {
+            0 => unix_micros(SystemTime::now()),
+            explicit => explicit,
+        }
+    }
+
+    /// Spawns the sweeper on the current tokio runtime, if there is one and no sweeper runs.
+    fn start_sweeper(shared: &Arc<Shared>) {
+        let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+            return;
+        };
+        if shared.sweeping.swap(true, Ordering::SeqCst) {
+            return;
+        }
+        runtime.spawn(sweep_forever(Arc::downgrade(shared)));
+    }
+}
+
+/// Sweeps one shard per tick, every shard once per [`SWEEP_PERIOD`], until the store is dropped
+/// or empty (its next entry starts another sweeper).
+async fn sweep_forever(shared: Weak<Shared>) {
+    let mut tick = tokio::time::interval(SWEEP_PERIOD / SHARDS as u32);
+    // After a stall, carry on at the usual pace rather than sweep in a burst.
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    for i in (0..SHARDS).cycle() {
+        tick.tick().await;
+        let Some(shared) = shared.upgrade() else {
+            return;
+        };
+        let now_us = shared.sweep_clock_us();
+        shared.sweep(&mut shared.lock_shard(i), now_us);
+        if shared.len.load(Ordering::SeqCst) == 0 {
+            shared.sweeping.store(false, Ordering::SeqCst);
+            // An entry made since the load above saw the sweeper running and started none:
+            // carry on for it, unless it started one after all.
+            if shared.len.load(Ordering::SeqCst) == 0
+                || shared.sweeping.swap(true, Ordering::SeqCst)
+            {
+                return;
+            }
+        }
+    }
+}
+
+/// The shard tables a decision holds locked, and their shard numbers.
+type Held<'a, 'g> = (&'a mut [MutexGuard<'g, Table>], &'a [usize]);
+
+/// The shard a hash falls in: bits that hashbrown uses for neither the bucket nor the tag.
+fn shard_of(hash: u64) -> usize {
+    (hash >> 32) as usize & (SHARDS - 1)
 }
 
 impl Entry {
@@ -105,65 +527,26 @@ impl Entry {
     }
 }
 
-impl Entries {
-    /// One policy, the usual case: one lookup of its key serves the read and the write.
-    fn decide_one(&mut self, check: &Check, now_us: u64) -> Decision {
-        let slot = self.by_key.get_mut(&check.key);
-        let stored = slot
-            .as_deref()
-            .filter(|entry| entry.expires_at_us > now_us)
-            .map(|entry| &entry.state);
-        let evaluation = algorithm::evaluate(&check.policy, check.cost, stored, now_us);
-        if evaluation.fits {
-            let entry = Entry::after(&evaluation, now_us);
-            match slot {
-                Some(stored) => *stored = entry,
-                None => {
-                    self.by_key.insert(check.key.clone(), entry);
-                }
-            }
-        }
-        let outcome = if evaluation.fits {
-            evaluation.admitted
-        } else {
-            evaluation.denied
-        };
-        Decision {
-            allowed: evaluation.fits,
-            policies: vec![PolicyDecision::new(check.policy.clone(), outcome)],
-        }
-    }
-
-    /// Drops expired entries once the map has doubled since the last sweep.
-    fn sweep(&mut self, now_us: u64) {
-        if self.by_key.len() < self.sweep_at {
-            return;
-        }
-        self.by_key.retain(|_, entry| entry.expires_at_us > now_us);
-        self.sweep_at = (self.by_key.len() * 2).max(MIN_SWEEP_LEN);
-    }
-}
-
 impl Store for MemoryStore {
     fn decide<'a>(&'a self, checks: &'a [Check], clock: Clock) -> StoreFuture<'a, Decision> {
-        let decision = self.decide_at(checks, micros(clock));
+        let decision = self.decide_at(checks, self.now_us(clock));
         Box::pin(std::future::ready(Ok(decision)))
     }
 
     fn decide_now(&self, checks: &[Check], clock: Clock) -> Option<Result<Decision, StoreError>> {
-        Some(Ok(self.decide_at(checks, micros(clock))))
+        Some(Ok(self.decide_at(checks, self.now_us(clock))))
     }
 
     fn ready<'a>(&'a self, _probe: &'a str) -> StoreFuture<'a, ()> {
         Box::pin(std::future::ready(Ok(())))
     }
-}
 
-/// The time `clock` names, in Unix microseconds.
-fn micros(clock: Clock) -> u64 {
-    match clock {
-        Clock::Store => unix_micros(SystemTime::now()),
-        Clock::At(ms) => ms * 1000,
+    fn counts(&self) -> StoreCounts {
+        StoreCounts {
+            memory_entries: self.len() as u64,
+            memory_full: self.full_count(),
+            ..StoreCounts::default()
+        }
     }
 }
 
@@ -176,28 +559,220 @@ fn unix_micros(time: SystemTime) -> u64 {
 mod tests {
     use super::*;
     use crate::quota::Policy;
-    use std::sync::Arc;
+    use std::time::Instant;
 
     fn check(key: &str) -> Check {
-        let policy: Policy = "p: 1 per 1s".parse().unwrap();
+        check_of(key, "p: 1 per 1s")
+    }
+
+    fn check_of(key: &str, policy: &str) -> Check {
+        let policy: Policy = policy.parse().unwrap();
         Check::new(key.into(), Arc::new(policy))
     }
 
-    /// Expired entries are evicted, so memory is bounded by the callers active in one window.
+    fn capped(max: usize) -> MemoryStore {
+        MemoryStore::new().with_max_callers(NonZeroUsize::new(max).unwrap())
+    }
+
+    /// The whole map's capacity, in entries, over all shards.
+    fn capacity(store: &MemoryStore) -> usize {
+        (0..SHARDS)
+            .map(|i| store.shared.lock_shard(i).slots.capacity())
+            .sum()
+    }
+
+    /// A sweep drops exactly the expired entries, and shrinks the tables they filled.
     #[test]
-    fn expired_entries_are_evicted() {
+    fn a_sweep_drops_expired_entries_and_shrinks_the_map() {
         let store = MemoryStore::new();
         for i in 0..5_000 {
             store.decide_at(&[check(&format!("k{i}"))], 10_000_000);
         }
-        assert_eq!(store.len(), 5_000);
-        for i in 0..5_000 {
-            store.decide_at(&[check(&format!("n{i}"))], 11_000_000);
-        }
+        store.decide_at(&[check_of("live", "p: 1 per 1h")], 10_000_000);
+        assert_eq!(store.len(), 5_001);
+        let full = capacity(&store);
+        store.sweep_all(11_000);
+        assert_eq!(store.len(), 1);
         assert!(
-            store.len() < 8_000,
-            "the first window's 5,000 entries should have been swept, {} remain",
-            store.len()
+            capacity(&store) * 20 < full,
+            "capacity {} after the sweep, {full} before",
+            capacity(&store)
         );
+        // The live entry is still counted: a second request is denied.
+        assert!(
+            !store
+                .decide_at(&[check_of("live", "p: 1 per 1h")], 11_000_000)
+                .allowed
+        );
+    }
+
+    /// The timer sweeps expired entries with no decision made: the store's explicit clock is
+    /// moved on, and the sweeper alone empties the map.
+    #[tokio::test]
+    async fn the_timer_sweeps_without_any_decision() {
+        let store = MemoryStore::new();
+        store.now_us(Clock::At(10_000));
+        for i in 0..1_000 {
+            store.decide_at(&[check(&format!("k{i}"))], 10_000_000);
+        }
+        store.decide_at(&[check_of("live", "p: 1 per 1h")], 10_000_000);
+        assert!(store.shared.sweeping.load(Ordering::SeqCst));
+        // Two seconds later by the store's clock: every 1 s entry has expired.
+        store.now_us(Clock::At(12_000));
+        let deadline = Instant::now() + 10 * SWEEP_PERIOD;
+        while store.len() > 1 {
+            assert!(Instant::now() < deadline, "{} entries remain", store.len());
+            tokio::time::sleep(SWEEP_PERIOD / SHARDS as u32).await;
+        }
+        assert_eq!(store.len(), 1, "the live entry was swept");
+    }
+
+    /// The sweeper stops once the store is empty, and ends when the store is dropped.
+    #[tokio::test]
+    async fn the_sweeper_stops_when_empty_and_ends_with_the_store() {
+        let tasks = || {
+            tokio::runtime::Handle::current()
+                .metrics()
+                .num_alive_tasks()
+        };
+        let store = MemoryStore::new();
+        store.now_us(Clock::At(10_000));
+        assert_eq!(tasks(), 0, "an empty store runs no sweeper");
+        store.decide_at(&[check("k")], 10_000_000);
+        assert_eq!(tasks(), 1);
+        store.now_us(Clock::At(20_000));
+        let deadline = Instant::now() + 10 * SWEEP_PERIOD;
+        while tasks() > 0 {
+            assert!(
+                Instant::now() < deadline,
+                "the sweeper of an empty store runs on"
+            );
+            tokio::time::sleep(SWEEP_PERIOD / SHARDS as u32).await;
+        }
+        assert!(store.is_empty());
+        // A new entry starts it again, and dropping the store ends it.
+        store.decide_at(&[check("k")], 20_000_000);
+        assert_eq!(tasks(), 1);
+        drop(store);
+        while tasks() > 0 {
+            assert!(Instant::now() < deadline, "the sweeper outlived its store");
+            tokio::time::sleep(SWEEP_PERIOD / SHARDS as u32).await;
+        }
+    }
+
+    /// Outside a runtime no sweeper starts, and a full store sweeps itself before refusing.
+    #[test]
+    fn a_full_store_sweeps_expired_entries_before_refusing() {
+        let store = capped(100);
+        for i in 0..100 {
+            assert!(
+                store
+                    .decide_at(&[check(&format!("k{i}"))], 10_000_000)
+                    .allowed
+            );
+        }
+        assert!(!store.shared.sweeping.load(Ordering::SeqCst));
+        // Two seconds on, the first callers have expired: newcomers take their room.
+        for i in 0..100 {
+            let decision = store.decide_at(&[check(&format!("n{i}"))], 12_000_000);
+            assert!(decision.allowed, "newcomer {i} was refused");
+        }
+        assert_eq!(store.len(), 100);
+        assert_eq!(store.full_count(), 0);
+    }
+
+    /// The cap holds: past it, new callers are denied untracked, with nothing remaining and a
+    /// retry after one sweep period, and counted.
+    #[test]
+    fn the_cap_holds_and_refusals_are_counted() {
+        let store = capped(100);
+        let policy = "p: 5 per 1h";
+        for i in 0..150 {
+            let decision = store.decide_at(&[check_of(&format!("k{i}"), policy)], 10_000_000);
+            assert_eq!(decision.allowed, i < 100, "caller {i}");
+            if i >= 100 {
+                let refused = &decision.policies[0];
+                assert_eq!(refused.remaining, 0);
+                assert_eq!(refused.retry_after, FULL_RETRY_AFTER);
+                assert_eq!(decision.retry_after(), FULL_RETRY_AFTER);
+            }
+        }
+        assert_eq!(store.len(), 100);
+        assert_eq!(store.full_count(), 50);
+        let counts = store.counts();
+        assert_eq!((counts.memory_entries, counts.memory_full), (100, 50));
+    }
+
+    /// At the cap, a caller already tracked still gets exactly its limit, neither more nor less,
+    /// whatever the newcomers do.
+    #[test]
+    fn at_the_cap_a_tracked_caller_gets_exactly_its_limit() {
+        let store = capped(10);
+        let policy = "p: 5 per 1h";
+        let now = 10_000_000;
+        assert!(store.decide_at(&[check_of("joe", policy)], now).allowed);
+        for i in 0..9 {
+            assert!(
+                store
+                    .decide_at(&[check_of(&format!("k{i}"), policy)], now)
+                    .allowed
+            );
+        }
+        let mut admitted = 1;
+        for round in 0..20 {
+            assert!(
+                !store
+                    .decide_at(&[check_of(&format!("new{round}"), policy)], now)
+                    .allowed
+            );
+            admitted += usize::from(store.decide_at(&[check_of("joe", policy)], now).allowed);
+        }
+        assert_eq!(admitted, 5);
+        assert_eq!(store.full_count(), 20);
+    }
+
+    /// Several policies at the cap stay all-or-nothing: when one key cannot be tracked, the
+    /// tracked ones are not charged, and the refusal names the untracked policy.
+    #[test]
+    fn a_refused_decision_charges_no_policy() {
+        let store = capped(2);
+        let now = 10_000_000;
+        let a = check_of("joe:a", "a: 3 per 1h");
+        let b = check_of("joe:b", "b: 3 per 1h");
+        assert!(store.decide_at(std::slice::from_ref(&a), now).allowed);
+        assert!(store.decide_at(&[check("other")], now).allowed);
+        let refused = store.decide_at(&[a.clone(), b.clone()], now);
+        assert!(!refused.allowed);
+        assert!(refused.policies[0].allowed, "a would have admitted");
+        assert_eq!(refused.policies[0].remaining, 2, "a was charged");
+        assert_eq!(refused.policies[1].retry_after, FULL_RETRY_AFTER);
+        assert_eq!(store.len(), 2);
+        // Once "other" has expired, both are tracked and a is charged its second unit.
+        let later = store.decide_at(&[a, b], now + 2_000_000);
+        assert!(later.allowed);
+        assert_eq!(later.policies[0].remaining, 1);
+        assert_eq!(later.policies[1].remaining, 2);
+        assert_eq!(store.len(), 2);
+    }
+
+    /// Decisions spread over the shards, and several policies lock several shards without
+    /// losing an entry or counting one twice.
+    #[test]
+    fn entries_spread_over_shards_and_are_counted_once() {
+        let store = MemoryStore::new();
+        for i in 0..5_000 {
+            let checks = [
+                check_of(&format!("u{i}:a"), "a: 9 per 1h"),
+                check_of(&format!("u{i}:b"), "b: 9 per 1h"),
+                check_of(&format!("u{i}:a"), "a: 9 per 1h"),
+            ];
+            assert!(store.decide_at(&checks, 10_000_000).allowed);
+        }
+        let held: Vec<usize> = (0..SHARDS)
+            .map(|i| store.shared.lock_shard(i).slots.len())
+            .collect();
+        assert_eq!(held.iter().sum::<usize>(), 10_000);
+        assert_eq!(store.len(), 10_000);
+        assert!(held.iter().all(|&n| n > 0), "an empty shard: {held:?}");
     }
 }

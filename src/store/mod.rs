@@ -80,7 +80,7 @@ pub trait Store: Send + Sync + 'static {
     }
 }
 
-/// A store's own counters; zero for a store that makes no calls (the memory store).
+/// A store's own counters: the calls a Redis store made, the entries a memory store holds.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct StoreCounts {
     /// Script calls issued (EVALSHA): decisions, refunds, peeks, readiness probes, retries
@@ -89,6 +89,10 @@ pub struct StoreCounts {
     pub calls: u64,
     /// How often the store had lost its scripts and loaded them again (NOSCRIPT).
     pub script_reloads: u64,
+    /// Entries a memory store holds, live or not yet swept.
+    pub memory_entries: u64,
+    /// Decisions a memory store refused because it held `memory.max_callers` entries.
+    pub memory_full: u64,
 }
 
 impl StoreError {

@@ -605,6 +605,7 @@ impl Store for RedisStore {
         StoreCounts {
             calls: caller.calls.load(Ordering::Relaxed),
             script_reloads: caller.reloads.load(Ordering::Relaxed),
+            ..StoreCounts::default()
         }
     }
 
