@@ -3,23 +3,7 @@
 #[macro_use]
 mod support;
 
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
-
-use support::{header, Backend, RedisServer, TestApp};
-
-/// Waits out the last two seconds of a minute, so a scenario is not split across two windows.
-///
-/// Windows are aligned to the Unix epoch on the machine's clock (Redis runs on the same one).
-async fn clear_of_minute_boundary() {
-    let ms = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .unwrap()
-        .as_millis() as u64;
-    let left = 60_000 - ms % 60_000;
-    if left < 2_000 {
-        tokio::time::sleep(Duration::from_millis(left + 10)).await;
-    }
-}
+use support::{clear_of_minute_boundary, header, Backend, RedisServer, TestApp};
 
 /// The original's scenario: 200, 200, 200, then 429 with its body and every header.
 async fn original_scenario(backend: &Backend) {

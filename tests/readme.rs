@@ -15,12 +15,12 @@ use std::fs::File;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 use regex::Regex;
 use tempfile::TempDir;
 
-use support::{free_port, RedisServer, TestApp};
+use support::{clear_of_minute_boundary, free_port, RedisServer, TestApp};
 
 /// Every marked block, by name; each has its test below.
 const MARKED: [&str; 13] = [
@@ -263,18 +263,6 @@ fn which(program: &str) -> String {
         .unwrap_or_else(|| panic!("{program} is not on PATH"))
         .display()
         .to_string()
-}
-
-/// Waits out the last three seconds of a minute, so four requests share one window.
-async fn clear_of_minute_boundary() {
-    let ms = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .unwrap()
-        .as_millis() as u64;
-    let left = 60_000 - ms % 60_000;
-    if left < 3_000 {
-        tokio::time::sleep(Duration::from_millis(left + 10)).await;
-    }
 }
 
 /// The service as `tollgate` serves it with `env` set, until dropped; its log is kept.

@@ -84,6 +84,18 @@ struct Table {
     slots: HashTable<Slot>,
 }
 
+impl Table {
+    /// Adds `key`, which the table does not hold, at `hash` (from `shared`'s hasher).
+    fn insert(&mut self, shared: &Shared, hash: u64, key: &str, entry: Entry) {
+        let slot = Slot {
+            key: key.into(),
+            entry,
+        };
+        self.slots
+            .insert_unique(hash, slot, |s| shared.hash(&s.key));
+    }
+}
+
 struct Slot {
     key: Box<str>,
     entry: Entry,
@@ -223,13 +235,7 @@ impl MemoryStore {
                         let policies = vec![PolicyDecision::new(check.policy.clone(), FULL)];
                         return (self.refused(policies), false);
                     }
-                    let slot = Slot {
-                        key: check.key.as_str().into(),
-                        entry,
-                    };
-                    table
-                        .slots
-                        .insert_unique(hash, slot, |s| shared.hash(&s.key));
+                    table.insert(shared, hash, &check.key, entry);
                     created = true;
                 }
             }
@@ -322,13 +328,7 @@ impl MemoryStore {
                 match table.slots.find_mut(hash, |s| *s.key == *check.key) {
                     Some(slot) => slot.entry = entry,
                     None => {
-                        let slot = Slot {
-                            key: check.key.as_str().into(),
-                            entry,
-                        };
-                        table
-                            .slots
-                            .insert_unique(hash, slot, |s| shared.hash(&s.key));
+                        table.insert(shared, hash, &check.key, entry);
                         inserted += 1;
                     }
                 }

@@ -498,3 +498,18 @@ macro_rules! on_both_stores {
         }
     };
 }
+
+/// Waits out the last three seconds of a minute, so a scenario of a few requests is not split
+/// across two one-minute windows.
+///
+/// Windows are aligned to the Unix epoch on the machine's clock (Redis runs on the same one).
+pub async fn clear_of_minute_boundary() {
+    let ms = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as u64;
+    let left = 60_000 - ms % 60_000;
+    if left < 3_000 {
+        tokio::time::sleep(Duration::from_millis(left + 10)).await;
+    }
+}
