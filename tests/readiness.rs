@@ -5,8 +5,6 @@ mod support;
 
 use std::time::{Duration, Instant};
 
-use fred::prelude::*;
-use fred::types::CustomCommand;
 use support::{RedisServer, TestApp};
 
 /// A service on `redis` with `extra` TOML inside `[redis]`, one policy per user, and
@@ -32,20 +30,6 @@ async fn readyz(app: &TestApp) -> (u16, serde_json::Value) {
     (status, response.json().await.unwrap())
 }
 
-/// Runs one command on `redis`, returning its reply or Redis's error text.
-async fn command(redis: &RedisServer, args: &[&str]) -> Result<Value, String> {
-    let client = redis.client().await;
-    let reply = client
-        .custom(
-            CustomCommand::new(args[0], None, false),
-            args[1..].iter().map(|a| a.to_string()).collect::<Vec<_>>(),
-        )
-        .await
-        .map_err(|e| e.to_string());
-    let _ = client.quit().await;
-    reply
-}
-
 /// A Redis at `maxmemory` under `noeviction` refuses every write: `/readyz` answers 503 naming
 /// OOM (decisions fail alike), and 200 again once there is room; the probe leaves no key.
 #[tokio::test]
@@ -62,11 +46,12 @@ async fn readyz_is_503_when_redis_is_out_of_memory() {
     let fillers = 32;
     for n in 0..fillers {
         let key = format!("filler:{n}");
-        command(&redis, &["SET", &key, &filler, "PX", "600000"])
+        redis
+            .command(&["SET", &key, &filler, "PX", "600000"])
             .await
             .unwrap();
     }
-    let info = command(&redis, &["INFO", "memory"]).await.unwrap();
+    let info = redis.command(&["INFO", "memory"]).await.unwrap();
     let used: u64 = info
         .as_string()
         .unwrap()
@@ -74,10 +59,11 @@ async fn readyz_is_503_when_redis_is_out_of_memory() {
         .find_map(|line| line.strip_prefix("used_memory:")?.trim().parse().ok())
         .expect("INFO memory names used_memory");
     let limit = (used - 512 * 1024).to_string();
-    command(&redis, &["CONFIG", "SET", "maxmemory", &limit])
+    redis
+        .command(&["CONFIG", "SET", "maxmemory", &limit])
         .await
         .unwrap();
-    let refused = command(&redis, &["SET", "one:more", "1", "PX", "1000"]).await;
+    let refused = redis.command(&["SET", "one:more", "1", "PX", "1000"]).await;
     assert!(
         refused.as_ref().is_err_and(|e| e.contains("OOM")),
         "{refused:?}"
@@ -91,12 +77,14 @@ async fn readyz_is_503_when_redis_is_out_of_memory() {
     let refused = r#"tollgate_store_errors_total{kind="redis"}"#;
     assert_eq!(app.metric(refused).await, 1.0, "the decision failed loudly");
 
-    command(&redis, &["CONFIG", "SET", "maxmemory", "0"])
+    redis
+        .command(&["CONFIG", "SET", "maxmemory", "0"])
         .await
         .unwrap();
     assert_eq!(readyz(&app).await.0, 200);
     for n in 0..fillers {
-        command(&redis, &["DEL", &format!("filler:{n}")])
+        redis
+            .command(&["DEL", &format!("filler:{n}")])
             .await
             .unwrap();
     }
@@ -113,11 +101,13 @@ async fn readyz_is_503_on_a_read_only_replica() {
     let client = reqwest::Client::new();
     assert_eq!(readyz(&app).await.0, 200);
 
-    command(&replica, &["CONFIG", "SET", "replica-read-only", "yes"])
+    replica
+        .command(&["CONFIG", "SET", "replica-read-only", "yes"])
         .await
         .unwrap();
     let port = primary.port().to_string();
-    command(&replica, &["REPLICAOF", "127.0.0.1", &port])
+    replica
+        .command(&["REPLICAOF", "127.0.0.1", &port])
         .await
         .unwrap();
     let (status, body) = readyz(&app).await;
@@ -126,9 +116,7 @@ async fn readyz_is_503_on_a_read_only_replica() {
     assert!(reason.contains("READONLY"), "{reason}");
     assert_eq!(app.get_user(&client, "ann").await.status(), 503);
 
-    command(&replica, &["REPLICAOF", "NO", "ONE"])
-        .await
-        .unwrap();
+    replica.command(&["REPLICAOF", "NO", "ONE"]).await.unwrap();
     assert_eq!(readyz(&app).await.0, 200);
     replica.assert_every_key_has_ttl().await;
 }

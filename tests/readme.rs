@@ -23,7 +23,7 @@ use tempfile::TempDir;
 use support::{clear_of_minute_boundary, free_port, RedisServer, TestApp};
 
 /// Every marked block, by name; each has its test below.
-const MARKED: [&str; 13] = [
+const MARKED: [&str; 16] = [
     "quick-start-log",
     "quick-start-curl",
     "quick-start-no-user",
@@ -37,6 +37,9 @@ const MARKED: [&str; 13] = [
     "tollgate-key",
     "several-policies-first-request",
     "two-policies-fourth-request",
+    "stray-variable",
+    "readyz-wrong-password",
+    "readyz-breaker-open",
 ];
 
 /// README.md and every Markdown file under docs/, with their paths.
@@ -397,12 +400,86 @@ fn example_config_and_tollgate_key() {
     assert_block("tollgate-key", &shell.transcript(&block));
 }
 
-/// `check-config` prints what the README shows, for the command it shows.
+/// `check-config` prints what the README shows, for the commands it shows, and a stray
+/// variable's warning is the line shown.
 #[test]
 fn check_config() {
     let shell = Shell::new(None, None);
-    let block = block("check-config");
-    assert_block("check-config", &shell.transcript(&block));
+    for name in ["check-config", "stray-variable"] {
+        assert_block(name, &shell.transcript(&block(name)));
+    }
+}
+
+/// `/readyz` for a Redis that refuses the password: polled until the refusal is known, then
+/// asked as the README shows.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn readyz_wrong_password() {
+    let redis = RedisServer::start().await;
+    // Set once the server answers: the support's start-up check asks it without a password.
+    redis
+        .command(&["CONFIG", "SET", "requirepass", "right"])
+        .await
+        .unwrap();
+    let toml = format!("[redis]\nurl = \"{}\"\npassword = \"wrong\"\n", redis.url());
+    let app = TestApp::with_toml(&toml).await;
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let body = reqwest::get(app.url("/readyz")).await.unwrap().text().await;
+        if body.unwrap().contains("WRONGPASS") {
+            break;
+        }
+        assert!(Instant::now() < deadline, "/readyz never named WRONGPASS");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let shell = Shell::new(Some(&app), None);
+    let block = block("readyz-wrong-password");
+    let transcript = tokio::task::block_in_place(|| shell.transcript(&block));
+    assert_block("readyz-wrong-password", &transcript);
+}
+
+/// `/readyz` once failures have opened the circuit breaker.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn readyz_breaker_open() {
+    let mut redis = RedisServer::start().await;
+    let toml = format!(
+        "[redis]\nurl = \"{}\"\nbreaker_failures = 2\nbreaker_cool_down = \"1m\"\n",
+        redis.url()
+    );
+    let app = TestApp::with_toml(&toml).await;
+    let client = reqwest::Client::new();
+    redis.stop();
+    for _ in 0..2 {
+        app.get_user(&client, "ann").await;
+    }
+    assert_eq!(
+        app.metric(r#"tollgate_breaker_state{state="open"}"#).await,
+        1.0
+    );
+    let shell = Shell::new(Some(&app), None);
+    let block = block("readyz-breaker-open");
+    let transcript = tokio::task::block_in_place(|| shell.transcript(&block));
+    assert_block("readyz-breaker-open", &transcript);
+}
+
+/// Every metric family `/metrics` serves is in a documented metrics table, so a new one cannot
+/// go unexplained.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_metric_is_documented() {
+    let app = TestApp::with_toml("").await;
+    let text = app.metrics().await;
+    let documented: String = documents().into_iter().map(|(_, text)| text).collect();
+    let families: Vec<&str> = text
+        .lines()
+        .filter_map(|line| line.strip_prefix("# TYPE "))
+        .filter_map(|rest| rest.split_whitespace().next())
+        .collect();
+    assert!(!families.is_empty(), "no families in:\n{text}");
+    for family in families {
+        assert!(
+            documented.contains(&format!("| `{family}` |")),
+            "{family} is served but not in a metrics table"
+        );
+    }
 }
 
 /// Each configuration mistake the README lists is the line the binary prints for it, in order:

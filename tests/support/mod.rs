@@ -127,6 +127,21 @@ impl RedisServer {
         client
     }
 
+    /// Runs one command (`["CONFIG", "SET", "maxmemory", "0"]`), returning its reply or Redis's
+    /// error text.
+    pub async fn command(&self, args: &[&str]) -> Result<fred::types::Value, String> {
+        let client = self.client().await;
+        let reply = client
+            .custom(
+                CustomCommand::new(args[0], None, false),
+                args[1..].iter().map(|a| a.to_string()).collect::<Vec<_>>(),
+            )
+            .await
+            .map_err(|e| e.to_string());
+        let _ = client.quit().await;
+        reply
+    }
+
     /// Every key in the server, by SCAN.
     pub async fn keys(&self) -> Vec<String> {
         let client = self.client().await;
