@@ -43,6 +43,11 @@ mod throttle;
 #[doc = include_str!("../README.md")]
 pub struct ReadmeDoctests;
 
+/// The configuration guide's Rust examples, compiled as doctests so they cannot drift either.
+#[cfg(doctest)]
+#[doc = include_str!("../docs/configuration.md")]
+pub struct ConfigurationDoctests;
+
 pub use config::{ConfigError, Settings};
 pub use decision::{Decision, PolicyDecision};
 pub use key::KeyBuilder;
