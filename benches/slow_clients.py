@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""Slow clients against a running tollgate: the README's Robustness figures.
+"""Slow clients against a running tollgate: the slow-client figures in BENCHMARKS.md.
 
 Opens COUNT connections to 127.0.0.1:PORT, each sending one byte of a request's headers a
 second, and meanwhile times an ordinary `curl` GET /user once a second. Prints, once a second,

@@ -49,10 +49,8 @@
 -- A write spends exactly `cost` of what remains. The driver below writes, all or nothing.
 --
 -- Values travel as arguments and return values, never in tables or closures: the whole script
--- runs on every call, and Redis's Lua pays for every table, closure and tonumber it makes
--- (callgrind on redis-server, one fixed-window key, instructions per call beyond a PING, measured
--- by hand when this shape was chosen, before benches/script_cost.sh: 112,000 with commit/reply
--- closures per key, 103,000 with a table per key, 92,500 like this).
+-- runs on every call, and Redis's Lua pays for every table, closure and tonumber it makes (see
+-- BENCHMARKS.md, "What a decision costs Redis").
 
 local mode = ARGV[2]
 if mode ~= 'decide' and mode ~= 'refund' and mode ~= 'peek' then

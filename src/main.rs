@@ -16,9 +16,9 @@ use tollgate::scope::Dimension;
 use tollgate::{Limiter, MemoryStore};
 
 /// mimalloc in place of glibc's malloc: a Redis-backed request makes about twice the
-/// allocations of one without a limiter, some of them large (fred's 7 KB futures), and in two
-/// interleaved A/Bs tollgate spent 9% to 13% less CPU per Redis-backed request with mimalloc
-/// (the README's Benchmarks). `--no-default-features` builds with the system's allocator.
+/// allocations of one without a limiter, some of them large (fred's 7 KB futures), and mimalloc
+/// spends less CPU on them (BENCHMARKS.md, "The allocator"). `--no-default-features` builds
+/// with the system's allocator.
 #[cfg(feature = "mimalloc")]
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;

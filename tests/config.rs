@@ -22,11 +22,11 @@ use tollgate::OnError;
 /// The password the tests configure, and look for everywhere it must not be.
 const PASSWORD: &str = "hunter2";
 
-/// The key of `joe` under the default policy, as the README spells it.
+/// The key of `joe` under the default policy, as the documents spell it.
 const JOE_KEY: &str =
     "tollgate:{78675cc176081372c43abab3ea9fb70c74381eb02dc6e93fb6d44d161da6eeb3}:per_minute";
 
-/// The README's example file, verbatim.
+/// The example file of docs/configuration.md, verbatim.
 const EXAMPLE: &str = r#"listen = "127.0.0.1:8000"
 
 [redis]
@@ -455,7 +455,7 @@ fn dotenv_is_read_but_never_overrides_the_environment() {
     assert_eq!(lookup(&effective, &["redis", "key_prefix"]), Some("dotenv"));
 }
 
-/// The README's example file loads as written, with the values it states.
+/// The example file of docs/configuration.md loads as written, with the values it states.
 #[test]
 fn the_example_file_loads_as_written() {
     let settings = Settings::from_toml(EXAMPLE).expect("the example is valid");

@@ -17,7 +17,7 @@ use tollgate::{Algorithm, Policy, PolicyName, Window};
 const CALLERS: usize = 20_000;
 
 /// How many callers the Redis flood sends: 20,000 in the suite; `FLOOD_CALLERS=1000000` for the
-/// README's figure (run it with `--release`).
+/// figures in docs/operations.md (run it with `--release`).
 fn callers() -> usize {
     std::env::var("FLOOD_CALLERS")
         .ok()
@@ -82,7 +82,7 @@ async fn flood(store: &Arc<RedisStore>, policy: &Arc<Policy>, prefix: &str, call
 }
 
 /// Distinct callers in Redis: what one active caller costs for each algorithm (printed, for
-/// the README), and every key is gone once its window has passed.
+/// docs/operations.md), and every key is gone once its window has passed.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_flood_of_callers_expires_from_redis() {
     let server = RedisServer::start().await;

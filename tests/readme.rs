@@ -367,7 +367,7 @@ async fn shared_calls() {
     assert_block("shared-calls", &transcript);
 }
 
-/// After the quick start's four requests on Redis, the keys look as the README shows.
+/// After the quick start's four requests on Redis, the keys look as the documents show.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn looking_at_keys() {
     let redis = RedisServer::start().await;
@@ -385,7 +385,7 @@ async fn looking_at_keys() {
 }
 
 /// The example configuration file loads as written, and `tollgate key` under it prints the key
-/// the README shows.
+/// the documents show.
 #[test]
 fn example_config_and_tollgate_key() {
     let shell = Shell::new(None, None);
@@ -400,7 +400,7 @@ fn example_config_and_tollgate_key() {
     assert_block("tollgate-key", &shell.transcript(&block));
 }
 
-/// `check-config` prints what the README shows, for the commands it shows, and a stray
+/// `check-config` prints what the documents show, for the commands it shows, and a stray
 /// variable's warning is the line shown.
 #[test]
 fn check_config() {
@@ -411,7 +411,7 @@ fn check_config() {
 }
 
 /// `/readyz` for a Redis that refuses the password: polled until the refusal is known, then
-/// asked as the README shows.
+/// asked as the documents show.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn readyz_wrong_password() {
     let redis = RedisServer::start().await;
@@ -482,8 +482,8 @@ async fn every_metric_is_documented() {
     }
 }
 
-/// Each configuration mistake the README lists is the line the binary prints for it, in order:
-/// (file, variables, arguments) for each line.
+/// Each configuration mistake docs/configuration.md lists is the line the binary prints for it,
+/// in order: (file, variables, arguments) for each line.
 #[test]
 fn config_errors() {
     type Case = (
@@ -558,7 +558,7 @@ fn config_errors() {
     assert_block("config-errors", &printed);
 }
 
-/// The headers of the first request under the several-policies example are the README's.
+/// The headers of the first request under the several-policies example are the documents'.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn several_policies_first_request() {
     let config = documents()
@@ -577,7 +577,7 @@ async fn several_policies_first_request() {
     );
 }
 
-/// The fourth request under two policies is the 429 the README shows.
+/// The fourth request under two policies is the 429 the documents show.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_policies_fourth_request() {
     let app = TestApp::with_toml(

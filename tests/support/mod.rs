@@ -382,8 +382,8 @@ window = "{window}"
     )
 }
 
-/// Policies in the README's order: per user (one of each algorithm, 5 each), then per address
-/// (`per_ip` requests), as TOML.
+/// Policies in the order of docs/configuration.md's example: per user (one of each algorithm,
+/// 5 each), then per address (`per_ip` requests), as TOML.
 pub fn user_then_address(per_ip: u64) -> String {
     let mut toml = String::new();
     for algorithm in ["fixed_window", "sliding_window", "token_bucket"] {
