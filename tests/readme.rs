@@ -23,7 +23,7 @@ use tempfile::TempDir;
 use support::{clear_of_minute_boundary, free_port, RedisServer, TestApp};
 
 /// Every marked block, by name; each has its test below.
-const MARKED: [&str; 16] = [
+const MARKED: [&str; 17] = [
     "quick-start-log",
     "quick-start-curl",
     "quick-start-no-user",
@@ -32,6 +32,7 @@ const MARKED: [&str; 16] = [
     "shared-calls",
     "looking-at-keys",
     "example-config",
+    "readme-config",
     "config-errors",
     "check-config",
     "tollgate-key",
@@ -389,13 +390,15 @@ async fn looking_at_keys() {
 #[test]
 fn example_config_and_tollgate_key() {
     let shell = Shell::new(None, None);
-    shell.file("tollgate.toml", &block("example-config"));
-    let checked = shell.run("tollgate check-config --config tollgate.toml");
-    assert!(
-        checked.status.success(),
-        "the example configuration is refused: {}",
-        String::from_utf8_lossy(&checked.stderr)
-    );
+    for example in ["readme-config", "example-config"] {
+        shell.file("tollgate.toml", &block(example));
+        let checked = shell.run("tollgate check-config --config tollgate.toml");
+        assert!(
+            checked.status.success(),
+            "the configuration marked {example:?} is refused: {}",
+            String::from_utf8_lossy(&checked.stderr)
+        );
+    }
     let block = block("tollgate-key");
     assert_block("tollgate-key", &shell.transcript(&block));
 }
