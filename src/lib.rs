@@ -11,6 +11,7 @@
 //!   reload) and [`MemoryStore`] (one instance, capped, swept on a timer).
 //! - [`limiter`]: caller to keys to store to [`Verdict`], applying the failure mode.
 //! - [`middleware`]: [`RateLimitLayer`], which turns verdicts into 429s and headers.
+//! - [`setup`]: the store and limiter that [`Settings`] describe, for the service and library users.
 //! - [`http`]: the service's router, handlers and server loop.
 //! - [`config`]: figment layering and validation into [`Settings`].
 //! - [`telemetry`]: log setup.
@@ -34,6 +35,7 @@ pub mod metrics;
 pub mod middleware;
 pub mod quota;
 pub mod scope;
+pub mod setup;
 pub mod store;
 pub mod telemetry;
 mod throttle;

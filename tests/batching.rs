@@ -154,14 +154,14 @@ async fn a_crowd_larger_than_a_call_is_split() {
     assert_eq!(calls_for_twenty_at_once(1).await, 20);
 }
 
-/// `redis.max_batch` in the configuration reaches the store that `http::limiter` builds.
+/// `redis.max_batch` in the configuration reaches the store that `setup::limiter` builds.
 #[tokio::test]
 async fn the_configured_max_batch_reaches_the_store() {
     let server = RedisServer::start().await;
     let url = server.url();
     let toml = format!("[redis]\nurl = \"{url}\"\nmax_batch = 6\ntimeout = \"5s\"\n");
     let settings = Settings::from_toml(&toml).unwrap();
-    let limiter = tollgate::http::limiter(&settings).await.unwrap();
+    let limiter = tollgate::setup::limiter(&settings).await.unwrap();
     assert_eq!(calls_for_twenty(&server, limiter.store()).await, 4);
 }
 

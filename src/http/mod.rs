@@ -21,8 +21,7 @@ use crate::limiter::Limiter;
 use crate::middleware::extract::Identity;
 use crate::middleware::headers::HeaderMode;
 use crate::middleware::RateLimitLayer;
-use crate::store::redis::Connections;
-use crate::store::{MemoryStore, RedisStore, Store, StoreError};
+use crate::store::StoreError;
 
 pub use server::ServerSettings;
 
@@ -64,56 +63,10 @@ where
         .layer(axum::middleware::from_fn(access_log::access_log))
 }
 
-/// Builds the store and limiter that `settings` describe.
-///
-/// Connecting to Redis never fails for an unreachable server: the service starts and serves
-/// under `redis.on_error` until Redis answers.
-pub async fn limiter(settings: &Settings) -> Result<Limiter, StoreError> {
-    let store: Arc<dyn Store> = match &settings.redis {
-        Some(redis) => {
-            tracing::info!(
-                url = %redis.redacted_url(),
-                connections = settings.connections,
-                max_batch = settings.max_batch,
-                "using the redis store"
-            );
-            Arc::new(
-                RedisStore::connect_with(
-                    redis.client_config(),
-                    settings.timeout,
-                    Connections {
-                        count: settings.connections,
-                        max_batch: settings.max_batch,
-                    },
-                )
-                .await?,
-            )
-        }
-        None => {
-            tracing::info!(
-                "using the in-memory store: limits are per instance; set redis.url \
-                 (TOLLGATE_REDIS__URL) to share them across instances"
-            );
-            Arc::new(MemoryStore::new().with_max_callers(settings.max_callers))
-        }
-    };
-    if settings.rules.is_empty() {
-        tracing::warn!("no [[limits]] are configured: nothing is limited");
-    }
-    Ok(Limiter::new(store, settings.rules.clone())
-        .with_keys(settings.key_builder())
-        .with_on_error(settings.on_error)
-        .with_on_missing(settings.on_missing)
-        .with_breaker(settings.breaker_failures, settings.breaker_cool_down)
-        .with_local_divisor(settings.local_divisor)
-        .with_local_max_callers(settings.max_callers)
-        .with_local_cache(settings.local_cache))
-}
-
 /// The whole service for `settings`, ready to serve.
 pub async fn app(settings: &Settings) -> Result<Router, StoreError> {
     routes::warn_of_unserved_patterns(&settings.rules);
-    let limiter = limiter(settings).await?;
+    let limiter = crate::setup::limiter(settings).await?;
     let state = AppState {
         limiter: Arc::new(limiter),
         identity: Arc::new(settings.identity.clone()),

@@ -1,0 +1,55 @@
+//! Building a store and a limiter from [`Settings`]: what the service runs, and what a library
+//! user calls to limit their own routes with the same configuration.
+
+use std::sync::Arc;
+
+use crate::config::Settings;
+use crate::limiter::Limiter;
+use crate::store::redis::Connections;
+use crate::store::{MemoryStore, RedisStore, Store, StoreError};
+
+/// Builds the store and limiter that `settings` describe.
+///
+/// Connecting to Redis never fails for an unreachable server: the service starts and serves
+/// under `redis.on_error` until Redis answers.
+pub async fn limiter(settings: &Settings) -> Result<Limiter, StoreError> {
+    let store: Arc<dyn Store> = match &settings.redis {
+        Some(redis) => {
+            tracing::info!(
+                url = %redis.redacted_url(),
+                connections = settings.connections,
+                max_batch = settings.max_batch,
+                "using the redis store"
+            );
+            Arc::new(
+                RedisStore::connect_with(
+                    redis.client_config(),
+                    settings.timeout,
+                    Connections {
+                        count: settings.connections,
+                        max_batch: settings.max_batch,
+                    },
+                )
+                .await?,
+            )
+        }
+        None => {
+            tracing::info!(
+                "using the in-memory store: limits are per instance; set redis.url \
+                 (TOLLGATE_REDIS__URL) to share them across instances"
+            );
+            Arc::new(MemoryStore::new().with_max_callers(settings.max_callers))
+        }
+    };
+    if settings.rules.is_empty() {
+        tracing::warn!("no [[limits]] are configured: nothing is limited");
+    }
+    Ok(Limiter::new(store, settings.rules.clone())
+        .with_keys(settings.key_builder())
+        .with_on_error(settings.on_error)
+        .with_on_missing(settings.on_missing)
+        .with_breaker(settings.breaker_failures, settings.breaker_cool_down)
+        .with_local_divisor(settings.local_divisor)
+        .with_local_max_callers(settings.max_callers)
+        .with_local_cache(settings.local_cache))
+}
