@@ -1,0 +1,354 @@
+//! Validation: the raw shapes become [`Settings`], whose types cannot hold a bad value, and each
+//! mistake becomes a [`ConfigError`] that names its key.
+
+use std::num::{NonZeroU64, NonZeroUsize};
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::http::HeaderName;
+
+use super::effective::format_duration;
+use super::raw::{
+    default_connections, RawBy, RawConfig, RawIdentity, RawLimit, RawServer, MAX_BATCH,
+    MAX_CONNECTIONS,
+};
+use super::redis_url::strip_userinfo_secret;
+use super::{ConfigError, LogFormat, Settings};
+use crate::client_ip::{Cidr, ForwardedHeader, Proxies};
+use crate::http::ServerSettings;
+use crate::limiter::{OnError, OnMissing, Rule};
+use crate::middleware::extract::Identity;
+use crate::middleware::headers::HeaderMode;
+use crate::quota::{parse_duration, Algorithm, Policy, PolicyName, Window};
+use crate::scope::{By, Dimension, RoutePattern, Scope};
+
+impl RawConfig {
+    pub(super) fn validate(self) -> Result<Settings, ConfigError> {
+        let listen = self.listen.parse().map_err(|_| {
+            ConfigError::new(
+                "listen",
+                format!(
+                    "{:?} is not an IP address and port, like \"127.0.0.1:8000\"",
+                    self.listen
+                ),
+            )
+        })?;
+        let redis = self.redis.validate_connection()?;
+        let key_prefix = validate_prefix(&self.redis.key_prefix)?;
+        let on_error = match self.redis.on_error.as_str() {
+            "allow" => OnError::Allow,
+            "deny" => OnError::Deny,
+            "local" => OnError::Local,
+            other => {
+                return Err(ConfigError::new(
+                    "redis.on_error",
+                    format!("{other:?} is not one of \"allow\", \"deny\", \"local\""),
+                ))
+            }
+        };
+        if self.redis.breaker_failures == 0 {
+            return Err(ConfigError::new(
+                "redis.breaker_failures",
+                "must be at least 1",
+            ));
+        }
+        let breaker_cool_down = self
+            .redis
+            .breaker_cool_down
+            .as_deref()
+            .map(parse_duration)
+            .transpose()
+            .map_err(|reason| ConfigError::new("redis.breaker_cool_down", reason))?;
+        let connections = match self.redis.connections {
+            None => default_connections(),
+            Some(n @ 1..=MAX_CONNECTIONS) => n,
+            Some(_) => {
+                return Err(ConfigError::new(
+                    "redis.connections",
+                    format!("must be between 1 and {MAX_CONNECTIONS}"),
+                ))
+            }
+        };
+        if !(1..=MAX_BATCH).contains(&self.redis.max_batch) {
+            return Err(ConfigError::new(
+                "redis.max_batch",
+                format!("must be between 1 and {MAX_BATCH}"),
+            ));
+        }
+        if self.redis.local_divisor == 0 {
+            return Err(ConfigError::new(
+                "redis.local_divisor",
+                "must be at least 1",
+            ));
+        }
+        let timeout = parse_duration(&self.redis.timeout)
+            .map_err(|reason| ConfigError::new("redis.timeout", reason))?;
+        if timeout.is_zero() {
+            return Err(ConfigError::new("redis.timeout", "must be longer than 0"));
+        }
+        // By default 500 ms, and always longer than the deadline, so that one probe ends before
+        // the next may start.
+        let breaker_cool_down = match breaker_cool_down {
+            Some(cool_down) if cool_down <= timeout => {
+                return Err(ConfigError::new(
+                    "redis.breaker_cool_down",
+                    "must be longer than redis.timeout, so that one probe ends before the next",
+                ))
+            }
+            Some(cool_down) => cool_down,
+            None => Duration::from_millis(500).max(timeout * 2),
+        };
+        let max_callers = NonZeroUsize::new(self.memory.max_callers)
+            .ok_or_else(|| ConfigError::new("memory.max_callers", "must be at least 1"))?;
+        let identity = self.identity.validate()?;
+        let on_missing = match self.identity.on_missing.as_str() {
+            "allow" => OnMissing::Allow,
+            "deny" => OnMissing::Deny,
+            "ip" => OnMissing::Ip,
+            other => {
+                return Err(ConfigError::new(
+                    "identity.on_missing",
+                    format!("{other:?} is not one of \"allow\", \"deny\", \"ip\""),
+                ))
+            }
+        };
+        if matches!(&self.identity.hash_key, Some(key) if key.expose().is_empty()) {
+            return Err(ConfigError::new("identity.hash_key", "must not be empty"));
+        }
+        let hash_key = self.identity.hash_key.clone();
+        let rules = validate_limits(&self.limits)?;
+        let log_format = match self.log.format.as_str() {
+            "text" => LogFormat::Text,
+            "json" => LogFormat::Json,
+            other => {
+                return Err(ConfigError::new(
+                    "log.format",
+                    format!("{other:?} is not one of \"text\", \"json\""),
+                ))
+            }
+        };
+        let headers = HeaderMode::parse(&self.headers).ok_or_else(|| {
+            ConfigError::new(
+                "headers",
+                format!(
+                    "{:?} is not one of {}",
+                    self.headers,
+                    HeaderMode::ALL
+                        .map(|mode| format!("{:?}", mode.as_str()))
+                        .join(", ")
+                ),
+            )
+        })?;
+        let server = self.server.validate()?;
+        let mut effective = self;
+        let (url, url_had_secret) = match effective.redis.url.take() {
+            Some(url) => {
+                let (url, had_secret) = strip_userinfo_secret(&url);
+                (Some(url), had_secret)
+            }
+            None => (None, false),
+        };
+        effective.redis.url = url;
+        effective.redis.connections = Some(connections);
+        effective.redis.breaker_cool_down = Some(format_duration(breaker_cool_down));
+        for limit in &mut effective.limits {
+            if limit.algorithm == Algorithm::TokenBucket.as_str() {
+                limit.burst = Some(limit.burst.unwrap_or(limit.limit));
+            }
+        }
+        Ok(Settings {
+            listen,
+            redis,
+            key_prefix,
+            on_error,
+            timeout,
+            breaker_failures: effective.redis.breaker_failures,
+            breaker_cool_down,
+            local_divisor: effective.redis.local_divisor,
+            connections,
+            max_batch: effective.redis.max_batch,
+            max_callers,
+            identity,
+            on_missing,
+            hash_key,
+            rules,
+            log_format,
+            local_cache: effective.local_cache,
+            headers,
+            warnings: Vec::new(),
+            server,
+            effective,
+            url_had_secret,
+        })
+    }
+}
+
+impl RawServer {
+    fn validate(&self) -> Result<ServerSettings, ConfigError> {
+        let positive = |key: &str, text: &str| {
+            let duration = parse_duration(text).map_err(|reason| ConfigError::new(key, reason))?;
+            if duration.is_zero() {
+                return Err(ConfigError::new(key, "must be longer than 0"));
+            }
+            Ok(duration)
+        };
+        let max_connections =
+            match self.max_connections {
+                None => None,
+                Some(n) => Some(NonZeroUsize::new(n).ok_or_else(|| {
+                    ConfigError::new("server.max_connections", "must be at least 1")
+                })?),
+            };
+        Ok(ServerSettings {
+            header_timeout: positive("server.header_timeout", &self.header_timeout)?,
+            idle_timeout: positive("server.idle_timeout", &self.idle_timeout)?,
+            max_connections,
+            shutdown_grace: positive("server.shutdown_grace", &self.shutdown_grace)?,
+        })
+    }
+}
+
+impl RawIdentity {
+    fn validate(&self) -> Result<Identity, ConfigError> {
+        let header = HeaderName::from_bytes(self.header.as_bytes()).map_err(|_| {
+            ConfigError::new(
+                "identity.header",
+                format!("{:?} is not a valid HTTP header name", self.header),
+            )
+        })?;
+        let trusted = self
+            .trusted_proxies
+            .iter()
+            .enumerate()
+            .map(|(i, cidr)| {
+                Cidr::parse(cidr)
+                    .map_err(|r| ConfigError::new(format!("identity.trusted_proxies[{i}]"), r))
+            })
+            .collect::<Result<_, _>>()?;
+        let forwarded = match self.forwarded_header.as_str() {
+            "x-forwarded-for" => ForwardedHeader::XForwardedFor,
+            "forwarded" => ForwardedHeader::Forwarded,
+            other => {
+                return Err(ConfigError::new(
+                    "identity.forwarded_header",
+                    format!("{other:?} is not one of \"x-forwarded-for\", \"forwarded\""),
+                ))
+            }
+        };
+        if !(1..=128).contains(&self.ipv6_prefix) {
+            return Err(ConfigError::new(
+                "identity.ipv6_prefix",
+                format!("{} is not a prefix length from 1 to 128", self.ipv6_prefix),
+            ));
+        }
+        Ok(Identity {
+            header,
+            proxies: Proxies {
+                trusted,
+                header: forwarded,
+            },
+            ipv6_prefix: self.ipv6_prefix,
+        })
+    }
+}
+
+fn validate_prefix(prefix: &str) -> Result<String, ConfigError> {
+    if prefix.is_empty() || prefix.contains(['{', '}']) || prefix.contains(char::is_whitespace) {
+        return Err(ConfigError::new(
+            "redis.key_prefix",
+            "must be non-empty, without spaces or braces (braces would change the hash tag)",
+        ));
+    }
+    Ok(prefix.to_owned())
+}
+
+fn validate_limits(limits: &[RawLimit]) -> Result<Vec<Rule>, ConfigError> {
+    let mut rules: Vec<Rule> = Vec::with_capacity(limits.len());
+    for (i, raw) in limits.iter().enumerate() {
+        let key = |field: &str| format!("limits[{i}].{field}");
+        let name = PolicyName::new(&raw.name).map_err(|r| ConfigError::new(key("name"), r))?;
+        if rules.iter().any(|r| r.policy.name() == &name) {
+            return Err(ConfigError::new(
+                key("name"),
+                format!("duplicate policy name {:?}", raw.name),
+            ));
+        }
+        let algorithm = Algorithm::parse(&raw.algorithm).ok_or_else(|| {
+            ConfigError::new(
+                key("algorithm"),
+                format!(
+                    "unknown algorithm {:?}; known: {}",
+                    raw.algorithm,
+                    Algorithm::ALL
+                        .map(|a| format!("{:?}", a.as_str()))
+                        .join(", ")
+                ),
+            )
+        })?;
+        let limit = NonZeroU64::new(raw.limit)
+            .ok_or_else(|| ConfigError::new(key("limit"), "must be at least 1"))?;
+        let window = Window::parse(&raw.window).map_err(|r| ConfigError::new(key("window"), r))?;
+        let cost = NonZeroU64::new(raw.cost)
+            .ok_or_else(|| ConfigError::new(key("cost"), "must be at least 1"))?;
+        let mut policy = Policy::new(name, algorithm, limit, window)
+            .map_err(|r| ConfigError::new(key("limit"), r))?;
+        if let Some(burst) = raw.burst {
+            let burst = NonZeroU64::new(burst)
+                .ok_or_else(|| ConfigError::new(key("burst"), "must be at least 1"))?;
+            policy = policy
+                .with_burst(burst)
+                .map_err(|r| ConfigError::new(key("burst"), r))?;
+        }
+        let policy = policy
+            .with_cost(cost)
+            .map_err(|r| ConfigError::new(key("cost"), r))?;
+        let routes = raw
+            .routes
+            .iter()
+            .enumerate()
+            .map(|(j, route)| {
+                RoutePattern::parse(route)
+                    .map_err(|r| ConfigError::new(format!("limits[{i}].routes[{j}]"), r))
+            })
+            .collect::<Result<_, _>>()?;
+        let names = match &raw.by {
+            RawBy::One(name) => std::slice::from_ref(name),
+            RawBy::Many(names) => names.as_slice(),
+        };
+        let dimensions = names
+            .iter()
+            .map(|name| {
+                Dimension::parse(name).ok_or_else(|| {
+                    ConfigError::new(
+                        key("by"),
+                        format!("unknown {name:?}; use user, ip, global or route"),
+                    )
+                })
+            })
+            .collect::<Result<_, _>>()?;
+        let by = By::new(dimensions).map_err(|r| ConfigError::new(key("by"), r))?;
+        let costs = raw
+            .costs
+            .iter()
+            .map(|(route, &cost)| {
+                let key = format!("limits[{i}].costs.{route:?}");
+                let pattern = RoutePattern::parse(route).map_err(|r| ConfigError::new(&key, r))?;
+                if cost == 0 || cost > policy.capacity() {
+                    return Err(ConfigError::new(
+                        key,
+                        format!(
+                            "must be from 1 to the policy's capacity, {}",
+                            policy.capacity()
+                        ),
+                    ));
+                }
+                Ok((pattern, cost))
+            })
+            .collect::<Result<_, _>>()?;
+        rules.push(Rule {
+            policy: Arc::new(policy),
+            scope: Scope { routes, by, costs },
+        });
+    }
+    Ok(rules)
+}
