@@ -8,7 +8,9 @@
 //! - [`key`]: the one place that names Redis keys, `<prefix>:{<sha256 hex>}:<policy>`.
 //! - [`algorithm`]: the Rust reference of each algorithm, which the Lua scripts must match.
 //! - [`store`]: the [`Store`] trait and its backends, [`RedisStore`] (Lua, EVALSHA, NOSCRIPT
-//!   reload) and [`MemoryStore`] (one instance, capped, swept on a timer).
+//!   reload; in `store/redis/`, the script's call and reply, the calls per hash tag, the
+//!   connections and their health, and the shared calls) and [`MemoryStore`] (one instance,
+//!   capped, swept on a timer).
 //! - [`limiter`]: caller to keys to store to [`Verdict`]: the [`Limiter`] and its `check`
 //!   (`limiter/mod.rs`); the keys and the denial cache's probe, from one encoding of the
 //!   request's names (`keys.rs`); the failure modes and the local fallback (`failure.rs`); the
