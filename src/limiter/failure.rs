@@ -5,7 +5,7 @@ use std::sync::atomic::Ordering as AtomicOrdering;
 use std::sync::Arc;
 
 use super::breaker::BreakerState;
-use super::{Limiter, Verdict};
+use super::{Limiter, Verdict, LOG_TARGET};
 use crate::quota::Policy;
 use crate::store::{Check, Clock, Store, StoreError};
 
@@ -77,14 +77,15 @@ impl Limiter {
             state,
         ) {
             (true, BreakerState::Open) => tracing::warn!(
+                target: LOG_TARGET,
                 state = state.as_str(),
                 on_error = self.on_error.as_str(),
                 "circuit breaker opened: the store is skipped, the failure mode decides"
             ),
             (_, BreakerState::Closed) => {
-                tracing::info!(state = state.as_str(), "circuit breaker closed")
+                tracing::info!(target: LOG_TARGET, state = state.as_str(), "circuit breaker closed")
             }
-            _ => tracing::debug!(state = state.as_str(), "circuit breaker"),
+            _ => tracing::debug!(target: LOG_TARGET, state = state.as_str(), "circuit breaker"),
         }
     }
 
@@ -92,6 +93,7 @@ impl Limiter {
     pub(super) fn warn_throttled(&self, error: &StoreError) {
         if self.failure_warnings.ready() {
             tracing::warn!(
+                target: LOG_TARGET,
                 %error,
                 on_error = self.on_error.as_str(),
                 "store failed; the failure mode decides"

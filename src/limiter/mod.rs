@@ -31,6 +31,10 @@ pub use failure::OnError;
 /// How many denials the local over-limit cache holds at most (a few hundred bytes each).
 pub const DENIAL_CACHE_CAPACITY: usize = 100_000;
 
+/// The target of the limiter's logs, whichever file logs: the documentation and users' log filters
+/// name it.
+const LOG_TARGET: &str = module_path!();
+
 /// What happens to a request that names no user when a policy keyed by user applies.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub enum OnMissing {

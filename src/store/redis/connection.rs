@@ -11,7 +11,7 @@ use fred::types::Value;
 
 use super::batch::Batcher;
 use super::script::{Caller, Mode};
-use super::{Conn, RedisStore};
+use super::{Conn, RedisStore, LOG_TARGET};
 use crate::store::StoreError;
 use crate::throttle::Throttle;
 
@@ -100,11 +100,16 @@ impl RedisStore {
         };
         let startup_wait = timeout.max(Duration::from_secs(1));
         match tokio::time::timeout(startup_wait, store.load_scripts()).await {
-            Ok(Ok(())) => tracing::info!("redis store ready; scripts loaded"),
+            Ok(Ok(())) => tracing::info!(target: LOG_TARGET, "redis store ready; scripts loaded"),
             Ok(Err(error)) => {
-                tracing::warn!(%error, "redis is not usable yet; serving under redis.on_error")
+                tracing::warn!(
+                    target: LOG_TARGET,
+                    %error,
+                    "redis is not usable yet; serving under redis.on_error"
+                )
             }
             Err(_) => tracing::warn!(
+                target: LOG_TARGET,
                 wait = ?startup_wait,
                 "redis is not usable yet; serving under redis.on_error until it is"
             ),
@@ -177,7 +182,7 @@ fn watch_connection(client: &Client, last: &Arc<Mutex<Option<String>>>, throttle
     client.on_error(move |(error, _server)| {
         let message = error.to_string();
         if throttle.ready() {
-            tracing::warn!(error = %message, "redis connection error");
+            tracing::warn!(target: LOG_TARGET, error = %message, "redis connection error");
         }
         if let Ok(mut last) = on_error.lock() {
             *last = Some(message);

@@ -6,7 +6,7 @@ use std::time::Duration;
 use tokio::time::Instant;
 
 use super::script::{decision, Mode, Reply};
-use super::{Conn, RedisStore};
+use super::{Conn, RedisStore, LOG_TARGET};
 use crate::decision::Decision;
 use crate::store::{Check, Clock, StoreError};
 
@@ -94,8 +94,13 @@ impl Conn {
             );
             match tokio::time::timeout_at(deadline, call).await {
                 Ok(Ok(reply)) => replies.push((members, reply)),
-                Ok(Err(error)) => tracing::warn!(%error, mode = mode.as_str(), "follow-up failed"),
-                Err(_) => tracing::warn!(mode = mode.as_str(), "follow-up timed out"),
+                Ok(Err(error)) => {
+                    let mode = mode.as_str();
+                    tracing::warn!(target: LOG_TARGET, %error, mode, "follow-up failed")
+                }
+                Err(_) => {
+                    tracing::warn!(target: LOG_TARGET, mode = mode.as_str(), "follow-up timed out")
+                }
             }
         }
         replies

@@ -27,6 +27,10 @@ use script::{call_of, read_call, Caller, Mode, Part, Reply};
 
 pub use connection::Connections;
 
+/// The target of the store's logs, whichever file logs: the documentation and users' log filters
+/// name it.
+const LOG_TARGET: &str = module_path!();
+
 /// The decide script: each algorithm's part, then the driver; embedded so the binary is
 /// self-contained.
 pub const DECIDE_LUA: &str = concat!(
