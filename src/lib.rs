@@ -8,8 +8,14 @@
 //! - [`key`]: the one place that names Redis keys, `<prefix>:{<sha256 hex>}:<policy>`.
 //! - [`algorithm`]: the Rust reference of each algorithm, which the Lua scripts must match.
 //! - [`store`]: the [`Store`] trait and its backends, [`RedisStore`] (Lua, EVALSHA, NOSCRIPT
-//!   reload) and [`MemoryStore`] (one instance, capped, swept on a timer).
-//! - [`limiter`]: caller to keys to store to [`Verdict`], applying the failure mode.
+//!   reload; in `store/redis/`, the script's call and reply, the calls per hash tag, the
+//!   connections and their health, and the shared calls) and [`MemoryStore`] (one instance,
+//!   capped, swept on a timer).
+//! - [`limiter`]: caller to keys to store to [`Verdict`]: the [`Limiter`] and its `check`
+//!   (`limiter/mod.rs`); the keys and the denial cache's probe, from one encoding of the
+//!   request's names (`keys.rs`); the failure modes and the local fallback (`failure.rs`); the
+//!   circuit breaker ([`limiter::breaker`]) and the cache of recent denials
+//!   ([`limiter::denial_cache`]).
 //! - [`middleware`]: [`RateLimitLayer`], which turns verdicts into 429s and headers.
 //! - [`setup`]: the store and limiter that [`Settings`] describe, for the service and library users.
 //! - [`http`]: the service's router, handlers and server loop.
@@ -20,12 +26,10 @@
 #![warn(missing_docs)]
 
 pub mod algorithm;
-pub mod breaker;
 pub mod client_ip;
 pub mod config;
 pub mod decimal;
 pub mod decision;
-pub mod denial_cache;
 pub mod http;
 pub mod key;
 pub mod limiter;

@@ -28,8 +28,8 @@ use std::fmt::Write;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
-use crate::breaker::BreakerState;
 use crate::decision::Decision;
+use crate::limiter::breaker::BreakerState;
 use crate::limiter::OnError;
 use crate::quota::PolicyName;
 use crate::store::{StoreCounts, StoreError};

@@ -1,0 +1,382 @@
+//! The limiter: from what a request says about its caller to a verdict, through the rules that
+//! apply, the keys, the store and the failure modes. It knows nothing of HTTP responses; the
+//! middleware gathers the facts and renders the verdicts.
+
+mod failure;
+mod keys;
+
+pub mod breaker;
+pub mod denial_cache;
+
+use std::num::NonZeroUsize;
+use std::sync::atomic::AtomicBool;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use axum::http::Method;
+
+use crate::decision::Decision;
+use crate::key::KeyBuilder;
+use crate::metrics::Metrics;
+use crate::quota::Policy;
+use crate::scope::Scope;
+use crate::store::MemoryStore;
+use crate::store::{Clock, Store, StoreCounts, StoreError};
+use crate::throttle::Throttle;
+use breaker::{Breaker, BreakerState, Permit};
+use denial_cache::DenialCache;
+
+pub use failure::OnError;
+
+/// How many denials the local over-limit cache holds at most (a few hundred bytes each).
+pub const DENIAL_CACHE_CAPACITY: usize = 100_000;
+
+/// The target of the limiter's logs, whichever file logs: the documentation and users' log filters
+/// name it.
+const LOG_TARGET: &str = module_path!();
+
+/// What happens to a request that names no user when a policy keyed by user applies.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum OnMissing {
+    /// Those policies do not apply: the original example's behaviour.
+    #[default]
+    Allow,
+    /// Answer 401 with a JSON reason.
+    Deny,
+    /// Count the request under its client address instead.
+    Ip,
+}
+
+impl OnMissing {
+    /// The name used in configuration.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            OnMissing::Allow => "allow",
+            OnMissing::Deny => "deny",
+            OnMissing::Ip => "ip",
+        }
+    }
+}
+
+/// A policy and what it applies to.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Rule {
+    /// How requests are counted.
+    pub policy: Arc<Policy>,
+    /// Which requests, and who shares a bucket.
+    pub scope: Scope,
+}
+
+impl From<Policy> for Rule {
+    /// The policy on every route, one bucket per user.
+    fn from(policy: Policy) -> Self {
+        Rule {
+            policy: Arc::new(policy),
+            scope: Scope::default(),
+        }
+    }
+}
+
+/// What the limiter needs to know about one request.
+#[derive(Clone, Copy, Debug)]
+pub struct RequestFacts<'a> {
+    /// The identity header's value, when it names someone and may be believed.
+    pub user: Option<&'a [u8]>,
+    /// The client address's bucket name (`\0ip:192.0.2.1`, `\0ip:2001:db8::/64`), when known.
+    pub ip: Option<&'a str>,
+    /// The request method.
+    pub method: &'a Method,
+    /// The request path.
+    pub path: &'a str,
+    /// The matched route pattern (or the path), for policies keyed by route.
+    pub route: &'a str,
+}
+
+/// The outcome of checking one request.
+#[derive(Debug)]
+pub enum Verdict {
+    /// No policy applies to this request: it passes, and nothing is counted.
+    Unlimited,
+    /// The store decided.
+    Decided(Decision),
+    /// The store failed (or the breaker is open), and the failure mode `allow` or `deny`
+    /// decides.
+    Degraded(OnError),
+    /// The store failed (or the breaker is open), and under `on_error = "local"` this process's
+    /// memory decided, with the limits divided by `local_divisor`.
+    DecidedLocally(Decision),
+    /// A policy keyed by user applies, the request names nobody, and `on_missing` is `deny`.
+    Unidentified,
+}
+
+/// A policy keyed by user applies to a request that names nobody, under `on_missing = "deny"`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Unidentified;
+
+/// Why a decision would not be made by the store right now, as `/readyz` reports it.
+#[derive(Clone, Debug, thiserror::Error)]
+pub enum NotReady {
+    /// The circuit breaker is open (or its probe is under way): the failure mode decides.
+    #[error("the circuit breaker is open: redis.on_error decides without asking the store")]
+    BreakerOpen,
+    /// The store could not make a decision that writes.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+/// Checks requests against rules in one store.
+pub struct Limiter {
+    store: Arc<dyn Store>,
+    rules: Vec<Rule>,
+    keys: KeyBuilder,
+    on_error: OnError,
+    on_missing: OnMissing,
+    /// Keeps a failing store from costing every request the whole deadline.
+    breaker: Breaker,
+    /// Decides under `on_error = "local"`.
+    local: MemoryStore,
+    /// Per rule, its policy as the local fallback applies it (limits divided).
+    local_policies: Vec<Arc<Policy>>,
+    metrics: Metrics,
+    /// Whether the breaker was closed before its last change, to log an outage once.
+    breaker_was_closed: AtomicBool,
+    /// Recent denials, served without a store call until their retry time.
+    denials: Option<DenialCache>,
+    /// An outage logs once a second rather than once a request.
+    failure_warnings: Throttle,
+}
+
+impl std::fmt::Debug for Limiter {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Limiter")
+            .field("rules", &self.rules)
+            .field("keys", &self.keys)
+            .field("on_error", &self.on_error)
+            .field("on_missing", &self.on_missing)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Limiter {
+    /// A limiter over `store` applying `rules` (a `Policy` is a rule for every route, by user).
+    pub fn new<R: Into<Rule>>(store: Arc<dyn Store>, rules: impl IntoIterator<Item = R>) -> Self {
+        let rules: Vec<Rule> = rules.into_iter().map(Into::into).collect();
+        Limiter {
+            store,
+            local_policies: rules.iter().map(|r| r.policy.clone()).collect(),
+            metrics: Metrics::new(rules.iter().map(|r| r.policy.name().clone()).collect()),
+            rules,
+            keys: KeyBuilder::new("tollgate"),
+            on_error: OnError::default(),
+            on_missing: OnMissing::default(),
+            breaker: Breaker::new(5, Duration::from_millis(500)),
+            local: MemoryStore::new(),
+            denials: Some(DenialCache::new(DENIAL_CACHE_CAPACITY)),
+            breaker_was_closed: AtomicBool::new(true),
+            failure_warnings: Throttle::new(Duration::from_secs(1)),
+        }
+    }
+
+    /// Opens the circuit breaker after `failures` consecutive store failures, for `cool_down`.
+    pub fn with_breaker(mut self, failures: u32, cool_down: Duration) -> Self {
+        self.breaker = Breaker::new(failures, cool_down);
+        self
+    }
+
+    /// Under `on_error = "local"`, divides every limit by `divisor` (the number of instances),
+    /// so the fleet as a whole stays near the intended limit while the store is out.
+    pub fn with_local_divisor(mut self, divisor: u64) -> Self {
+        self.local_policies = self
+            .rules
+            .iter()
+            .map(|r| Arc::new(r.policy.divided(divisor)))
+            .collect();
+        self
+    }
+
+    /// Caps the entries of the local fallback's memory store, as `memory.max_callers` does.
+    pub fn with_local_max_callers(mut self, max_callers: NonZeroUsize) -> Self {
+        self.local = self.local.with_max_callers(max_callers);
+        self
+    }
+
+    /// Turns the local over-limit cache on (the default) or off.
+    pub fn with_local_cache(mut self, enabled: bool) -> Self {
+        self.denials = enabled.then(|| DenialCache::new(DENIAL_CACHE_CAPACITY));
+        self
+    }
+
+    /// The counters behind `/metrics`.
+    pub fn metrics(&self) -> &Metrics {
+        &self.metrics
+    }
+
+    /// The store's counts, with the entries and refusals of the local fallback's memory added,
+    /// for `/metrics`.
+    pub fn counts(&self) -> StoreCounts {
+        let local = self.local.counts();
+        let mut counts = self.store.counts();
+        counts.memory_entries += local.memory_entries;
+        counts.memory_full += local.memory_full;
+        counts
+    }
+
+    /// The circuit breaker's state, for `/readyz`.
+    pub fn breaker_state(&self) -> BreakerState {
+        self.breaker.state()
+    }
+
+    /// Uses `keys` to name Redis keys (a different prefix, a hash key).
+    pub fn with_keys(mut self, keys: KeyBuilder) -> Self {
+        self.keys = keys;
+        self
+    }
+
+    /// Sets what happens when the store fails.
+    pub fn with_on_error(mut self, on_error: OnError) -> Self {
+        self.on_error = on_error;
+        self
+    }
+
+    /// Sets what happens when a policy keyed by user applies to a request that names nobody.
+    pub fn with_on_missing(mut self, on_missing: OnMissing) -> Self {
+        self.on_missing = on_missing;
+        self
+    }
+
+    /// The store, for readiness checks.
+    pub fn store(&self) -> &dyn Store {
+        &*self.store
+    }
+
+    /// Succeeds when a request would be decided by the store, writing: the breaker lets it
+    /// through and the store's write probe succeeds.
+    ///
+    /// Once the breaker's cool-down is over, this check is its half-open probe, as a request
+    /// would be: an instance that its orchestrator stopped sending requests to, because it was
+    /// not ready, would otherwise never close its breaker and never be ready again.
+    pub async fn ready(&self) -> Result<(), NotReady> {
+        let (permit, changed) = self.breaker.admit();
+        self.breaker_changed(changed);
+        if permit == Permit::Reject {
+            return Err(NotReady::BreakerOpen);
+        }
+        let ready = self.store.ready(&self.keys.readiness_key()).await;
+        // Only a probe's outcome is recorded: with the breaker closed, decisions alone count.
+        if permit == Permit::Probe {
+            self.breaker_changed(self.breaker.record(permit, ready.is_ok()));
+        }
+        Ok(ready?)
+    }
+
+    /// The rules, in configuration order.
+    pub fn rules(&self) -> &[Rule] {
+        &self.rules
+    }
+
+    /// Checks one request.
+    pub async fn check(&self, facts: &RequestFacts<'_>) -> Verdict {
+        // While nothing is cached (the usual state), a request builds no probe. A cached denial
+        // is found before any key is built or hashed.
+        if let Some(cache) = self.denials.as_ref().filter(|cache| !cache.is_empty()) {
+            let found = cache.lookup(|probe| self.write_probe(facts, probe), Instant::now());
+            if let Some(decision) = found {
+                self.metrics.cached_denial();
+                self.metrics.decided(&decision);
+                return Verdict::Decided(decision);
+            }
+        }
+        let checks = match self.checks(facts) {
+            Ok(checks) if checks.is_empty() => return Verdict::Unlimited,
+            Ok(checks) => checks,
+            Err(Unidentified) => {
+                self.metrics.unidentified();
+                return Verdict::Unidentified;
+            }
+        };
+        // From before the call, so that a denial cached from it expires a little early, never
+        // late.
+        let started = Instant::now();
+        // A store that decides in process answers at once: no round trip to time or to guard.
+        let decided = match self.store.decide_now(&checks, Clock::Store) {
+            Some(decided) => decided,
+            None => {
+                let (permit, changed) = self.breaker.admit();
+                self.breaker_changed(changed);
+                if permit == Permit::Reject {
+                    return self.degrade(checks).await;
+                }
+                let decided = self.store.decide(&checks, Clock::Store).await;
+                self.metrics
+                    .store_call(started.elapsed(), decided.as_ref().err());
+                self.breaker_changed(self.breaker.record(permit, decided.is_ok()));
+                decided
+            }
+        };
+        match decided {
+            Ok(decision) => {
+                self.metrics.decided(&decision);
+                if let (Some(cache), false) = (&self.denials, decision.allowed) {
+                    let mut probe = Vec::new();
+                    if self.write_probe(facts, &mut probe) {
+                        cache.insert(probe, &decision, started);
+                    }
+                }
+                Verdict::Decided(decision)
+            }
+            Err(error) => {
+                self.warn_throttled(&error);
+                self.degrade(checks).await
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+pub(crate) mod tests {
+    use super::*;
+    use crate::scope::{By, Dimension};
+
+    /// A rule from a policy's text, on every route, keyed by `by`.
+    pub(crate) fn rule(text: &str, by: Vec<Dimension>) -> Rule {
+        Rule {
+            policy: Arc::new(text.parse().unwrap()),
+            scope: Scope {
+                by: By::new(by).unwrap(),
+                ..Scope::default()
+            },
+        }
+    }
+
+    /// The memory store decides in process: its decisions are counted, not timed as round trips.
+    #[test]
+    fn in_process_decisions_are_counted_but_not_timed() {
+        let limiter = Limiter::new(
+            Arc::new(MemoryStore::new()),
+            vec![rule("a: 1 per 1m", vec![Dimension::User])],
+        );
+        let facts = RequestFacts {
+            user: Some(b"joe"),
+            ip: None,
+            method: &Method::GET,
+            path: "/user",
+            route: "/user",
+        };
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .build()
+            .unwrap();
+        for _ in 0..2 {
+            runtime.block_on(limiter.check(&facts));
+        }
+        let text = limiter
+            .metrics()
+            .render(StoreCounts::default(), BreakerState::Closed);
+        for line in [
+            "tollgate_decisions_total{policy=\"a\",outcome=\"allowed\"} 1",
+            "tollgate_decisions_total{policy=\"a\",outcome=\"denied\"} 1",
+            "tollgate_store_latency_seconds_count 0",
+        ] {
+            assert!(text.lines().any(|l| l == line), "no {line:?} in:\n{text}");
+        }
+    }
+}
