@@ -1,6 +1,6 @@
 //! The shared store: decisions made by a Lua script run with EVALSHA, reloaded after NOSCRIPT.
 //! On a single Redis, every policy of a request is decided in one EVALSHA, and the decisions in
-//! flight together share it ([`batch`]).
+//! flight together share it (the `batch` module).
 
 mod batch;
 
