@@ -50,7 +50,7 @@ async fn redis_store(server: &RedisServer) -> RedisStore {
 }
 
 /// Runs one contract test against the memory store and against Redis.
-macro_rules! on_both_stores {
+macro_rules! contract_on_both_stores {
     ($test:ident) => {
         mod $test {
             #[tokio::test]
@@ -99,7 +99,7 @@ async fn window_turns_over_after_retry_after(store: &dyn Store) {
         Duration::from_millis(60_000)
     );
 }
-on_both_stores!(window_turns_over_after_retry_after);
+contract_on_both_stores!(window_turns_over_after_retry_after);
 
 /// Denied requests consume nothing: a counter never exceeds its limit.
 async fn denials_consume_nothing(store: &dyn Store) {
@@ -112,7 +112,7 @@ async fn denials_consume_nothing(store: &dyn Store) {
     let light = checks("ann", &[policy("heavy", 5, 60_000, 1)]);
     assert_eq!(remaining_after(store, &light, T0).await, (true, 0));
 }
-on_both_stores!(denials_consume_nothing);
+contract_on_both_stores!(denials_consume_nothing);
 
 /// Several policies are decided all-or-nothing: a denial by one consumes nothing in the others.
 async fn policies_are_all_or_nothing(store: &dyn Store) {
@@ -143,7 +143,7 @@ async fn policies_are_all_or_nothing(store: &dyn Store) {
     assert_eq!(next_second.policies[0].remaining, 1);
     assert_eq!(next_second.policies[1].remaining, 2);
 }
-on_both_stores!(policies_are_all_or_nothing);
+contract_on_both_stores!(policies_are_all_or_nothing);
 
 /// A limit lowered mid-window denies a caller already over it, with nothing remaining, rather
 /// than failing: counts above the limit are possible after a configuration change.
@@ -161,7 +161,7 @@ async fn a_lowered_limit_denies_callers_over_it(store: &dyn Store) {
         Duration::from_millis(3_600_000 - T0 % 3_600_000)
     );
 }
-on_both_stores!(a_lowered_limit_denies_callers_over_it);
+contract_on_both_stores!(a_lowered_limit_denies_callers_over_it);
 
 /// A token bucket's Retry-After is exact to the millisecond: denied 1 ms before the next token,
 /// admitted on it.
@@ -177,7 +177,7 @@ async fn token_bucket_retry_after_is_exact(store: &dyn Store) {
     assert_eq!(early.retry_after(), Duration::from_millis(1));
     assert_eq!(remaining_after(store, &bucket, T0 + 500).await, (true, 0));
 }
-on_both_stores!(token_bucket_retry_after_is_exact);
+contract_on_both_stores!(token_bucket_retry_after_is_exact);
 
 /// A sliding window weighs the previous window: a full previous window denies at the start of
 /// the next, and admits again once enough of it has slid out.
@@ -203,7 +203,7 @@ async fn sliding_window_weighs_the_previous_window(store: &dyn Store) {
         (true, 0)
     );
 }
-on_both_stores!(sliding_window_weighs_the_previous_window);
+contract_on_both_stores!(sliding_window_weighs_the_previous_window);
 
 /// Policies of different algorithms are all-or-nothing in one call: the denial of one leaves
 /// the others' counts as they were.
@@ -230,7 +230,7 @@ async fn mixed_algorithms_are_all_or_nothing(store: &dyn Store) {
         );
     }
 }
-on_both_stores!(mixed_algorithms_are_all_or_nothing);
+contract_on_both_stores!(mixed_algorithms_are_all_or_nothing);
 
 /// In Redis, a denial leaves every other policy's value byte for byte as it was.
 #[tokio::test]

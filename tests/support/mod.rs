@@ -3,9 +3,17 @@
 //!
 //! Each test that needs Redis starts its own server (about 10 ms), so tests that stop, restart or
 //! flush Redis never disturb each other, and none ever touches a server it did not start.
+//!
+//! Beside this file: `backend` runs one test on both stores, `binary` runs the real binary as a
+//! child process, `policies` reads the rate-limit headers back and builds the keys a request
+//! should write, and `cluster` and `sentinel` start those Redis topologies.
 #![allow(dead_code)]
 
+#[macro_use]
+mod backend;
+pub mod binary;
 pub mod cluster;
+pub mod policies;
 pub mod sentinel;
 
 use std::net::{SocketAddr, TcpListener as StdListener};
@@ -17,6 +25,10 @@ use fred::types::CustomCommand;
 use tokio::net::TcpListener;
 use tokio::sync::oneshot;
 use tollgate::config::Settings;
+
+// Re-exported where the tests have always found it; not every test binary uses it.
+#[allow(unused_imports)]
+pub use backend::Backend;
 
 /// A `redis-server` on a free loopback port, killed on drop.
 pub struct RedisServer {
@@ -434,84 +446,6 @@ pub async fn admitted_of(app: &TestApp, client: &reqwest::Client, user: &str, n:
         }
     }
     admitted
-}
-
-/// Where a behavioural test's service counts: in process, or in a `redis-server` of its own.
-pub enum Backend {
-    /// The memory store.
-    Memory,
-    /// A Redis started for this test.
-    Redis(RedisServer),
-}
-
-impl Backend {
-    /// A fresh Redis.
-    pub async fn redis() -> Self {
-        Backend::Redis(RedisServer::start().await)
-    }
-
-    /// The service for `toml` (limits, identity), counting in this backend.
-    ///
-    /// Under Redis, a failure answers 503 (`on_error = "deny"`), so it cannot pass for an
-    /// admission, and the timeout is generous: a burst queues in a debug build on two cores.
-    pub async fn app(&self, toml: &str) -> TestApp {
-        let redis = match self {
-            Backend::Memory => String::new(),
-            Backend::Redis(server) => format!(
-                "[redis]\nurl = \"{}\"\non_error = \"deny\"\ntimeout = \"10s\"\n",
-                server.url()
-            ),
-        };
-        TestApp::with_toml(&format!("{toml}\n{redis}")).await
-    }
-
-    /// The Redis server, when the backend is Redis.
-    pub fn server(&self) -> Option<&RedisServer> {
-        match self {
-            Backend::Memory => None,
-            Backend::Redis(server) => Some(server),
-        }
-    }
-
-    /// The Redis keys, sorted, when the backend is Redis.
-    pub async fn keys(&self) -> Option<std::collections::BTreeSet<String>> {
-        match self {
-            Backend::Memory => None,
-            Backend::Redis(server) => Some(server.keys().await.into_iter().collect()),
-        }
-    }
-
-    /// After each Redis test: nothing is left without a TTL.
-    pub async fn finish(self) {
-        if let Backend::Redis(server) = self {
-            server.assert_every_key_has_ttl().await;
-        }
-    }
-}
-
-/// Runs one behavioural test, `async fn test(backend: &Backend)`, against the memory store and
-/// against Redis.
-#[allow(unused_macros)]
-macro_rules! on_both_stores {
-    ($test:ident) => {
-        mod $test {
-            #[doc = concat!("`", stringify!($test), "` against the memory store.")]
-            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-            async fn memory() {
-                let backend = crate::support::Backend::Memory;
-                super::$test(&backend).await;
-                backend.finish().await;
-            }
-
-            #[doc = concat!("`", stringify!($test), "` against Redis.")]
-            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-            async fn redis() {
-                let backend = crate::support::Backend::redis().await;
-                super::$test(&backend).await;
-                backend.finish().await;
-            }
-        }
-    };
 }
 
 /// Waits out the last three seconds of a minute, so a scenario of a few requests is not split

@@ -21,7 +21,7 @@
 use std::hash::{BuildHasher, RandomState};
 use std::num::NonZeroUsize;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard, Weak};
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use hashbrown::HashTable;
@@ -30,6 +30,8 @@ use crate::algorithm::{self, Evaluation, Outcome, State};
 use crate::decision::{Decision, PolicyDecision};
 use crate::store::{Check, Clock, Store, StoreCounts, StoreError, StoreFuture};
 use crate::throttle::Throttle;
+
+mod sweep;
 
 /// The entries a memory store holds at most unless told otherwise: `memory.max_callers`.
 pub const DEFAULT_MAX_CALLERS: usize = 1_000_000;
@@ -356,43 +358,6 @@ impl MemoryStore {
         self.reserve(n) || (self.sweep_when_full(held, now_us) && self.reserve(n))
     }
 
-    /// At the cap, at most once per [`SWEEP_PERIOD`]: sweeps the shards `held` by this decision,
-    /// and, when no timer sweeps the store, every other shard not locked at this moment, so that
-    /// expired entries make room before a new caller is refused. Whether it swept.
-    fn sweep_when_full(&self, (tables, held): Held<'_, '_>, now_us: u64) -> bool {
-        let shared = &*self.shared;
-        let last = shared.full_swept_at_us.load(Ordering::Relaxed);
-        let due = last == 0 || now_us >= last + SWEEP_PERIOD.as_micros() as u64;
-        // One decision sweeps; the others refuse at once rather than wait for it.
-        if !due
-            || shared
-                .full_swept_at_us
-                .compare_exchange(last, now_us, Ordering::Relaxed, Ordering::Relaxed)
-                .is_err()
-        {
-            return false;
-        }
-        for table in tables.iter_mut() {
-            shared.sweep(table, now_us);
-        }
-        // With the timer running, every other shard is swept within the period anyway, and
-        // sweeping them all here could hold this request up for as long as freeing a million
-        // entries takes.
-        if shared.sweeping.load(Ordering::SeqCst) {
-            return true;
-        }
-        for i in (0..SHARDS).filter(|i| !held.contains(i)) {
-            // Never wait for a lock while holding one: a shard in use is left to the timer.
-            let mut table = match shared.shards[i].0.try_lock() {
-                Ok(table) => table,
-                Err(std::sync::TryLockError::Poisoned(e)) => e.into_inner(),
-                Err(std::sync::TryLockError::WouldBlock) => continue,
-            };
-            shared.sweep(&mut table, now_us);
-        }
-        true
-    }
-
     /// Counts `n` new entries against the cap, unless they would exceed it.
     fn reserve(&self, n: usize) -> bool {
         // SeqCst, with the sweeper's stop: a new entry either finds the sweeper running or
@@ -420,16 +385,6 @@ impl MemoryStore {
             policies,
         }
     }
-
-    /// Sweeps every shard of expired entries at once, as of `now` (Unix milliseconds), as the
-    /// sweeper does one shard at a time.
-    #[cfg(test)]
-    fn sweep_all(&self, now_ms: u64) {
-        for i in 0..SHARDS {
-            self.shared
-                .sweep(&mut self.shared.lock_shard(i), now_ms * 1000);
-        }
-    }
 }
 
 impl Shared {
@@ -445,67 +400,6 @@ impl Shared {
         // A panic while holding the lock cannot leave a half-written decision: each entry is
         // written whole, so the data is still consistent and the poison can be ignored.
         self.shards[i].0.lock().unwrap_or_else(|e| e.into_inner())
-    }
-
-    /// Drops the expired entries of `table`, and shrinks its table once it is at most a quarter
-    /// full, so a flood's memory goes back to the allocator once it has passed.
-    fn sweep(&self, table: &mut Table, now_us: u64) {
-        let before = table.slots.len();
-        table.slots.retain(|slot| slot.entry.expires_at_us > now_us);
-        let after = table.slots.len();
-        if after < before {
-            self.len.fetch_sub(before - after, Ordering::Relaxed);
-        }
-        // Half full after shrinking, so that a shard that hovers does not shrink and grow in
-        // turn.
-        if after * 4 <= table.slots.capacity() && table.slots.capacity() > 0 {
-            table.slots.shrink_to(after * 2, |s| self.hash(&s.key));
-        }
-    }
-
-    /// The time the sweeper sweeps by.
-    fn sweep_clock_us(&self) -> u64 {
-        match self.explicit_now_us.load(Ordering::Relaxed) {
-            0 => unix_micros(SystemTime::now()),
-            explicit => explicit,
-        }
-    }
-
-    /// Spawns the sweeper on the current tokio runtime, if there is one and no sweeper runs.
-    fn start_sweeper(shared: &Arc<Shared>) {
-        let Ok(runtime) = tokio::runtime::Handle::try_current() else {
-            return;
-        };
-        if shared.sweeping.swap(true, Ordering::SeqCst) {
-            return;
-        }
-        runtime.spawn(sweep_forever(Arc::downgrade(shared)));
-    }
-}
-
-/// Sweeps one shard per tick, every shard once per [`SWEEP_PERIOD`], until the store is dropped
-/// or empty (its next entry starts another sweeper).
-async fn sweep_forever(shared: Weak<Shared>) {
-    let mut tick = tokio::time::interval(SWEEP_PERIOD / SHARDS as u32);
-    // After a stall, carry on at the usual pace rather than sweep in a burst.
-    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    for i in (0..SHARDS).cycle() {
-        tick.tick().await;
-        let Some(shared) = shared.upgrade() else {
-            return;
-        };
-        let now_us = shared.sweep_clock_us();
-        shared.sweep(&mut shared.lock_shard(i), now_us);
-        if shared.len.load(Ordering::SeqCst) == 0 {
-            shared.sweeping.store(false, Ordering::SeqCst);
-            // An entry made since the load above saw the sweeper running and started none:
-            // carry on for it, unless it started one after all.
-            if shared.len.load(Ordering::SeqCst) == 0
-                || shared.sweeping.swap(true, Ordering::SeqCst)
-            {
-                return;
-            }
-        }
     }
 }
 
@@ -556,223 +450,4 @@ fn unix_micros(time: SystemTime) -> u64 {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::quota::Policy;
-    use std::time::Instant;
-
-    fn check(key: &str) -> Check {
-        check_of(key, "p: 1 per 1s")
-    }
-
-    fn check_of(key: &str, policy: &str) -> Check {
-        let policy: Policy = policy.parse().unwrap();
-        Check::new(key.into(), Arc::new(policy))
-    }
-
-    fn capped(max: usize) -> MemoryStore {
-        MemoryStore::new().with_max_callers(NonZeroUsize::new(max).unwrap())
-    }
-
-    /// The whole map's capacity, in entries, over all shards.
-    fn capacity(store: &MemoryStore) -> usize {
-        (0..SHARDS)
-            .map(|i| store.shared.lock_shard(i).slots.capacity())
-            .sum()
-    }
-
-    /// A sweep drops exactly the expired entries, and shrinks the tables they filled.
-    #[test]
-    fn a_sweep_drops_expired_entries_and_shrinks_the_map() {
-        let store = MemoryStore::new();
-        for i in 0..5_000 {
-            store.decide_at(&[check(&format!("k{i}"))], 10_000_000);
-        }
-        store.decide_at(&[check_of("live", "p: 1 per 1h")], 10_000_000);
-        assert_eq!(store.len(), 5_001);
-        let full = capacity(&store);
-        store.sweep_all(11_000);
-        assert_eq!(store.len(), 1);
-        assert!(
-            capacity(&store) * 20 < full,
-            "capacity {} after the sweep, {full} before",
-            capacity(&store)
-        );
-        // The live entry is still counted: a second request is denied.
-        assert!(
-            !store
-                .decide_at(&[check_of("live", "p: 1 per 1h")], 11_000_000)
-                .allowed
-        );
-    }
-
-    /// The timer sweeps expired entries with no decision made: the store's explicit clock is
-    /// moved on, and the sweeper alone empties the map.
-    #[tokio::test]
-    async fn the_timer_sweeps_without_any_decision() {
-        let store = MemoryStore::new();
-        store.now_us(Clock::At(10_000));
-        for i in 0..1_000 {
-            store.decide_at(&[check(&format!("k{i}"))], 10_000_000);
-        }
-        store.decide_at(&[check_of("live", "p: 1 per 1h")], 10_000_000);
-        assert!(store.shared.sweeping.load(Ordering::SeqCst));
-        // Two seconds later by the store's clock: every 1 s entry has expired.
-        store.now_us(Clock::At(12_000));
-        let deadline = Instant::now() + 10 * SWEEP_PERIOD;
-        while store.len() > 1 {
-            assert!(Instant::now() < deadline, "{} entries remain", store.len());
-            tokio::time::sleep(SWEEP_PERIOD / SHARDS as u32).await;
-        }
-        assert_eq!(store.len(), 1, "the live entry was swept");
-    }
-
-    /// The sweeper stops once the store is empty, and ends when the store is dropped.
-    #[tokio::test]
-    async fn the_sweeper_stops_when_empty_and_ends_with_the_store() {
-        let tasks = || {
-            tokio::runtime::Handle::current()
-                .metrics()
-                .num_alive_tasks()
-        };
-        let store = MemoryStore::new();
-        store.now_us(Clock::At(10_000));
-        assert_eq!(tasks(), 0, "an empty store runs no sweeper");
-        store.decide_at(&[check("k")], 10_000_000);
-        assert_eq!(tasks(), 1);
-        store.now_us(Clock::At(20_000));
-        let deadline = Instant::now() + 10 * SWEEP_PERIOD;
-        while tasks() > 0 {
-            assert!(
-                Instant::now() < deadline,
-                "the sweeper of an empty store runs on"
-            );
-            tokio::time::sleep(SWEEP_PERIOD / SHARDS as u32).await;
-        }
-        assert!(store.is_empty());
-        // A new entry starts it again, and dropping the store ends it.
-        store.decide_at(&[check("k")], 20_000_000);
-        assert_eq!(tasks(), 1);
-        drop(store);
-        while tasks() > 0 {
-            assert!(Instant::now() < deadline, "the sweeper outlived its store");
-            tokio::time::sleep(SWEEP_PERIOD / SHARDS as u32).await;
-        }
-    }
-
-    /// Outside a runtime no sweeper starts, and a full store sweeps itself before refusing.
-    #[test]
-    fn a_full_store_sweeps_expired_entries_before_refusing() {
-        let store = capped(100);
-        for i in 0..100 {
-            assert!(
-                store
-                    .decide_at(&[check(&format!("k{i}"))], 10_000_000)
-                    .allowed
-            );
-        }
-        assert!(!store.shared.sweeping.load(Ordering::SeqCst));
-        // Two seconds on, the first callers have expired: newcomers take their room.
-        for i in 0..100 {
-            let decision = store.decide_at(&[check(&format!("n{i}"))], 12_000_000);
-            assert!(decision.allowed, "newcomer {i} was refused");
-        }
-        assert_eq!(store.len(), 100);
-        assert_eq!(store.full_count(), 0);
-    }
-
-    /// The cap holds: past it, new callers are denied untracked, with nothing remaining and a
-    /// retry after one sweep period, and counted.
-    #[test]
-    fn the_cap_holds_and_refusals_are_counted() {
-        let store = capped(100);
-        let policy = "p: 5 per 1h";
-        for i in 0..150 {
-            let decision = store.decide_at(&[check_of(&format!("k{i}"), policy)], 10_000_000);
-            assert_eq!(decision.allowed, i < 100, "caller {i}");
-            if i >= 100 {
-                let refused = &decision.policies[0];
-                assert_eq!(refused.remaining, 0);
-                assert_eq!(refused.retry_after, FULL_RETRY_AFTER);
-                assert_eq!(decision.retry_after(), FULL_RETRY_AFTER);
-            }
-        }
-        assert_eq!(store.len(), 100);
-        assert_eq!(store.full_count(), 50);
-        let counts = store.counts();
-        assert_eq!((counts.memory_entries, counts.memory_full), (100, 50));
-    }
-
-    /// At the cap, a caller already tracked still gets exactly its limit, neither more nor less,
-    /// whatever the newcomers do.
-    #[test]
-    fn at_the_cap_a_tracked_caller_gets_exactly_its_limit() {
-        let store = capped(10);
-        let policy = "p: 5 per 1h";
-        let now = 10_000_000;
-        assert!(store.decide_at(&[check_of("joe", policy)], now).allowed);
-        for i in 0..9 {
-            assert!(
-                store
-                    .decide_at(&[check_of(&format!("k{i}"), policy)], now)
-                    .allowed
-            );
-        }
-        let mut admitted = 1;
-        for round in 0..20 {
-            assert!(
-                !store
-                    .decide_at(&[check_of(&format!("new{round}"), policy)], now)
-                    .allowed
-            );
-            admitted += usize::from(store.decide_at(&[check_of("joe", policy)], now).allowed);
-        }
-        assert_eq!(admitted, 5);
-        assert_eq!(store.full_count(), 20);
-    }
-
-    /// Several policies at the cap stay all-or-nothing: when one key cannot be tracked, the
-    /// tracked ones are not charged, and the refusal names the untracked policy.
-    #[test]
-    fn a_refused_decision_charges_no_policy() {
-        let store = capped(2);
-        let now = 10_000_000;
-        let a = check_of("joe:a", "a: 3 per 1h");
-        let b = check_of("joe:b", "b: 3 per 1h");
-        assert!(store.decide_at(std::slice::from_ref(&a), now).allowed);
-        assert!(store.decide_at(&[check("other")], now).allowed);
-        let refused = store.decide_at(&[a.clone(), b.clone()], now);
-        assert!(!refused.allowed);
-        assert!(refused.policies[0].allowed, "a would have admitted");
-        assert_eq!(refused.policies[0].remaining, 2, "a was charged");
-        assert_eq!(refused.policies[1].retry_after, FULL_RETRY_AFTER);
-        assert_eq!(store.len(), 2);
-        // Once "other" has expired, both are tracked and a is charged its second unit.
-        let later = store.decide_at(&[a, b], now + 2_000_000);
-        assert!(later.allowed);
-        assert_eq!(later.policies[0].remaining, 1);
-        assert_eq!(later.policies[1].remaining, 2);
-        assert_eq!(store.len(), 2);
-    }
-
-    /// Decisions spread over the shards, and several policies lock several shards without
-    /// losing an entry or counting one twice.
-    #[test]
-    fn entries_spread_over_shards_and_are_counted_once() {
-        let store = MemoryStore::new();
-        for i in 0..5_000 {
-            let checks = [
-                check_of(&format!("u{i}:a"), "a: 9 per 1h"),
-                check_of(&format!("u{i}:b"), "b: 9 per 1h"),
-                check_of(&format!("u{i}:a"), "a: 9 per 1h"),
-            ];
-            assert!(store.decide_at(&checks, 10_000_000).allowed);
-        }
-        let held: Vec<usize> = (0..SHARDS)
-            .map(|i| store.shared.lock_shard(i).slots.len())
-            .collect();
-        assert_eq!(held.iter().sum::<usize>(), 10_000);
-        assert_eq!(store.len(), 10_000);
-        assert!(held.iter().all(|&n| n > 0), "an empty shard: {held:?}");
-    }
-}
+mod tests;

@@ -1,0 +1,152 @@
+//! End to end over TCP, which requests a policy counts and in which bucket: its routes, and
+//! `by` (`ip`, `global`, `["user", "route"]`).
+//!
+//! No window boundary falls inside a test: fixed and sliding windows are [`NO_BOUNDARY`] long,
+//! and token buckets refill far less than one token during a test.
+
+#[macro_use]
+mod support;
+
+use support::policies::{
+    address_key, assert_unlimited, get, key, key_of, no_boundary_secs, quotas, remaining,
+    route_rest, set, sha256_hex,
+};
+use support::{header, Backend, NO_BOUNDARY};
+
+/// Policies whose routes match GET /user apply to it; others are neither listed nor counted.
+async fn policies_apply_only_to_matching_routes(store: &Backend) {
+    let app = store
+        .app(&format!(
+            r#"
+[[limits]]
+name = "on_user"
+limit = 2
+window = "{NO_BOUNDARY}"
+routes = ["GET /user"]
+[[limits]]
+name = "elsewhere"
+limit = 1
+window = "{NO_BOUNDARY}"
+routes = ["/api/*", "POST /user", "GET /user/*", "/users"]
+[[limits]]
+name = "prefixed"
+limit = 50
+window = "{NO_BOUNDARY}"
+routes = ["GET /*"]
+[[limits]]
+name = "everywhere"
+limit = 100
+window = "{NO_BOUNDARY}"
+"#
+        ))
+        .await;
+    let client = reqwest::Client::new();
+    let w = no_boundary_secs();
+    let first = app.get_user(&client, "eve").await;
+    assert_eq!(first.status(), 200);
+    assert_eq!(
+        header(&first, "ratelimit-policy"),
+        format!("\"on_user\";q=2;w={w}, \"prefixed\";q=50;w={w}, \"everywhere\";q=100;w={w}")
+    );
+    // "elsewhere" would deny this second request if it applied.
+    let second = app.get_user(&client, "eve").await;
+    assert_eq!(second.status(), 200);
+    assert_eq!(
+        remaining(&second),
+        quotas(&[("on_user", 0), ("prefixed", 48), ("everywhere", 98)])
+    );
+    let denied = app.get_user(&client, "eve").await;
+    assert_eq!(denied.status(), 429);
+    assert_eq!(header(&denied, "x-ratelimit-limit"), "2");
+    let keys = ["on_user", "prefixed", "everywhere"].map(|p| key_of("eve", p));
+    if store.server().is_some() {
+        assert_eq!(store.keys().await, set(&keys));
+    }
+}
+on_both_stores!(policies_apply_only_to_matching_routes);
+
+/// `by = "ip"`: every caller from one address shares a bucket, named or anonymous.
+async fn by_ip_shares_a_bucket_across_users(store: &Backend) {
+    let app = store
+        .app(&format!(
+            r#"
+[[limits]]
+name = "per_ip"
+limit = 2
+window = "{NO_BOUNDARY}"
+by = "ip"
+"#
+        ))
+        .await;
+    let client = reqwest::Client::new();
+    assert_eq!(app.get_user(&client, "a").await.status(), 200);
+    assert_eq!(app.get_user(&client, "b").await.status(), 200);
+    let denied = app.get_user(&client, "c").await;
+    assert_eq!(denied.status(), 429);
+    assert_eq!(remaining(&denied), quotas(&[("per_ip", 0)]));
+    assert_eq!(get(&app, &client, &[]).await.status(), 429);
+    if store.server().is_some() {
+        assert_eq!(
+            store.keys().await,
+            set(&[address_key("127.0.0.1", "per_ip")])
+        );
+    }
+}
+on_both_stores!(by_ip_shares_a_bucket_across_users);
+
+/// `by = "global"`: everyone shares one bucket, named or anonymous.
+async fn by_global_shares_one_bucket(store: &Backend) {
+    let app = store
+        .app(&format!(
+            r#"
+[[limits]]
+name = "everyone"
+limit = 2
+window = "{NO_BOUNDARY}"
+by = "global"
+"#
+        ))
+        .await;
+    let client = reqwest::Client::new();
+    assert_eq!(app.get_user(&client, "a").await.status(), 200);
+    assert_eq!(get(&app, &client, &[]).await.status(), 200);
+    let denied = app.get_user(&client, "c").await;
+    assert_eq!(denied.status(), 429);
+    assert_eq!(remaining(&denied), quotas(&[("everyone", 0)]));
+    if store.server().is_some() {
+        assert_eq!(store.keys().await, set(&[key("global", "everyone")]));
+    }
+}
+on_both_stores!(by_global_shares_one_bucket);
+
+/// `by = ["user", "route"]`: one bucket per user and route, keyed under the user's hash tag.
+async fn by_user_and_route_keys_each_user_per_route(store: &Backend) {
+    let app = store
+        .app(&format!(
+            r#"
+[[limits]]
+name = "per_route"
+limit = 1
+window = "{NO_BOUNDARY}"
+by = ["user", "route"]
+"#
+        ))
+        .await;
+    let client = reqwest::Client::new();
+    assert_eq!(app.get_user(&client, "ann").await.status(), 200);
+    assert_eq!(app.get_user(&client, "ann").await.status(), 429);
+    assert_eq!(app.get_user(&client, "bob").await.status(), 200);
+    for _ in 0..3 {
+        let anonymous = get(&app, &client, &[]).await;
+        assert_eq!(anonymous.status(), 200);
+        assert_unlimited(&anonymous);
+    }
+    if store.server().is_some() {
+        let narrowed = |user: &str| {
+            let route = sha256_hex(&route_rest("/user"));
+            format!("{}:{}", key_of(user, "per_route"), &route[..16])
+        };
+        assert_eq!(store.keys().await, set(&[narrowed("ann"), narrowed("bob")]));
+    }
+}
+on_both_stores!(by_user_and_route_keys_each_user_per_route);
