@@ -4,7 +4,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use crate::algorithm::Outcome;
-use crate::quota::Policy;
+use crate::policy::Policy;
 
 /// The answer for one request, over every policy that applied to it.
 ///
@@ -79,7 +79,7 @@ impl Decision {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::quota::{Algorithm, PolicyName, Window};
+    use crate::policy::{Algorithm, PolicyName, Window};
     use std::num::NonZeroU64;
 
     fn decided(name: &str, limit: u64, remaining: u64, retry_ms: u64) -> PolicyDecision {

@@ -10,7 +10,7 @@
 use hmac::{Hmac, Mac};
 use sha2::{Digest, Sha256};
 
-use crate::quota::PolicyName;
+use crate::policy::PolicyName;
 
 /// Builds the Redis keys of callers under one prefix.
 #[derive(Clone)]

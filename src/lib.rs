@@ -3,7 +3,7 @@
 //! It is a service you run (`tollgate`) and a tower layer you embed in an axum app.
 //!
 //! # Layout
-//! - [`quota`]: validated policy values: name, algorithm, limit, window, cost.
+//! - [`policy`]: [`Policy`], validated: name, algorithm, limit, window, cost.
 //! - [`decision`]: [`Decision`], the one currency from the store to headers and logs.
 //! - [`key`]: the one place that names Redis keys, `<prefix>:{<sha256 hex>}:<policy>`.
 //! - [`algorithm`]: the Rust reference of each algorithm, which the Lua scripts must match.
@@ -16,11 +16,15 @@
 //!   request's names (`keys.rs`); the failure modes and the local fallback (`failure.rs`); the
 //!   circuit breaker ([`limiter::breaker`]) and the cache of recent denials
 //!   ([`limiter::denial_cache`]).
+//! - [`scope`]: what a policy applies to: its routes, who shares a bucket (`by`), route costs.
+//! - [`client_ip`]: the client's address, read behind trusted proxies and grouped for IPv6.
 //! - [`middleware`]: [`RateLimitLayer`], which turns verdicts into 429s and headers.
+//! - [`decimal`]: integers written into header values without a formatter.
+//! - [`metrics`]: the counters behind `/metrics`, in Prometheus text.
 //! - [`setup`]: the store and limiter that [`Settings`] describe, for the service and library users.
 //! - [`http`]: the service's router, handlers and server loop.
 //! - [`config`]: figment layering and validation into [`Settings`].
-//! - [`telemetry`]: log setup.
+//! - [`telemetry`]: log setup; `log_throttle` lets a hot-path log line through once a second.
 //!
 //! The Lua scripts live in `lua/` and are embedded in the binary.
 #![warn(missing_docs)]
@@ -35,14 +39,14 @@ pub mod key;
 pub mod limiter;
 #[cfg(test)]
 mod log_capture;
+mod log_throttle;
 pub mod metrics;
 pub mod middleware;
-pub mod quota;
+pub mod policy;
 pub mod scope;
 pub mod setup;
 pub mod store;
 pub mod telemetry;
-mod throttle;
 
 /// The README's Rust examples, compiled and run as doctests so they cannot drift from the code.
 #[cfg(doctest)]
@@ -59,5 +63,5 @@ pub use decision::{Decision, PolicyDecision};
 pub use key::KeyBuilder;
 pub use limiter::{Limiter, OnError, Verdict};
 pub use middleware::{headers::HeaderMode, RateLimitLayer};
-pub use quota::{Algorithm, Policy, PolicyName, Window};
+pub use policy::{Algorithm, Policy, PolicyName, Window};
 pub use store::{Clock, MemoryStore, RedisStore, Store, StoreError};

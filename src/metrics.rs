@@ -31,7 +31,7 @@ use std::time::Duration;
 use crate::decision::Decision;
 use crate::limiter::breaker::BreakerState;
 use crate::limiter::OnError;
-use crate::quota::PolicyName;
+use crate::policy::PolicyName;
 use crate::store::{StoreCounts, StoreError};
 
 /// Upper bounds of the store latency buckets, in seconds.

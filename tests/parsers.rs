@@ -9,7 +9,7 @@ use axum::http::{HeaderMap, HeaderValue, Method};
 use proptest::prelude::*;
 use proptest::test_runner::FileFailurePersistence;
 use tollgate::client_ip::{bucket, Cidr, ForwardedHeader, Proxies};
-use tollgate::quota::{parse_duration, MAX_WINDOW_MS};
+use tollgate::policy::{parse_duration, MAX_WINDOW_MS};
 use tollgate::scope::RoutePattern;
 use tollgate::{PolicyName, Settings, Window};
 

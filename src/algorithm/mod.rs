@@ -7,7 +7,7 @@ pub mod fixed_window;
 pub mod sliding_window;
 pub mod token_bucket;
 
-use crate::quota::{Algorithm, Policy};
+use crate::policy::{Algorithm, Policy};
 
 /// What a store keeps per caller and policy (in Redis, the key's value).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

@@ -10,7 +10,7 @@
 //! window. A fixed window allows up to 2 × limit across a boundary; this never reaches it.
 
 use crate::algorithm::{Evaluation, Outcome, State};
-use crate::quota::Policy;
+use crate::policy::Policy;
 
 /// Evaluates one request of `policy` at `now_us` against what was `stored`.
 pub fn evaluate(policy: &Policy, cost: u64, stored: Option<&State>, now_us: u64) -> Evaluation {

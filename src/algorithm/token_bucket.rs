@@ -7,7 +7,7 @@
 //! of length d it admits at most `burst + d / emission_us` tokens.
 
 use crate::algorithm::{Evaluation, Outcome, State};
-use crate::quota::Policy;
+use crate::policy::Policy;
 
 /// Evaluates one request of `policy` at `now_us` against what was `stored`.
 pub fn evaluate(policy: &Policy, cost: u64, stored: Option<&State>, now_us: u64) -> Evaluation {

@@ -10,7 +10,7 @@ use super::Secret;
 use crate::client_ip::ForwardedHeader;
 use crate::limiter::{OnError, OnMissing};
 use crate::middleware::headers::HeaderMode;
-use crate::quota::Algorithm;
+use crate::policy::Algorithm;
 use crate::scope::Dimension;
 
 /// The configuration as written, before validation.

@@ -19,7 +19,7 @@ use crate::http::ServerSettings;
 use crate::limiter::{OnError, OnMissing, Rule};
 use crate::middleware::extract::Identity;
 use crate::middleware::headers::HeaderMode;
-use crate::quota::{parse_duration, Algorithm, Policy, PolicyName, Window};
+use crate::policy::{parse_duration, Algorithm, Policy, PolicyName, Window};
 use crate::scope::{By, Dimension, RoutePattern, Scope};
 
 impl RawConfig {

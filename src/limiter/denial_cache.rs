@@ -144,7 +144,7 @@ impl DenialCache {
 mod tests {
     use super::*;
     use crate::decision::PolicyDecision;
-    use crate::quota::Policy;
+    use crate::policy::Policy;
     use std::sync::Arc;
 
     fn denied(retry_ms: u64) -> Decision {

@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use super::breaker::BreakerState;
 use super::{Limiter, Verdict, LOG_TARGET};
-use crate::quota::Policy;
+use crate::policy::Policy;
 use crate::store::{Check, Clock, Store, StoreError};
 
 /// What happens to a request when the store cannot decide.

@@ -17,12 +17,12 @@ use axum::http::Method;
 
 use crate::decision::Decision;
 use crate::key::KeyBuilder;
+use crate::log_throttle::LogThrottle;
 use crate::metrics::Metrics;
-use crate::quota::Policy;
+use crate::policy::Policy;
 use crate::scope::Scope;
 use crate::store::MemoryStore;
 use crate::store::{Clock, Store, StoreCounts, StoreError};
-use crate::throttle::Throttle;
 use breaker::{Breaker, BreakerState, Permit};
 use denial_cache::DenialCache;
 
@@ -143,7 +143,7 @@ pub struct Limiter {
     /// Recent denials, served without a store call until their retry time.
     denials: Option<DenialCache>,
     /// An outage logs once a second rather than once a request.
-    failure_warnings: Throttle,
+    failure_warnings: LogThrottle,
 }
 
 impl std::fmt::Debug for Limiter {
@@ -173,7 +173,7 @@ impl Limiter {
             local: MemoryStore::new(),
             denials: Some(DenialCache::new(DENIAL_CACHE_CAPACITY)),
             breaker_was_closed: AtomicBool::new(true),
-            failure_warnings: Throttle::new(Duration::from_secs(1)),
+            failure_warnings: LogThrottle::new(Duration::from_secs(1)),
         }
     }
 

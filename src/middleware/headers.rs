@@ -15,7 +15,7 @@ use axum::http::{HeaderMap, HeaderName, HeaderValue};
 
 use crate::decimal;
 use crate::decision::{Decision, PolicyDecision};
-use crate::quota::Policy;
+use crate::policy::Policy;
 
 /// `RateLimit-Policy`: the quota policies that applied.
 pub const RATELIMIT_POLICY: HeaderName = HeaderName::from_static("ratelimit-policy");
@@ -303,7 +303,7 @@ fn sf_list(
 mod tests {
     use super::*;
     use crate::decision::PolicyDecision;
-    use crate::quota::Policy;
+    use crate::policy::Policy;
     use std::sync::Arc;
 
     fn decision(remaining: u64, reset_ms: u64, retry_ms: u64) -> Decision {

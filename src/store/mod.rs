@@ -14,7 +14,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use crate::decision::Decision;
-use crate::quota::Policy;
+use crate::policy::Policy;
 
 pub use memory::MemoryStore;
 pub use redis::RedisStore;

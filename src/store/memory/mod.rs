@@ -28,8 +28,8 @@ use hashbrown::HashTable;
 
 use crate::algorithm::{self, Evaluation, Outcome, State};
 use crate::decision::{Decision, PolicyDecision};
+use crate::log_throttle::LogThrottle;
 use crate::store::{Check, Clock, Store, StoreCounts, StoreError, StoreFuture};
-use crate::throttle::Throttle;
 
 mod sweep;
 
@@ -75,7 +75,7 @@ struct Shared {
     /// callers at the cap sweeps it at most once per [`SWEEP_PERIOD`], not once a request.
     full_swept_at_us: AtomicU64,
     /// A full store warns at most once a second.
-    full_warnings: Throttle,
+    full_warnings: LogThrottle,
 }
 
 /// One shard, on a cache line of its own so that two cores locking neighbours do not contend.
@@ -153,7 +153,7 @@ impl MemoryStore {
                 sweeping: AtomicBool::new(false),
                 explicit_now_us: AtomicU64::new(0),
                 full_swept_at_us: AtomicU64::new(0),
-                full_warnings: Throttle::new(Duration::from_secs(1)),
+                full_warnings: LogThrottle::new(Duration::from_secs(1)),
             }),
             max_callers: DEFAULT_MAX_CALLERS,
         }

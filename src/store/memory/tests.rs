@@ -1,7 +1,7 @@
 //! The memory store's unit tests: sweeping, the cap, and the sweeper's life, by an explicit clock.
 
 use super::*;
-use crate::quota::Policy;
+use crate::policy::Policy;
 use std::time::Instant;
 
 fn check(key: &str) -> Check {

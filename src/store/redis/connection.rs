@@ -12,8 +12,8 @@ use fred::types::Value;
 use super::batch::Batcher;
 use super::script::{Caller, Mode};
 use super::{Conn, RedisStore, LOG_TARGET};
+use crate::log_throttle::LogThrottle;
 use crate::store::StoreError;
-use crate::throttle::Throttle;
 
 /// How long to wait between reconnection attempts after Redis goes away.
 const RECONNECT_DELAY_MS: u32 = 100;
@@ -168,7 +168,7 @@ impl RedisStore {
 /// one when a client reconnects.
 fn watch_connections(clients: &[Client]) -> Arc<Mutex<Option<String>>> {
     let last = Arc::new(Mutex::new(None));
-    let throttle = Arc::new(Throttle::new(Duration::from_secs(1)));
+    let throttle = Arc::new(LogThrottle::new(Duration::from_secs(1)));
     for client in clients {
         watch_connection(client, &last, &throttle);
     }
@@ -176,7 +176,11 @@ fn watch_connections(clients: &[Client]) -> Arc<Mutex<Option<String>>> {
 }
 
 /// One client's part of [`watch_connections`].
-fn watch_connection(client: &Client, last: &Arc<Mutex<Option<String>>>, throttle: &Arc<Throttle>) {
+fn watch_connection(
+    client: &Client,
+    last: &Arc<Mutex<Option<String>>>,
+    throttle: &Arc<LogThrottle>,
+) {
     let throttle = throttle.clone();
     let on_error = last.clone();
     client.on_error(move |(error, _server)| {

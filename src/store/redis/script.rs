@@ -15,7 +15,7 @@ use super::connection::redis_error;
 use super::DECIDE_LUA;
 use crate::algorithm::Outcome;
 use crate::decision::{Decision, PolicyDecision};
-use crate::quota::Algorithm;
+use crate::policy::Algorithm;
 use crate::store::{Check, Clock, StoreError};
 
 /// The client and the script: one EVALSHA, with the script loaded again after NOSCRIPT.

@@ -6,16 +6,16 @@ use std::time::{Duration, Instant};
 
 /// Lets one event through per interval, without a lock, for log lines on the hot path.
 #[derive(Debug)]
-pub(crate) struct Throttle {
+pub(crate) struct LogThrottle {
     interval_ms: u64,
     started: Instant,
     /// Milliseconds since `started` of the last event let through; `u64::MAX` before the first.
     last_ms: AtomicU64,
 }
 
-impl Throttle {
+impl LogThrottle {
     pub(crate) fn new(interval: Duration) -> Self {
-        Throttle {
+        LogThrottle {
             interval_ms: interval.as_millis() as u64,
             started: Instant::now(),
             last_ms: AtomicU64::new(u64::MAX),
@@ -44,7 +44,7 @@ mod tests {
     /// The throttle lets the first event through, then one per interval.
     #[test]
     fn throttle_passes_one_event_per_interval() {
-        let throttle = Throttle::new(Duration::from_secs(1));
+        let throttle = LogThrottle::new(Duration::from_secs(1));
         assert!(throttle.ready_at(5));
         assert!(!throttle.ready_at(6));
         assert!(!throttle.ready_at(1_004));
