@@ -48,6 +48,15 @@ impl Backend {
         }
     }
 
+    /// On Redis, asserts that the keys are exactly `expected`; the memory store has none to see.
+    pub async fn assert_keys(&self, expected: &[String]) {
+        if let Backend::Redis(server) = self {
+            let keys: std::collections::BTreeSet<String> =
+                server.keys().await.into_iter().collect();
+            assert_eq!(keys, expected.iter().cloned().collect());
+        }
+    }
+
     /// After each Redis test: nothing is left without a TTL.
     pub async fn finish(self) {
         if let Backend::Redis(server) = self {
