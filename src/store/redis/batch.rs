@@ -15,7 +15,7 @@ use std::time::Duration;
 use tokio::sync::{mpsc, oneshot};
 use tokio::time::Instant;
 
-use super::script::{all_failed, call_of, read_call, Caller, Mode, Part, Reply};
+use super::script::{all_failed, call_of, read_call, ScriptRunner, Mode, Part, Reply};
 use crate::store::{Clock, StoreError};
 
 /// Hands decisions to the task that sends them; cheap to clone.
@@ -36,11 +36,11 @@ struct Job {
 }
 
 impl Batcher {
-    /// Starts the task that gathers decisions and sends them through `caller`, at most
+    /// Starts the task that gathers decisions and sends them through `runner`, at most
     /// `max_batch` a call. It ends when the last `Batcher` is dropped.
-    pub(super) fn start(caller: Caller, max_batch: usize) -> Batcher {
+    pub(super) fn start(runner: ScriptRunner, max_batch: usize) -> Batcher {
         let (jobs, queue) = mpsc::unbounded_channel();
-        tokio::spawn(gather(caller, queue, max_batch));
+        tokio::spawn(gather(runner, queue, max_batch));
         Batcher { jobs }
     }
 
@@ -65,13 +65,13 @@ impl Batcher {
 
 /// Takes the decisions as they come: after the first, lets the tasks that are ready run, then
 /// sends everything queued by then (up to `max_batch` a call) without waiting for the answer.
-async fn gather(caller: Caller, mut queue: mpsc::UnboundedReceiver<Job>, max_batch: usize) {
+async fn gather(runner: ScriptRunner, mut queue: mpsc::UnboundedReceiver<Job>, max_batch: usize) {
     while let Some(first) = queue.recv().await {
         tokio::task::yield_now().await;
         let mut jobs = vec![first];
         loop {
             if jobs.len() == max_batch {
-                tokio::spawn(send(caller.clone(), std::mem::take(&mut jobs)));
+                tokio::spawn(send(runner.clone(), std::mem::take(&mut jobs)));
             }
             match queue.try_recv() {
                 Ok(job) => jobs.push(job),
@@ -79,14 +79,14 @@ async fn gather(caller: Caller, mut queue: mpsc::UnboundedReceiver<Job>, max_bat
             }
         }
         if !jobs.is_empty() {
-            tokio::spawn(send(caller.clone(), jobs));
+            tokio::spawn(send(runner.clone(), jobs));
         }
     }
 }
 
 /// Sends `jobs` in one call (two, when some are near their deadline), and answers each with its
 /// part of the reply; see [`triage`] for which jobs go where.
-async fn send(caller: Caller, jobs: Vec<Job>) {
+async fn send(runner: ScriptRunner, jobs: Vec<Job>) {
     let Triage {
         expired,
         hurried,
@@ -96,9 +96,9 @@ async fn send(caller: Caller, jobs: Vec<Job>) {
         let _ = job.reply.send(Err(StoreError::Timeout(Duration::ZERO)));
     }
     if !hurried.is_empty() {
-        tokio::spawn(call(caller.clone(), hurried));
+        tokio::spawn(call(runner.clone(), hurried));
     }
-    call(caller, rest).await;
+    call(runner, rest).await;
 }
 
 /// The jobs of one gathering, sorted by what their deadlines allow at the moment of sending.
@@ -144,13 +144,13 @@ fn triage(mut jobs: Vec<Job>, now: Instant) -> Triage {
 
 /// Sends `live` (none expired) as one call, by the earliest of their deadlines, and answers
 /// each.
-async fn call(caller: Caller, live: Vec<Job>) {
+async fn call(runner: ScriptRunner, live: Vec<Job>) {
     let Some(deadline) = live.iter().map(|j| j.deadline).min() else {
         return;
     };
     let parts: Vec<&Part> = live.iter().map(|j| &j.part).collect();
     let keys_and_args = || call_of(Clock::Store, Mode::Decide, &parts);
-    let reply = caller.eval(keys_and_args, Mode::Decide, deadline).await;
+    let reply = runner.eval(keys_and_args, Mode::Decide, deadline).await;
     let answers = match reply {
         Ok(values) => read_call(values, &parts),
         Err(error) => all_failed(&error, live.len()),
@@ -229,7 +229,7 @@ mod tests {
     #[tokio::test]
     async fn an_expired_job_is_answered_with_a_timeout() {
         let (expired, answer) = job(Instant::now());
-        send(super::super::tests::unconnected_caller(), vec![expired]).await;
+        send(super::super::tests::unconnected_runner(), vec![expired]).await;
         let answer = answer.await.expect("an answer");
         assert!(matches!(answer, Err(StoreError::Timeout(_))));
     }

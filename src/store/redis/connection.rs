@@ -10,8 +10,8 @@ use fred::prelude::*;
 use fred::types::Value;
 
 use super::batch::Batcher;
-use super::script::{Caller, Mode};
-use super::{Conn, RedisStore, LOG_TARGET};
+use super::script::{ScriptRunner, Mode};
+use super::{Dispatch, RedisStore, LOG_TARGET};
 use crate::log_throttle::LogThrottle;
 use crate::store::StoreError;
 
@@ -87,13 +87,13 @@ impl RedisStore {
             .map_err(redis_error)?;
         let connection_error = watch_connections(pool.clients());
         pool.connect();
-        let caller = Caller::new(pool);
+        let runner = ScriptRunner::new(pool);
         // A cluster refuses a call whose keys span slots, and each caller has its own slot.
         let max_batch = connections.max_batch.max(1);
         let batcher =
-            (!clustered && max_batch > 1).then(|| Batcher::start(caller.clone(), max_batch));
+            (!clustered && max_batch > 1).then(|| Batcher::start(runner.clone(), max_batch));
         let store = RedisStore {
-            conn: Conn { caller, batcher },
+            dispatch: Dispatch { runner, batcher },
             timeout,
             clustered,
             connection_error,
@@ -119,7 +119,7 @@ impl RedisStore {
 
     /// Loads every script with SCRIPT LOAD, on every primary.
     pub async fn load_scripts(&self) -> Result<(), StoreError> {
-        let Caller { pool, script, .. } = &self.conn.caller;
+        let ScriptRunner { pool, script, .. } = &self.dispatch.runner;
         pool.wait_for_connect().await.map_err(redis_error)?;
         script.load(pool.next()).await.map_err(redis_error)
     }
@@ -149,7 +149,7 @@ impl RedisStore {
             let args = vec![Value::from_static_str(""), mode];
             (vec![key.clone()], args)
         };
-        let probe = Box::pin(self.conn.caller.eval(call, Mode::Ready, deadline));
+        let probe = Box::pin(self.dispatch.runner.eval(call, Mode::Ready, deadline));
         let probed = tokio::time::timeout(self.timeout, probe)
             .await
             .unwrap_or(Err(StoreError::Timeout(self.timeout)))

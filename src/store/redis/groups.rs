@@ -6,7 +6,7 @@ use std::time::Duration;
 use tokio::time::Instant;
 
 use super::script::{decision, Mode, Reply};
-use super::{Conn, RedisStore, LOG_TARGET};
+use super::{Dispatch, RedisStore, LOG_TARGET};
 use crate::decision::Decision;
 use crate::store::{Check, Clock, StoreError};
 
@@ -26,7 +26,7 @@ impl RedisStore {
         let mut consumed: Vec<(Vec<usize>, Vec<u64>)> = Vec::new();
         for (g, group) in groups.iter().enumerate() {
             let decide = self
-                .conn
+                .dispatch
                 .call(checks, group, Mode::Decide, None, clock, deadline);
             let reply = tokio::time::timeout_at(deadline, decide)
                 .await
@@ -46,7 +46,7 @@ impl RedisStore {
             }
             // The refunds must run even if this request's future is dropped, so they go to a
             // task; its report only refines the headers.
-            let follow_up = tokio::spawn(self.conn.clone().follow_up(
+            let follow_up = tokio::spawn(self.dispatch.clone().follow_up(
                 checks.to_vec(),
                 consumed,
                 groups[g + 1..].to_vec(),
@@ -64,7 +64,7 @@ impl RedisStore {
     }
 }
 
-impl Conn {
+impl Dispatch {
     /// After a denial: refunds what the earlier groups consumed, then reads the later groups
     /// without consuming, each call within `timeout`. Returns what each call reported; a call
     /// that failed reports nothing (its refund may have happened in part, or not at all: errors

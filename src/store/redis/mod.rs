@@ -23,7 +23,7 @@ use crate::decision::Decision;
 use crate::store::{Check, Clock, Store, StoreCounts, StoreError, StoreFuture};
 
 use batch::Batcher;
-use script::{call_of, read_call, Caller, Mode, Part, Reply};
+use script::{call_of, read_call, ScriptRunner, Mode, Part, Reply};
 
 pub use connection::Connections;
 
@@ -42,7 +42,7 @@ pub const DECIDE_LUA: &str = concat!(
 
 /// Counts in Redis, so every instance that shares the Redis shares the limits.
 pub struct RedisStore {
-    conn: Conn,
+    dispatch: Dispatch,
     /// The longest a decision may wait on Redis; past it the failure mode decides.
     timeout: Duration,
     /// Redis Cluster, where a call's keys must share a slot: a request's policies are decided
@@ -65,7 +65,7 @@ impl std::fmt::Debug for RedisStore {
 impl RedisStore {
     /// The underlying client, for tests and tools that inspect Redis through tollgate's pool.
     pub fn client(&self) -> &Client {
-        self.conn.caller.pool.next()
+        self.dispatch.runner.pool.next()
     }
 
     /// Decides as on Redis Cluster (one call per hash tag, refunds after a later denial, no
@@ -73,22 +73,22 @@ impl RedisStore {
     #[doc(hidden)]
     pub fn split_by_hash_tag(mut self) -> Self {
         self.clustered = true;
-        self.conn.batcher = None;
+        self.dispatch.batcher = None;
         self
     }
 }
 
-/// All a decision needs to reach Redis, cheap to clone into a task.
+/// How a decision reaches Redis: in a call of its own or in a shared one; cheap to clone into a task.
 #[derive(Clone)]
-struct Conn {
+struct Dispatch {
     /// Runs the script.
-    caller: Caller,
+    runner: ScriptRunner,
     /// Gathers the decisions in flight into shared calls; `None` on a cluster, or when
     /// `redis.max_batch` is 1.
     batcher: Option<Batcher>,
 }
 
-impl Conn {
+impl Dispatch {
     /// The decide script over the checks at `members`: in a call of its own, or, for a
     /// decision on a single Redis, in the batcher's next shared call.
     async fn call(
@@ -109,7 +109,7 @@ impl Conn {
                 let call = || call_of(clock, mode, &[&part]);
                 // Boxed: fred's EVALSHA future is about 7 KB, and inline it would make every
                 // decision's future that large, the batched ones included.
-                let reply = Box::pin(self.caller.eval(call, mode, deadline)).await?;
+                let reply = Box::pin(self.runner.eval(call, mode, deadline)).await?;
                 let mut answers = read_call(reply, &[&part]);
                 answers.pop().expect("one answer for the one part")
             }
@@ -123,10 +123,10 @@ impl Store for RedisStore {
     }
 
     fn counts(&self) -> StoreCounts {
-        let caller = &self.conn.caller;
+        let runner = &self.dispatch.runner;
         StoreCounts {
-            calls: caller.calls.load(Ordering::Relaxed),
-            script_reloads: caller.reloads.load(Ordering::Relaxed),
+            calls: runner.calls.load(Ordering::Relaxed),
+            script_reloads: runner.reloads.load(Ordering::Relaxed),
             ..StoreCounts::default()
         }
     }
@@ -144,20 +144,20 @@ impl Store for RedisStore {
 mod tests {
     use super::*;
 
-    /// A caller whose pool is never connected: for what needs no Redis.
-    pub(super) fn unconnected_caller() -> Caller {
+    /// A runner whose pool is never connected: for what needs no Redis.
+    pub(super) fn unconnected_runner() -> ScriptRunner {
         let pool = Builder::default_centralized()
             .build_pool(1)
             .expect("a pool that is never connected");
-        Caller::new(pool)
+        ScriptRunner::new(pool)
     }
 
     /// A decision's per-request future stays small: fred's 7 KB EVALSHA future is boxed apart.
     #[test]
     fn a_decisions_future_is_small() {
         let store = RedisStore {
-            conn: Conn {
-                caller: unconnected_caller(),
+            dispatch: Dispatch {
+                runner: unconnected_runner(),
                 batcher: None,
             },
             timeout: Duration::from_secs(1),

@@ -20,7 +20,7 @@ use crate::store::{Check, Clock, StoreError};
 
 /// The client and the script: one EVALSHA, with the script loaded again after NOSCRIPT.
 #[derive(Clone)]
-pub(super) struct Caller {
+pub(super) struct ScriptRunner {
     /// The connections, taken in turn.
     pub(super) pool: Pool,
     /// `DECIDE_LUA`, by its SHA-1.
@@ -31,10 +31,10 @@ pub(super) struct Caller {
     pub(super) reloads: Arc<AtomicU64>,
 }
 
-impl Caller {
+impl ScriptRunner {
     /// Runs the decide script through `pool`, with nothing counted yet.
-    pub(super) fn new(pool: Pool) -> Caller {
-        Caller {
+    pub(super) fn new(pool: Pool) -> ScriptRunner {
+        ScriptRunner {
             pool,
             script: Script::from_lua(DECIDE_LUA),
             calls: Arc::new(AtomicU64::new(0)),
