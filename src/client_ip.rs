@@ -97,7 +97,8 @@ fn mask(addr: IpAddr, prefix: u8) -> IpAddr {
 }
 
 /// The header your proxies append the client address to.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "kebab-case")]
 pub enum ForwardedHeader {
     /// `X-Forwarded-For: client, proxy1`: what nginx, HAProxy and cloud load balancers append.
     #[default]

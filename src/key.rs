@@ -12,6 +12,9 @@ use sha2::{Digest, Sha256};
 
 use crate::policy::PolicyName;
 
+/// The prefix of every key unless configured otherwise (`redis.key_prefix`).
+pub const DEFAULT_PREFIX: &str = "tollgate";
+
 /// Builds the Redis keys of callers under one prefix.
 #[derive(Clone)]
 pub struct KeyBuilder {
@@ -31,7 +34,7 @@ impl std::fmt::Debug for KeyBuilder {
 }
 
 impl KeyBuilder {
-    /// A builder for keys that start with `prefix` (`tollgate` by default).
+    /// A builder for keys that start with `prefix` ([`DEFAULT_PREFIX`] by default).
     pub fn new(prefix: impl Into<String>) -> Self {
         KeyBuilder {
             prefix: prefix.into(),

@@ -642,6 +642,49 @@ fn an_unknown_algorithm_is_rejected() {
         .assert_rejected(&[], &[], "limits[0].algorithm");
 }
 
+/// A value no configuration enum knows is rejected, from the file or from a variable, with the
+/// key and every value it accepts.
+#[test]
+fn an_unknown_enum_value_names_the_key_and_the_accepted_values() {
+    for (table, key, accepted) in [
+        ("", "headers", &["all", "denials", "retry_after"][..]),
+        ("redis", "on_error", &["allow", "deny", "local"]),
+        ("identity", "on_missing", &["allow", "deny", "ip"]),
+        (
+            "identity",
+            "forwarded_header",
+            &["x-forwarded-for", "forwarded"],
+        ),
+        ("log", "format", &["text", "json"]),
+    ] {
+        let dotted = if table.is_empty() {
+            key.to_owned()
+        } else {
+            format!("{table}.{key}")
+        };
+        let file = format!("[{table}]\n{key} = \"sometimes\"\n").replace("[]\n", "");
+        let variable = format!("TOLLGATE_{}", dotted.replace('.', "__").to_uppercase());
+        let from_file = Dir::new()
+            .file("tollgate.toml", &file)
+            .run(&["check-config"], &[]);
+        let from_variable = Dir::new().run(&["check-config"], &[(&variable, "sometimes")]);
+        for output in [from_file, from_variable] {
+            let stderr = text(&output.stderr);
+            assert_eq!(output.status.code(), Some(2), "{dotted}: {stderr}");
+            assert!(
+                stderr.contains(&format!(" {dotted}: \"sometimes\" is not one of ")),
+                "{stderr}"
+            );
+            for value in accepted {
+                assert!(
+                    stderr.contains(&format!("\"{value}\"")),
+                    "{value} not named: {stderr}"
+                );
+            }
+        }
+    }
+}
+
 /// A URL that is not a Redis URL is rejected, from the file or from a variable.
 #[test]
 fn a_url_that_is_not_redis_is_rejected() {
@@ -1151,7 +1194,7 @@ fn key_prints_one_line_per_policy_under_the_prefix() {
 
 // --- server -----------------------------------------------------------------------------------
 
-/// The `[server]` keys default to 10 s, 60 s, a cap sized at startup and 10 s; the file sets
+/// The `[server]` keys default to 10 s, 1 min, a cap sized at startup and 10 s; the file sets
 /// them, and `TOLLGATE_SERVER__*` variables override the file.
 #[test]
 fn server_keys_default_and_layer() {
@@ -1160,7 +1203,7 @@ fn server_keys_default_and_layer() {
         lookup(&effective, &["server", "header_timeout"]),
         Some("10s")
     );
-    assert_eq!(lookup(&effective, &["server", "idle_timeout"]), Some("60s"));
+    assert_eq!(lookup(&effective, &["server", "idle_timeout"]), Some("1m"));
     assert_eq!(
         lookup(&effective, &["server", "shutdown_grace"]),
         Some("10s")

@@ -55,6 +55,11 @@ pub(super) fn from_figment_error(error: figment::Error) -> ConfigError {
             with_field(field);
             format!("unknown key; expected one of: {}", expected.join(", "))
         }
+        // serde names a configuration enum's variants by their configuration names.
+        Kind::UnknownVariant(actual, expected) => {
+            let expected: Vec<String> = expected.iter().map(|name| format!("{name:?}")).collect();
+            format!("{actual:?} is not one of {}", expected.join(", "))
+        }
         Kind::MissingField(field) => {
             with_field(field);
             "is required".to_owned()

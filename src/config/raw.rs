@@ -6,9 +6,12 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
-use super::Secret;
+use super::effective::format_duration;
+use super::{LogFormat, Secret};
 use crate::client_ip::ForwardedHeader;
+use crate::http::ServerSettings;
 use crate::limiter::{OnError, OnMissing};
+use crate::middleware::extract::Identity;
 use crate::middleware::headers::HeaderMode;
 use crate::policy::Algorithm;
 use crate::scope::Dimension;
@@ -19,7 +22,7 @@ use crate::scope::Dimension;
 pub(super) struct RawConfig {
     pub(super) listen: String,
     pub(super) local_cache: bool,
-    pub(super) headers: String,
+    pub(super) headers: HeaderMode,
     pub(super) redis: RawRedis,
     pub(super) memory: RawMemory,
     pub(super) identity: RawIdentity,
@@ -46,7 +49,7 @@ pub(super) struct RawRedis {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub(super) password: Option<Secret>,
     pub(super) key_prefix: String,
-    pub(super) on_error: String,
+    pub(super) on_error: OnError,
     pub(super) timeout: String,
     pub(super) breaker_failures: u32,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -68,8 +71,8 @@ pub(super) struct RawMemory {
 pub(super) struct RawIdentity {
     pub(super) header: String,
     pub(super) trusted_proxies: Vec<String>,
-    pub(super) forwarded_header: String,
-    pub(super) on_missing: String,
+    pub(super) forwarded_header: ForwardedHeader,
+    pub(super) on_missing: OnMissing,
     pub(super) ipv6_prefix: u8,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub(super) hash_key: Option<Secret>,
@@ -79,8 +82,8 @@ pub(super) struct RawIdentity {
 #[serde(deny_unknown_fields)]
 pub(super) struct RawLimit {
     pub(super) name: String,
-    #[serde(default = "default_algorithm")]
-    pub(super) algorithm: String,
+    #[serde(default)]
+    pub(super) algorithm: Algorithm,
     pub(super) limit: u64,
     pub(super) window: String,
     #[serde(default = "default_cost")]
@@ -110,11 +113,7 @@ fn default_by() -> RawBy {
 #[derive(Clone, Debug, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub(super) struct RawLog {
-    pub(super) format: String,
-}
-
-fn default_algorithm() -> String {
-    Algorithm::FixedWindow.as_str().into()
+    pub(super) format: LogFormat,
 }
 
 fn default_cost() -> u64 {
@@ -122,18 +121,21 @@ fn default_cost() -> u64 {
 }
 
 impl Default for RawConfig {
+    /// The library's own defaults, as configuration: each is written once, where it is used.
     fn default() -> Self {
+        let identity = Identity::default();
+        let server = ServerSettings::default();
         RawConfig {
             listen: "127.0.0.1:8000".into(),
             local_cache: true,
-            headers: HeaderMode::default().as_str().into(),
+            headers: HeaderMode::default(),
             redis: RawRedis {
                 url: None,
                 password: None,
-                key_prefix: "tollgate".into(),
-                on_error: OnError::Allow.as_str().into(),
+                key_prefix: crate::key::DEFAULT_PREFIX.into(),
+                on_error: OnError::default(),
                 timeout: "100ms".into(),
-                breaker_failures: 5,
+                breaker_failures: crate::limiter::breaker::DEFAULT_FAILURES,
                 breaker_cool_down: None,
                 local_divisor: 1,
                 connections: None,
@@ -143,16 +145,16 @@ impl Default for RawConfig {
                 max_callers: crate::store::memory::DEFAULT_MAX_CALLERS,
             },
             identity: RawIdentity {
-                header: "x-user".into(),
+                header: identity.header.as_str().into(),
                 trusted_proxies: Vec::new(),
-                forwarded_header: ForwardedHeader::default().as_str().into(),
-                on_missing: OnMissing::Allow.as_str().into(),
-                ipv6_prefix: 64,
+                forwarded_header: ForwardedHeader::default(),
+                on_missing: OnMissing::default(),
+                ipv6_prefix: identity.ipv6_prefix,
                 hash_key: None,
             },
             limits: vec![RawLimit {
                 name: "per_minute".into(),
-                algorithm: default_algorithm(),
+                algorithm: Algorithm::default(),
                 limit: 3,
                 window: "1m".into(),
                 cost: 1,
@@ -162,13 +164,13 @@ impl Default for RawConfig {
                 costs: BTreeMap::new(),
             }],
             log: RawLog {
-                format: "text".into(),
+                format: LogFormat::default(),
             },
             server: RawServer {
-                header_timeout: "10s".into(),
-                idle_timeout: "60s".into(),
+                header_timeout: format_duration(server.header_timeout),
+                idle_timeout: format_duration(server.idle_timeout),
                 max_connections: None,
-                shutdown_grace: "10s".into(),
+                shutdown_grace: format_duration(server.shutdown_grace),
             },
         }
     }
@@ -196,4 +198,36 @@ fn default_max_batch() -> usize {
 pub(super) fn default_connections() -> usize {
     let cores = std::thread::available_parallelism().map_or(1, usize::from);
     cores.div_ceil(4)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Each configuration enum reads the name it writes in logs, metrics and `check-config`.
+    #[test]
+    fn enums_read_the_names_they_write() {
+        fn name_of<T: Serialize>(value: T) -> String {
+            serde_json::to_value(value)
+                .unwrap()
+                .as_str()
+                .unwrap()
+                .to_owned()
+        }
+        for algorithm in Algorithm::ALL {
+            assert_eq!(name_of(algorithm), algorithm.as_str());
+        }
+        for mode in HeaderMode::ALL {
+            assert_eq!(name_of(mode), mode.as_str());
+        }
+        for mode in [OnError::Allow, OnError::Deny, OnError::Local] {
+            assert_eq!(name_of(mode), mode.as_str());
+        }
+        for mode in [OnMissing::Allow, OnMissing::Deny, OnMissing::Ip] {
+            assert_eq!(name_of(mode), mode.as_str());
+        }
+        for header in [ForwardedHeader::XForwardedFor, ForwardedHeader::Forwarded] {
+            assert_eq!(name_of(header), header.as_str());
+        }
+    }
 }

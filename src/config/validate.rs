@@ -3,7 +3,6 @@
 
 use std::num::{NonZeroU64, NonZeroUsize};
 use std::sync::Arc;
-use std::time::Duration;
 
 use axum::http::HeaderName;
 
@@ -13,12 +12,12 @@ use super::raw::{
     MAX_CONNECTIONS,
 };
 use super::redis_url::strip_userinfo_secret;
-use super::{ConfigError, LogFormat, Settings};
-use crate::client_ip::{Cidr, ForwardedHeader, Proxies};
+use super::{ConfigError, Settings};
+use crate::client_ip::{Cidr, Proxies};
 use crate::http::ServerSettings;
-use crate::limiter::{OnError, OnMissing, Rule};
+use crate::limiter::breaker::DEFAULT_COOL_DOWN;
+use crate::limiter::Rule;
 use crate::middleware::extract::Identity;
-use crate::middleware::headers::HeaderMode;
 use crate::policy::{parse_duration, Algorithm, Policy, PolicyName, Window};
 use crate::scope::{By, Dimension, RoutePattern, Scope};
 
@@ -35,17 +34,6 @@ impl RawConfig {
         })?;
         let redis = self.redis.validate_connection()?;
         let key_prefix = validate_prefix(&self.redis.key_prefix)?;
-        let on_error = match self.redis.on_error.as_str() {
-            "allow" => OnError::Allow,
-            "deny" => OnError::Deny,
-            "local" => OnError::Local,
-            other => {
-                return Err(ConfigError::new(
-                    "redis.on_error",
-                    format!("{other:?} is not one of \"allow\", \"deny\", \"local\""),
-                ))
-            }
-        };
         if self.redis.breaker_failures == 0 {
             return Err(ConfigError::new(
                 "redis.breaker_failures",
@@ -86,8 +74,7 @@ impl RawConfig {
         if timeout.is_zero() {
             return Err(ConfigError::new("redis.timeout", "must be longer than 0"));
         }
-        // By default 500 ms, and always longer than the deadline, so that one probe ends before
-        // the next may start.
+        // Always longer than the deadline, so that one probe ends before the next may start.
         let breaker_cool_down = match breaker_cool_down {
             Some(cool_down) if cool_down <= timeout => {
                 return Err(ConfigError::new(
@@ -96,49 +83,16 @@ impl RawConfig {
                 ))
             }
             Some(cool_down) => cool_down,
-            None => Duration::from_millis(500).max(timeout * 2),
+            None => DEFAULT_COOL_DOWN.max(timeout * 2),
         };
         let max_callers = NonZeroUsize::new(self.memory.max_callers)
             .ok_or_else(|| ConfigError::new("memory.max_callers", "must be at least 1"))?;
         let identity = self.identity.validate()?;
-        let on_missing = match self.identity.on_missing.as_str() {
-            "allow" => OnMissing::Allow,
-            "deny" => OnMissing::Deny,
-            "ip" => OnMissing::Ip,
-            other => {
-                return Err(ConfigError::new(
-                    "identity.on_missing",
-                    format!("{other:?} is not one of \"allow\", \"deny\", \"ip\""),
-                ))
-            }
-        };
         if matches!(&self.identity.hash_key, Some(key) if key.expose().is_empty()) {
             return Err(ConfigError::new("identity.hash_key", "must not be empty"));
         }
         let hash_key = self.identity.hash_key.clone();
         let rules = validate_limits(&self.limits)?;
-        let log_format = match self.log.format.as_str() {
-            "text" => LogFormat::Text,
-            "json" => LogFormat::Json,
-            other => {
-                return Err(ConfigError::new(
-                    "log.format",
-                    format!("{other:?} is not one of \"text\", \"json\""),
-                ))
-            }
-        };
-        let headers = HeaderMode::parse(&self.headers).ok_or_else(|| {
-            ConfigError::new(
-                "headers",
-                format!(
-                    "{:?} is not one of {}",
-                    self.headers,
-                    HeaderMode::ALL
-                        .map(|mode| format!("{:?}", mode.as_str()))
-                        .join(", ")
-                ),
-            )
-        })?;
         let server = self.server.validate()?;
         let mut effective = self;
         let (url, url_had_secret) = match effective.redis.url.take() {
@@ -152,7 +106,7 @@ impl RawConfig {
         effective.redis.connections = Some(connections);
         effective.redis.breaker_cool_down = Some(format_duration(breaker_cool_down));
         for limit in &mut effective.limits {
-            if limit.algorithm == Algorithm::TokenBucket.as_str() {
+            if limit.algorithm == Algorithm::TokenBucket {
                 limit.burst = Some(limit.burst.unwrap_or(limit.limit));
             }
         }
@@ -160,7 +114,7 @@ impl RawConfig {
             listen,
             redis,
             key_prefix,
-            on_error,
+            on_error: effective.redis.on_error,
             timeout,
             breaker_failures: effective.redis.breaker_failures,
             breaker_cool_down,
@@ -169,12 +123,12 @@ impl RawConfig {
             max_batch: effective.redis.max_batch,
             max_callers,
             identity,
-            on_missing,
+            on_missing: effective.identity.on_missing,
             hash_key,
             rules,
-            log_format,
+            log_format: effective.log.format,
             local_cache: effective.local_cache,
-            headers,
+            headers: effective.headers,
             warnings: Vec::new(),
             server,
             effective,
@@ -225,16 +179,6 @@ impl RawIdentity {
                     .map_err(|r| ConfigError::new(format!("identity.trusted_proxies[{i}]"), r))
             })
             .collect::<Result<_, _>>()?;
-        let forwarded = match self.forwarded_header.as_str() {
-            "x-forwarded-for" => ForwardedHeader::XForwardedFor,
-            "forwarded" => ForwardedHeader::Forwarded,
-            other => {
-                return Err(ConfigError::new(
-                    "identity.forwarded_header",
-                    format!("{other:?} is not one of \"x-forwarded-for\", \"forwarded\""),
-                ))
-            }
-        };
         if !(1..=128).contains(&self.ipv6_prefix) {
             return Err(ConfigError::new(
                 "identity.ipv6_prefix",
@@ -245,7 +189,7 @@ impl RawIdentity {
             header,
             proxies: Proxies {
                 trusted,
-                header: forwarded,
+                header: self.forwarded_header,
             },
             ipv6_prefix: self.ipv6_prefix,
         })
@@ -273,24 +217,12 @@ fn validate_limits(limits: &[RawLimit]) -> Result<Vec<Rule>, ConfigError> {
                 format!("duplicate policy name {:?}", raw.name),
             ));
         }
-        let algorithm = Algorithm::parse(&raw.algorithm).ok_or_else(|| {
-            ConfigError::new(
-                key("algorithm"),
-                format!(
-                    "unknown algorithm {:?}; known: {}",
-                    raw.algorithm,
-                    Algorithm::ALL
-                        .map(|a| format!("{:?}", a.as_str()))
-                        .join(", ")
-                ),
-            )
-        })?;
         let limit = NonZeroU64::new(raw.limit)
             .ok_or_else(|| ConfigError::new(key("limit"), "must be at least 1"))?;
         let window = Window::parse(&raw.window).map_err(|r| ConfigError::new(key("window"), r))?;
         let cost = NonZeroU64::new(raw.cost)
             .ok_or_else(|| ConfigError::new(key("cost"), "must be at least 1"))?;
-        let mut policy = Policy::new(name, algorithm, limit, window)
+        let mut policy = Policy::new(name, raw.algorithm, limit, window)
             .map_err(|r| ConfigError::new(key("limit"), r))?;
         if let Some(burst) = raw.burst {
             let burst = NonZeroU64::new(burst)

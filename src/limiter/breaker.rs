@@ -49,6 +49,13 @@ pub enum Permit {
     Reject,
 }
 
+/// Consecutive store failures that open the breaker unless configured otherwise.
+pub const DEFAULT_FAILURES: u32 = 5;
+
+/// The shortest time the breaker stays open: the configured default is this, or twice the
+/// store's deadline when that is longer, so that one probe ends before the next may start.
+pub const DEFAULT_COOL_DOWN: Duration = Duration::from_millis(500);
+
 /// A circuit breaker; cheap to consult on every request.
 #[derive(Debug)]
 pub struct Breaker {

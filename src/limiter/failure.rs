@@ -10,7 +10,8 @@ use crate::policy::Policy;
 use crate::store::{Check, Clock, Store, StoreError};
 
 /// What happens to a request when the store cannot decide.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
 pub enum OnError {
     /// Let the request pass and log a warning (at most once a second): the API stays up.
     #[default]

@@ -36,7 +36,8 @@ pub const DENIAL_CACHE_CAPACITY: usize = 100_000;
 const LOG_TARGET: &str = module_path!();
 
 /// What happens to a request that names no user when a policy keyed by user applies.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
 pub enum OnMissing {
     /// Those policies do not apply: the original example's behaviour.
     #[default]
@@ -166,10 +167,10 @@ impl Limiter {
             local_policies: rules.iter().map(|r| r.policy.clone()).collect(),
             metrics: Metrics::new(rules.iter().map(|r| r.policy.name().clone()).collect()),
             rules,
-            keys: KeyBuilder::new("tollgate"),
+            keys: KeyBuilder::new(crate::key::DEFAULT_PREFIX),
             on_error: OnError::default(),
             on_missing: OnMissing::default(),
-            breaker: Breaker::new(5, Duration::from_millis(500)),
+            breaker: Breaker::new(breaker::DEFAULT_FAILURES, breaker::DEFAULT_COOL_DOWN),
             local: MemoryStore::new(),
             denials: Some(DenialCache::new(DENIAL_CACHE_CAPACITY)),
             breaker_was_closed: AtomicBool::new(true),

@@ -9,9 +9,11 @@ mod window;
 pub use window::{parse_duration, Window};
 
 /// The counting algorithm a policy uses; each has one Lua script and one Rust reference.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
 pub enum Algorithm {
     /// Counts requests in windows aligned to multiples of the window length since the Unix epoch.
+    #[default]
     FixedWindow,
     /// The sliding-window counter: the previous window's count, weighted by its overlap with
     /// the sliding window, plus the current window's count.
@@ -36,11 +38,6 @@ impl Algorithm {
             Algorithm::SlidingWindow => "sliding_window",
             Algorithm::TokenBucket => "token_bucket",
         }
-    }
-
-    /// Parses a configuration name; `None` for an algorithm tollgate does not know.
-    pub fn parse(name: &str) -> Option<Self> {
-        Algorithm::ALL.into_iter().find(|a| a.as_str() == name)
     }
 }
 

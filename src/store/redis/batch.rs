@@ -15,7 +15,7 @@ use std::time::Duration;
 use tokio::sync::{mpsc, oneshot};
 use tokio::time::Instant;
 
-use super::script::{all_failed, call_of, read_call, ScriptRunner, Mode, Part, Reply};
+use super::script::{all_failed, call_of, read_call, Mode, Part, Reply, ScriptRunner};
 use crate::store::{Clock, StoreError};
 
 /// Hands decisions to the task that sends them; cheap to clone.

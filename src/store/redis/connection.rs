@@ -10,7 +10,7 @@ use fred::prelude::*;
 use fred::types::Value;
 
 use super::batch::Batcher;
-use super::script::{ScriptRunner, Mode};
+use super::script::{Mode, ScriptRunner};
 use super::{Dispatch, RedisStore, LOG_TARGET};
 use crate::log_throttle::LogThrottle;
 use crate::store::StoreError;

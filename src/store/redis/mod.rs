@@ -23,7 +23,7 @@ use crate::decision::Decision;
 use crate::store::{Check, Clock, Store, StoreCounts, StoreError, StoreFuture};
 
 use batch::Batcher;
-use script::{call_of, read_call, ScriptRunner, Mode, Part, Reply};
+use script::{call_of, read_call, Mode, Part, Reply, ScriptRunner};
 
 pub use connection::Connections;
 
