@@ -17,7 +17,9 @@
 //!   circuit breaker ([`limiter::breaker`]) and the cache of recent denials
 //!   ([`limiter::denial_cache`]).
 //! - [`scope`]: what a policy applies to: its routes, who shares a bucket (`by`), route costs.
-//! - [`client_ip`]: the client's address, read behind trusted proxies and grouped for IPv6.
+//! - [`caller`]: who sent a request and what the limiter knows of it: [`caller::Identity`]
+//!   (the identity header, `on_missing`), [`caller::RequestFacts`] (`facts.rs`), and the
+//!   client address behind trusted proxies, grouped for IPv6 ([`caller::address`]).
 //! - [`middleware`]: [`RateLimitLayer`], which turns verdicts into 429s and headers.
 //! - [`decimal`]: integers written into header values without a formatter.
 //! - [`metrics`]: the counters behind `/metrics`, in Prometheus text.
@@ -30,7 +32,7 @@
 #![warn(missing_docs)]
 
 pub mod algorithm;
-pub mod client_ip;
+pub mod caller;
 pub mod config;
 pub mod decimal;
 pub mod decision;

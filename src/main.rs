@@ -10,8 +10,7 @@ use tokio::net::TcpListener;
 use tollgate::config::Settings;
 
 use axum::http::Method;
-use tollgate::client_ip;
-use tollgate::limiter::RequestFacts;
+use tollgate::caller::{address, RequestFacts};
 use tollgate::scope::Dimension;
 use tollgate::{Limiter, MemoryStore};
 
@@ -93,10 +92,10 @@ fn print_keys(
     let limiter = Limiter::new(Arc::new(MemoryStore::new()), settings.rules.clone())
         .with_keys(settings.key_builder())
         .with_on_missing(settings.on_missing);
-    let ip = ip.map(|ip| client_ip::bucket(ip, settings.identity.ipv6_prefix));
+    let ip = ip.map(|ip| address::bucket(ip, settings.identity.ipv6_prefix));
     let facts = RequestFacts {
         user: Some(user.as_bytes()),
-        ip: ip.as_deref(),
+        ip,
         method: &Method::GET,
         path: route.unwrap_or("/"),
         route: route.unwrap_or("/"),

@@ -28,10 +28,10 @@ use std::time::Duration;
 use figment::providers::{Env, Format, Serialized, Toml};
 use figment::Figment;
 
+use crate::caller::{Identity, OnMissing};
 use crate::http::ServerSettings;
 use crate::key::KeyBuilder;
-use crate::limiter::{OnError, OnMissing, Rule};
-use crate::middleware::extract::Identity;
+use crate::limiter::{OnError, Rule};
 use crate::middleware::headers::HeaderMode;
 
 pub use error::ConfigError;

@@ -7,8 +7,9 @@ use std::collections::BTreeMap;
 use serde::{Deserialize, Serialize};
 
 use super::Secret;
-use crate::client_ip::ForwardedHeader;
-use crate::limiter::{OnError, OnMissing};
+use crate::caller::address::ForwardedHeader;
+use crate::caller::OnMissing;
+use crate::limiter::OnError;
 use crate::middleware::headers::HeaderMode;
 use crate::policy::Algorithm;
 use crate::scope::Dimension;

@@ -14,10 +14,10 @@ use super::raw::{
 };
 use super::redis_url::strip_userinfo_secret;
 use super::{ConfigError, LogFormat, Settings};
-use crate::client_ip::{Cidr, ForwardedHeader, Proxies};
+use crate::caller::address::{Cidr, ForwardedHeader, Proxies};
+use crate::caller::{Identity, OnMissing};
 use crate::http::ServerSettings;
-use crate::limiter::{OnError, OnMissing, Rule};
-use crate::middleware::extract::Identity;
+use crate::limiter::{OnError, Rule};
 use crate::middleware::headers::HeaderMode;
 use crate::policy::{parse_duration, Algorithm, Policy, PolicyName, Window};
 use crate::scope::{By, Dimension, RoutePattern, Scope};

@@ -16,9 +16,9 @@ use axum::Router;
 use tokio::net::TcpListener;
 use tower::{Layer, Service};
 
+use crate::caller::Identity;
 use crate::config::Settings;
 use crate::limiter::Limiter;
-use crate::middleware::extract::Identity;
 use crate::middleware::headers::HeaderMode;
 use crate::middleware::RateLimitLayer;
 use crate::store::StoreError;

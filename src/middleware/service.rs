@@ -8,8 +8,8 @@ use axum::extract::Request;
 use axum::response::Response;
 use tower::Service;
 
+use crate::caller::{Identity, RequestFacts};
 use crate::limiter::{Limiter, OnError, Verdict};
-use crate::middleware::extract::{self, Facts, Identity};
 use crate::middleware::headers::{self, HeaderMode};
 use crate::middleware::response;
 
@@ -112,12 +112,12 @@ where
             // which is not `Sync`, so the future stays `Send`.
             let (parts, body) = request.into_parts();
             let with_address = limiter.needs_address();
-            if (with_address || identity.needs_peer()) && extract::peer(&parts).is_none() {
+            if identity.lacks_peer(&parts, with_address) {
                 missing_peer.report();
             }
             let verdict = {
-                let facts = Facts::of(&parts, &identity, with_address);
-                limiter.check(&facts.borrow()).await
+                let facts = RequestFacts::of(&parts, &identity, with_address);
+                limiter.check(&facts).await
             };
             let request = Request::from_parts(parts, body);
             let (decision, local) = match verdict {
