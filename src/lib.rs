@@ -23,7 +23,8 @@
 //! - [`middleware`]: [`RateLimitLayer`], which turns verdicts into 429s and headers.
 //! - [`decimal`]: integers written into header values without a formatter.
 //! - [`metrics`]: the counters behind `/metrics`, in Prometheus text.
-//! - [`setup`]: the store and limiter that [`Settings`] describe, for the service and library users.
+//! - [`setup`]: the store, the limiter and the whole app that [`Settings`] describe, for the
+//!   service and library users.
 //! - [`http`]: the service's router, handlers and server loop.
 //! - [`config`]: figment layering and validation into [`Settings`].
 //! - [`telemetry`]: log setup; `log_throttle` lets a hot-path log line through once a second.

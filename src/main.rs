@@ -128,7 +128,7 @@ fn serve(settings: Settings) -> ExitCode {
     }
     let runtime = tokio::runtime::Runtime::new().expect("the tokio runtime starts");
     let served = runtime.block_on(async {
-        let app = tollgate::http::app(&settings)
+        let app = tollgate::setup::app(&settings)
             .await
             .map_err(|e| format!("cannot start the store: {e}"))?;
         let listener = TcpListener::bind(settings.listen)

@@ -17,11 +17,9 @@ use tokio::net::TcpListener;
 use tower::{Layer, Service};
 
 use crate::caller::Identity;
-use crate::config::Settings;
 use crate::limiter::Limiter;
 use crate::middleware::headers::HeaderMode;
 use crate::middleware::RateLimitLayer;
-use crate::store::StoreError;
 
 pub use server::ServerSettings;
 
@@ -61,17 +59,6 @@ where
         .route("/metrics", get(handlers::metrics))
         .with_state(state)
         .layer(axum::middleware::from_fn(access_log::access_log))
-}
-
-/// The whole service for `settings`, ready to serve.
-pub async fn app(settings: &Settings) -> Result<Router, StoreError> {
-    routes::warn_of_unserved_patterns(&settings.rules);
-    let limiter = crate::setup::limiter(settings).await?;
-    let state = AppState {
-        limiter: Arc::new(limiter),
-        identity: Arc::new(settings.identity.clone()),
-    };
-    Ok(router(state, settings.headers))
 }
 
 /// Serves `router` on `listener` with the default [`ServerSettings`] until `shutdown`

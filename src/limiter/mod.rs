@@ -328,7 +328,7 @@ pub(crate) mod tests {
         }
         let text = limiter
             .metrics()
-            .render(StoreCounts::default(), BreakerState::Closed);
+            .render(StoreCounts::default(), BreakerState::Closed.as_str());
         for line in [
             "tollgate_decisions_total{policy=\"a\",outcome=\"allowed\"} 1",
             "tollgate_decisions_total{policy=\"a\",outcome=\"denied\"} 1",
@@ -336,5 +336,17 @@ pub(crate) mod tests {
         ] {
             assert!(text.lines().any(|l| l == line), "no {line:?} in:\n{text}");
         }
+    }
+
+    /// The metrics label the failure modes and the breaker's states with the names the
+    /// limiter gives them, in the limiter's order: metrics takes labels, not these types.
+    #[test]
+    fn metrics_labels_are_the_limiters_names() {
+        let modes = [OnError::Allow, OnError::Deny, OnError::Local].map(OnError::as_str);
+        assert_eq!(modes, crate::metrics::ON_ERROR);
+        assert_eq!(
+            BreakerState::ALL.map(BreakerState::as_str),
+            crate::metrics::BREAKER_STATES
+        );
     }
 }
