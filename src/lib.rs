@@ -25,8 +25,9 @@
 //! - [`metrics`]: the counters behind `/metrics`, in Prometheus text.
 //! - [`setup`]: the store, the limiter and the whole app that [`Settings`] describe, for the
 //!   service and library users.
-//! - [`http`]: the service's router, handlers and server loop.
-//! - [`config`]: figment layering and validation into [`Settings`].
+//! - [`http`]: the service's router, handlers and server loop, run until a signal.
+//! - [`config`]: figment layering and validation into [`Settings`], and what `check-config`
+//!   and `key` print from them.
 //! - [`telemetry`]: log setup; `log_throttle` lets a hot-path log line through once a second.
 //!
 //! The Lua scripts live in `lua/` and are embedded in the binary.

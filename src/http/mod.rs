@@ -4,6 +4,7 @@ mod access_log;
 mod handlers;
 pub mod routes;
 pub mod server;
+mod signals;
 
 use std::convert::Infallible;
 use std::future::Future;
@@ -22,6 +23,7 @@ use crate::middleware::headers::HeaderMode;
 use crate::middleware::RateLimitLayer;
 
 pub use server::ServerSettings;
+pub use signals::run_until_signalled;
 
 /// What the handlers share.
 #[derive(Clone, Debug)]
