@@ -1,3 +1,5 @@
+//! The service's handlers: `/user`, `/healthz`, `/readyz` and `/metrics`.
+
 use axum::extract::{Request, State};
 use axum::http::{header, StatusCode};
 use axum::response::IntoResponse;

@@ -1,3 +1,5 @@
+//! [`RateLimitLayer`]: the configuration that wraps services in [`RateLimit`].
+
 use std::sync::Arc;
 
 use axum::http::HeaderName;

@@ -1,3 +1,6 @@
+//! [`RateLimit`]: the service that asks the limiter about each request, then answers or calls
+//! the inner service.
+
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, Ordering};
