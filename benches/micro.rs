@@ -11,7 +11,7 @@ use std::time::{Duration, SystemTime};
 use axum::http::{HeaderMap, HeaderValue, Method};
 use criterion::Criterion;
 use sha2::{Digest, Sha256};
-use tollgate::limiter::RequestFacts;
+use tollgate::caller::RequestFacts;
 use tollgate::middleware::headers;
 use tollgate::store::Check;
 use tollgate::{
@@ -123,7 +123,7 @@ fn memory_store(c: &mut Criterion) {
     );
     let facts = RequestFacts {
         user: Some(USER),
-        ip: Some("\0ip:192.0.2.1"),
+        ip: Some("\0ip:192.0.2.1".into()),
         method: &Method::GET,
         path: "/api/items",
         route: "/api/items",

@@ -17,20 +17,24 @@
 //!   circuit breaker ([`limiter::breaker`]) and the cache of recent denials
 //!   ([`limiter::denial_cache`]).
 //! - [`scope`]: what a policy applies to: its routes, who shares a bucket (`by`), route costs.
-//! - [`client_ip`]: the client's address, read behind trusted proxies and grouped for IPv6.
+//! - [`caller`]: who sent a request and what the limiter knows of it: [`caller::Identity`]
+//!   (the identity header, `on_missing`), [`caller::RequestFacts`] (`facts.rs`), and the
+//!   client address behind trusted proxies, grouped for IPv6 ([`caller::address`]).
 //! - [`middleware`]: [`RateLimitLayer`], which turns verdicts into 429s and headers.
 //! - [`decimal`]: integers written into header values without a formatter.
 //! - [`metrics`]: the counters behind `/metrics`, in Prometheus text.
-//! - [`setup`]: the store and limiter that [`Settings`] describe, for the service and library users.
-//! - [`http`]: the service's router, handlers and server loop.
-//! - [`config`]: figment layering and validation into [`Settings`].
+//! - [`setup`]: the store, the limiter and the whole app that [`Settings`] describe, for the
+//!   service and library users.
+//! - [`http`]: the service's router, handlers and server loop, run until a signal.
+//! - [`config`]: figment layering and validation into [`Settings`], and what `check-config`
+//!   and `key` print from them.
 //! - [`telemetry`]: log setup; `log_throttle` lets a hot-path log line through once a second.
 //!
 //! The Lua scripts live in `lua/` and are embedded in the binary.
 #![warn(missing_docs)]
 
 pub mod algorithm;
-pub mod client_ip;
+pub mod caller;
 pub mod config;
 pub mod decimal;
 pub mod decision;

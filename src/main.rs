@@ -4,16 +4,8 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
-use std::net::IpAddr;
-use std::sync::Arc;
 use tokio::net::TcpListener;
 use tollgate::config::Settings;
-
-use axum::http::Method;
-use tollgate::client_ip;
-use tollgate::limiter::RequestFacts;
-use tollgate::scope::Dimension;
-use tollgate::{Limiter, MemoryStore};
 
 /// mimalloc in place of glibc's malloc: a Redis-backed request makes about twice the
 /// allocations of one without a limiter, some of them large (fred's 7 KB futures), and mimalloc
@@ -77,43 +69,17 @@ fn main() -> ExitCode {
             print!("{}", settings.effective_toml());
             ExitCode::SUCCESS
         }
-        Command::Key { user, ip, route } => print_keys(&settings, &user, ip, route.as_deref()),
+        Command::Key { user, ip, route } => {
+            for key in settings.caller_keys(&user, ip, route.as_deref()) {
+                match key {
+                    Ok(key) => println!("{key}"),
+                    Err(unkeyed) => eprintln!("{unkeyed}"),
+                }
+            }
+            ExitCode::SUCCESS
+        }
         Command::Serve => serve(settings),
     }
-}
-
-/// Prints the key of each policy for this caller, the same way requests are keyed; a policy
-/// that needs an address or a route not given is named on stderr instead.
-fn print_keys(
-    settings: &Settings,
-    user: &str,
-    ip: Option<IpAddr>,
-    route: Option<&str>,
-) -> ExitCode {
-    let limiter = Limiter::new(Arc::new(MemoryStore::new()), settings.rules.clone())
-        .with_keys(settings.key_builder())
-        .with_on_missing(settings.on_missing);
-    let ip = ip.map(|ip| client_ip::bucket(ip, settings.identity.ipv6_prefix));
-    let facts = RequestFacts {
-        user: Some(user.as_bytes()),
-        ip: ip.as_deref(),
-        method: &Method::GET,
-        path: route.unwrap_or("/"),
-        route: route.unwrap_or("/"),
-    };
-    for rule in limiter.rules() {
-        let by = rule.scope.by.dimensions();
-        let needs_route = by.contains(&Dimension::Route) && route.is_none();
-        match limiter.key_of(rule, &facts).filter(|_| !needs_route) {
-            Some(key) => println!("{key}"),
-            None => eprintln!(
-                "# {}: keyed by {:?}; pass --ip and/or --route to see its key",
-                rule.policy.name(),
-                by.iter().map(|d| d.as_str()).collect::<Vec<_>>()
-            ),
-        }
-    }
-    ExitCode::SUCCESS
 }
 
 fn serve(settings: Settings) -> ExitCode {
@@ -129,7 +95,7 @@ fn serve(settings: Settings) -> ExitCode {
     }
     let runtime = tokio::runtime::Runtime::new().expect("the tokio runtime starts");
     let served = runtime.block_on(async {
-        let app = tollgate::http::app(&settings)
+        let app = tollgate::setup::app(&settings)
             .await
             .map_err(|e| format!("cannot start the store: {e}"))?;
         let listener = TcpListener::bind(settings.listen)
@@ -138,16 +104,9 @@ fn serve(settings: Settings) -> ExitCode {
         // Memory a flood left behind goes back to the system, not only to the allocator.
         #[cfg(feature = "mimalloc")]
         tokio::spawn(give_back_memory());
-        let (first, second) = signals();
-        tokio::select! {
-            served = tollgate::http::run_with(listener, app, settings.server.clone(), first) => {
-                served.map_err(|e| format!("server error: {e}"))
-            }
-            () = second => {
-                tracing::warn!("second signal: exiting without waiting for open requests");
-                Ok(())
-            }
-        }
+        tollgate::http::run_until_signalled(listener, app, settings.server.clone())
+            .await
+            .map_err(|e| format!("server error: {e}"))
     });
     match served {
         Ok(()) => ExitCode::SUCCESS,
@@ -171,70 +130,5 @@ async fn give_back_memory() {
         tick.tick().await;
         // SAFETY: mi_collect takes no arguments to misuse and may run on any thread at any time.
         unsafe { libmimalloc_sys::mi_collect(false) };
-    }
-}
-
-/// Two futures: the first completes on the first SIGINT or SIGTERM, so open requests drain;
-/// the second on the next one, so an operator who insists is not made to wait out the grace.
-fn signals() -> (
-    impl std::future::Future<Output = ()> + Send + 'static,
-    impl std::future::Future<Output = ()> + Send + 'static,
-) {
-    let (first_tx, first_rx) = tokio::sync::oneshot::channel::<()>();
-    let (second_tx, second_rx) = tokio::sync::oneshot::channel::<()>();
-    // Registered now, not in the task, so that no signal finds the default action in place.
-    let mut signals = Signals::new();
-    tokio::spawn(async move {
-        signals.next().await;
-        tracing::info!("shutting down; a second signal exits at once");
-        let _ = first_tx.send(());
-        signals.next().await;
-        let _ = second_tx.send(());
-    });
-    let first = async move {
-        let _ = first_rx.await;
-    };
-    let second = async move {
-        let _ = second_rx.await;
-    };
-    (first, second)
-}
-
-/// SIGINT and SIGTERM, each registered once for the life of the process.
-struct Signals {
-    #[cfg(unix)]
-    streams: Option<(tokio::signal::unix::Signal, tokio::signal::unix::Signal)>,
-}
-
-impl Signals {
-    fn new() -> Self {
-        #[cfg(unix)]
-        {
-            use tokio::signal::unix::{signal, SignalKind};
-            let streams = match (
-                signal(SignalKind::interrupt()),
-                signal(SignalKind::terminate()),
-            ) {
-                (Ok(interrupt), Ok(terminate)) => Some((interrupt, terminate)),
-                _ => None,
-            };
-            Signals { streams }
-        }
-        #[cfg(not(unix))]
-        Signals {}
-    }
-
-    /// Completes on the next SIGINT or SIGTERM (ctrl-c elsewhere); never if none can be heard.
-    async fn next(&mut self) {
-        #[cfg(unix)]
-        match &mut self.streams {
-            Some((interrupt, terminate)) => tokio::select! {
-                _ = interrupt.recv() => {},
-                _ = terminate.recv() => {},
-            },
-            None => std::future::pending().await,
-        }
-        #[cfg(not(unix))]
-        let _ = tokio::signal::ctrl_c().await;
     }
 }

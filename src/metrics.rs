@@ -29,8 +29,6 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use crate::decision::Decision;
-use crate::limiter::breaker::BreakerState;
-use crate::limiter::OnError;
 use crate::policy::PolicyName;
 use crate::store::{StoreCounts, StoreError};
 
@@ -42,8 +40,12 @@ const LATENCY_BUCKETS: [f64; 12] = [
 /// Store error kinds, as labelled.
 const ERROR_KINDS: [&str; 4] = ["timeout", "connection", "redis", "reply"];
 
-/// The failure modes, as labelled.
-const ON_ERROR: [OnError; 3] = [OnError::Allow, OnError::Deny, OnError::Local];
+/// The failure modes (`redis.on_error`), as labelled and listed. Labels, not the limiter's
+/// types, so that the limiter, which feeds these counters, is not imported back.
+pub const ON_ERROR: [&str; 3] = ["allow", "deny", "local"];
+
+/// The circuit breaker's states, as labelled and listed.
+pub const BREAKER_STATES: [&str; 3] = ["closed", "open", "half_open"];
 
 /// Every counter tollgate keeps; lock-free, one per label set, fixed at startup.
 #[derive(Debug)]
@@ -94,8 +96,8 @@ impl Metrics {
         }
     }
 
-    /// Counts a request the failure mode decided.
-    pub fn degraded(&self, on_error: OnError) {
+    /// Counts a request the failure mode decided, `on_error` one of [`ON_ERROR`].
+    pub fn degraded(&self, on_error: &str) {
         let i = ON_ERROR.iter().position(|m| *m == on_error).unwrap_or(0);
         self.degraded[i].fetch_add(1, Ordering::Relaxed);
     }
@@ -130,15 +132,16 @@ impl Metrics {
         }
     }
 
-    /// Records a breaker state change.
-    pub fn breaker(&self, to: BreakerState) {
-        let i = BreakerState::ALL.iter().position(|s| *s == to).unwrap_or(0);
+    /// Records a breaker state change, `to` one of [`BREAKER_STATES`].
+    pub fn breaker(&self, to: &str) {
+        let i = BREAKER_STATES.iter().position(|s| *s == to).unwrap_or(0);
         self.transitions[i].fetch_add(1, Ordering::Relaxed);
     }
 
     /// The Prometheus text exposition of every metric; `store` comes from the store and
-    /// `breaker` from the breaker itself, so the gauge never lags a transition.
-    pub fn render(&self, store: StoreCounts, breaker: BreakerState) -> String {
+    /// `breaker` (one of [`BREAKER_STATES`]) from the breaker itself, so the gauge never lags a
+    /// transition.
+    pub fn render(&self, store: StoreCounts, breaker: &str) -> String {
         let mut out = String::new();
         let load = |c: &AtomicU64| c.load(Ordering::Relaxed);
         family(
@@ -178,8 +181,7 @@ impl Metrics {
         for (mode, counter) in ON_ERROR.iter().zip(&self.degraded) {
             let _ = writeln!(
                 out,
-                "tollgate_degraded_total{{on_error=\"{}\"}} {}",
-                mode.as_str(),
+                "tollgate_degraded_total{{on_error=\"{mode}\"}} {}",
                 load(counter)
             );
         }
@@ -278,13 +280,9 @@ impl Metrics {
             "gauge",
             "1 for the circuit breaker's state.",
         );
-        for state in BreakerState::ALL {
+        for state in BREAKER_STATES {
             let on = u8::from(state == breaker);
-            let _ = writeln!(
-                out,
-                "tollgate_breaker_state{{state=\"{}\"}} {on}",
-                state.as_str()
-            );
+            let _ = writeln!(out, "tollgate_breaker_state{{state=\"{state}\"}} {on}");
         }
         family(
             &mut out,
@@ -292,11 +290,10 @@ impl Metrics {
             "counter",
             "Circuit breaker state changes.",
         );
-        for (state, counter) in BreakerState::ALL.iter().zip(&self.transitions) {
+        for (state, counter) in BREAKER_STATES.iter().zip(&self.transitions) {
             let _ = writeln!(
                 out,
-                "tollgate_breaker_transitions_total{{to=\"{}\"}} {}",
-                state.as_str(),
+                "tollgate_breaker_transitions_total{{to=\"{state}\"}} {}",
                 load(counter)
             );
         }
@@ -320,7 +317,7 @@ mod tests {
         for ms in [0.3, 3.0, 3_000.0] {
             metrics.store_call(Duration::from_secs_f64(ms / 1000.0), None);
         }
-        let text = metrics.render(StoreCounts::default(), BreakerState::Closed);
+        let text = metrics.render(StoreCounts::default(), "closed");
         let bucket = |le: &str| {
             let line = format!("tollgate_store_latency_seconds_bucket{{le=\"{le}\"}} ");
             text.lines()

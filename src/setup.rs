@@ -3,10 +3,24 @@
 
 use std::sync::Arc;
 
+use axum::Router;
+
 use crate::config::Settings;
+use crate::http::{router, routes, AppState};
 use crate::limiter::Limiter;
 use crate::store::redis::Connections;
 use crate::store::{MemoryStore, RedisStore, Store, StoreError};
+
+/// The whole service for `settings`, ready to serve: here rather than in [`crate::http`], so
+/// that the configuration, which holds the server's settings, need not be imported back.
+pub async fn app(settings: &Settings) -> Result<Router, StoreError> {
+    routes::warn_of_unserved_patterns(&settings.rules);
+    let state = AppState {
+        limiter: Arc::new(limiter(settings).await?),
+        identity: Arc::new(settings.identity.clone()),
+    };
+    Ok(router(state, settings.headers))
+}
 
 /// Builds the store and limiter that `settings` describe.
 ///

@@ -8,7 +8,7 @@ use std::time::Duration;
 use axum::http::{HeaderMap, HeaderValue, Method};
 use proptest::prelude::*;
 use proptest::test_runner::FileFailurePersistence;
-use tollgate::client_ip::{bucket, Cidr, ForwardedHeader, Proxies};
+use tollgate::caller::address::{bucket, Cidr, ForwardedHeader, Proxies};
 use tollgate::policy::{parse_duration, MAX_WINDOW_MS};
 use tollgate::scope::RoutePattern;
 use tollgate::{PolicyName, Settings, Window};

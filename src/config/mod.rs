@@ -10,10 +10,12 @@
 //! - `redis_url`: [`RedisSettings`], the URL's translation for fred, and its redaction;
 //! - `secret`: [`Secret`], secrets read verbatim from variables, and `.env`;
 //! - `variables`: `TOLLGATE_*` variables that set no key, and Kubernetes' service links;
-//! - `effective`: the effective configuration that `check-config` prints.
+//! - `effective`: the effective configuration that `check-config` prints;
+//! - `keys`: each policy's key for one caller, which `tollgate key` prints.
 
 mod effective;
 mod error;
+mod keys;
 mod raw;
 mod redis_url;
 mod secret;
@@ -29,13 +31,14 @@ use figment::providers::{Env, Format, Serialized, Toml};
 use figment::Figment;
 use serde::{Deserialize, Serialize};
 
+use crate::caller::{Identity, OnMissing};
 use crate::http::ServerSettings;
 use crate::key::KeyBuilder;
-use crate::limiter::{OnError, OnMissing, Rule};
-use crate::middleware::extract::Identity;
+use crate::limiter::{OnError, Rule};
 use crate::middleware::headers::HeaderMode;
 
 pub use error::ConfigError;
+pub use keys::Unkeyed;
 pub use redis_url::{redact_url, RedisSettings};
 pub use secret::Secret;
 

@@ -8,10 +8,10 @@ use serde::{Deserialize, Serialize};
 
 use super::effective::format_duration;
 use super::{LogFormat, Secret};
-use crate::client_ip::ForwardedHeader;
+use crate::caller::address::ForwardedHeader;
+use crate::caller::{Identity, OnMissing};
 use crate::http::ServerSettings;
-use crate::limiter::{OnError, OnMissing};
-use crate::middleware::extract::Identity;
+use crate::limiter::OnError;
 use crate::middleware::headers::HeaderMode;
 use crate::policy::Algorithm;
 use crate::scope::Dimension;

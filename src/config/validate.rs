@@ -13,11 +13,11 @@ use super::raw::{
 };
 use super::redis_url::strip_userinfo_secret;
 use super::{ConfigError, Settings};
-use crate::client_ip::{Cidr, Proxies};
+use crate::caller::address::{Cidr, Proxies};
+use crate::caller::Identity;
 use crate::http::ServerSettings;
 use crate::limiter::breaker::DEFAULT_COOL_DOWN;
 use crate::limiter::Rule;
-use crate::middleware::extract::Identity;
 use crate::policy::{parse_duration, Algorithm, Policy, PolicyName, Window};
 use crate::scope::{By, Dimension, RoutePattern, Scope};
 

@@ -1,3 +1,5 @@
+//! The service's handlers: `/user`, `/healthz`, `/readyz` and `/metrics`.
+
 use axum::extract::{Request, State};
 use axum::http::{header, StatusCode};
 use axum::response::IntoResponse;
@@ -46,9 +48,9 @@ pub async fn readyz(State(state): State<AppState>) -> (StatusCode, Json<Value>) 
 pub async fn metrics(State(state): State<AppState>) -> impl IntoResponse {
     (
         [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
-        state
-            .limiter
-            .metrics()
-            .render(state.limiter.counts(), state.limiter.breaker_state()),
+        state.limiter.metrics().render(
+            state.limiter.counts(),
+            state.limiter.breaker_state().as_str(),
+        ),
     )
 }

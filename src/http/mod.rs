@@ -4,6 +4,7 @@ mod access_log;
 mod handlers;
 pub mod routes;
 pub mod server;
+mod signals;
 
 use std::convert::Infallible;
 use std::future::Future;
@@ -16,14 +17,13 @@ use axum::Router;
 use tokio::net::TcpListener;
 use tower::{Layer, Service};
 
-use crate::config::Settings;
+use crate::caller::Identity;
 use crate::limiter::Limiter;
-use crate::middleware::extract::Identity;
 use crate::middleware::headers::HeaderMode;
 use crate::middleware::RateLimitLayer;
-use crate::store::StoreError;
 
 pub use server::ServerSettings;
+pub use signals::run_until_signalled;
 
 /// What the handlers share.
 #[derive(Clone, Debug)]
@@ -61,17 +61,6 @@ where
         .route("/metrics", get(handlers::metrics))
         .with_state(state)
         .layer(axum::middleware::from_fn(access_log::access_log))
-}
-
-/// The whole service for `settings`, ready to serve.
-pub async fn app(settings: &Settings) -> Result<Router, StoreError> {
-    routes::warn_of_unserved_patterns(&settings.rules);
-    let limiter = crate::setup::limiter(settings).await?;
-    let state = AppState {
-        limiter: Arc::new(limiter),
-        identity: Arc::new(settings.identity.clone()),
-    };
-    Ok(router(state, settings.headers))
 }
 
 /// Serves `router` on `listener` with the default [`ServerSettings`] until `shutdown`

@@ -50,30 +50,21 @@ pub fn warn_of_unserved_patterns(rules: &[Rule]) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::Settings;
+    use crate::limiter::tests::rule;
+    use crate::scope::Dimension;
 
     /// A misspelt or foreign pattern, in `routes` or in `costs`, is found with its policy; the
     /// patterns that match `GET /user` or `HEAD /user` are not.
     #[test]
     fn patterns_matching_no_limited_route_are_found() {
-        let settings = Settings::from_toml(
-            r#"
-[[limits]]
-name = "typo"
-limit = 3
-window = "1m"
-routes = ["GET /usr", "/user", "HEAD /user"]
-
-[[limits]]
-name = "costly"
-limit = 3
-window = "1m"
-routes = ["GET /user"]
-costs = { "POST /export" = 2, "/*" = 1 }
-"#,
-        )
-        .unwrap();
-        let found: Vec<(&str, String)> = unserved_patterns(&settings.rules)
+        let pattern = |text: &str| RoutePattern::parse(text).unwrap();
+        let mut typo = rule("typo: 3 per 1m", vec![Dimension::User]);
+        typo.scope.routes = ["GET /usr", "/user", "HEAD /user"].map(pattern).to_vec();
+        let mut costly = rule("costly: 3 per 1m", vec![Dimension::User]);
+        costly.scope.routes = vec![pattern("GET /user")];
+        costly.scope.costs = vec![(pattern("POST /export"), 2), (pattern("/*"), 1)];
+        let rules = [typo, costly];
+        let found: Vec<(&str, String)> = unserved_patterns(&rules)
             .into_iter()
             .map(|(policy, pattern)| (policy, pattern.to_string()))
             .collect();

@@ -37,7 +37,7 @@ impl OnError {
 impl Limiter {
     /// The failure mode's verdict for a request the store could not decide.
     pub(super) async fn degrade(&self, mut checks: Vec<Check>) -> Verdict {
-        self.metrics.degraded(self.on_error);
+        self.metrics.degraded(self.on_error.as_str());
         if self.on_error != OnError::Local {
             return Verdict::Degraded(self.on_error);
         }
@@ -69,7 +69,7 @@ impl Limiter {
     /// Logs and counts a breaker state change, once per change.
     pub(super) fn breaker_changed(&self, changed: Option<BreakerState>) {
         let Some(state) = changed else { return };
-        self.metrics.breaker(state);
+        self.metrics.breaker(state.as_str());
         // The outage's first opening warns and its end informs; the probes in between (every
         // cool-down) are debug, so a long outage does not fill the logs.
         match (

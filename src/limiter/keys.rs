@@ -1,7 +1,8 @@
 //! From a request's facts to the keys its rules count it under, and to the denial cache's
 //! probe; both are made from one encoding of the request's names.
 
-use super::{Limiter, OnMissing, RequestFacts, Rule, Unidentified};
+use super::{Limiter, Rule};
+use crate::caller::{OnMissing, RequestFacts, Unidentified};
 use crate::key::CallerTag;
 use crate::scope::Dimension;
 use crate::store::Check;
@@ -49,7 +50,7 @@ impl Limiter {
     fn key_reusing<'f>(
         &self,
         rule: &Rule,
-        facts: &RequestFacts<'f>,
+        facts: &'f RequestFacts<'_>,
         last: &mut Option<(&'f [u8], CallerTag)>,
     ) -> Option<String> {
         let mut names = self.names(rule, facts);
@@ -81,10 +82,11 @@ impl Limiter {
     fn names<'r, 'f: 'r>(
         &self,
         rule: &'r Rule,
-        facts: &RequestFacts<'f>,
+        facts: &'f RequestFacts<'_>,
     ) -> impl Iterator<Item = Option<&'f [u8]>> + 'r {
-        // An address's name ("\0ip:<addr>", from client_ip::bucket) is built once per request.
-        let address = facts.ip.map(str::as_bytes);
+        // An address's name ("\0ip:<addr>", from caller::address::bucket) is built once per
+        // request.
+        let address = facts.ip.as_deref().map(str::as_bytes);
         let (user, route, on_missing) = (facts.user, facts.route, self.on_missing);
         rule.scope.by.dimensions().iter().map(move |d| match d {
             Dimension::User => match (user, on_missing) {
@@ -187,7 +189,7 @@ mod tests {
         assert!(limiter.needs_address());
         let facts = RequestFacts {
             user: Some(b"joe"),
-            ip: Some("\0ip:192.0.2.1"),
+            ip: Some("\0ip:192.0.2.1".into()),
             method: &Method::GET,
             path: "/user",
             route: "/user",
@@ -267,7 +269,7 @@ mod tests {
                     for (method, path) in &requests {
                         let facts = RequestFacts {
                             user,
-                            ip,
+                            ip: ip.map(String::from),
                             method,
                             path,
                             route: path,

@@ -1,6 +1,6 @@
 //! The limiter: from what a request says about its caller to a verdict, through the rules that
-//! apply, the keys, the store and the failure modes. It knows nothing of HTTP responses; the
-//! middleware gathers the facts and renders the verdicts.
+//! apply, the keys, the store and the failure modes. It knows nothing of HTTP responses: the
+//! [`caller`](crate::caller) module gathers the facts, and the middleware renders the verdicts.
 
 mod failure;
 mod keys;
@@ -13,8 +13,7 @@ use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use axum::http::Method;
-
+use crate::caller::{OnMissing, RequestFacts, Unidentified};
 use crate::decision::Decision;
 use crate::key::KeyBuilder;
 use crate::log_throttle::LogThrottle;
@@ -35,30 +34,6 @@ pub const DENIAL_CACHE_CAPACITY: usize = 100_000;
 /// name it.
 const LOG_TARGET: &str = module_path!();
 
-/// What happens to a request that names no user when a policy keyed by user applies.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum OnMissing {
-    /// Those policies do not apply: the original example's behaviour.
-    #[default]
-    Allow,
-    /// Answer 401 with a JSON reason.
-    Deny,
-    /// Count the request under its client address instead.
-    Ip,
-}
-
-impl OnMissing {
-    /// The name used in configuration.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            OnMissing::Allow => "allow",
-            OnMissing::Deny => "deny",
-            OnMissing::Ip => "ip",
-        }
-    }
-}
-
 /// A policy and what it applies to.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Rule {
@@ -78,21 +53,6 @@ impl From<Policy> for Rule {
     }
 }
 
-/// What the limiter needs to know about one request.
-#[derive(Clone, Copy, Debug)]
-pub struct RequestFacts<'a> {
-    /// The identity header's value, when it names someone and may be believed.
-    pub user: Option<&'a [u8]>,
-    /// The client address's bucket name (`\0ip:192.0.2.1`, `\0ip:2001:db8::/64`), when known.
-    pub ip: Option<&'a str>,
-    /// The request method.
-    pub method: &'a Method,
-    /// The request path.
-    pub path: &'a str,
-    /// The matched route pattern (or the path), for policies keyed by route.
-    pub route: &'a str,
-}
-
 /// The outcome of checking one request.
 #[derive(Debug)]
 pub enum Verdict {
@@ -109,10 +69,6 @@ pub enum Verdict {
     /// A policy keyed by user applies, the request names nobody, and `on_missing` is `deny`.
     Unidentified,
 }
-
-/// A policy keyed by user applies to a request that names nobody, under `on_missing = "deny"`.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct Unidentified;
 
 /// Why a decision would not be made by the store right now, as `/readyz` reports it.
 #[derive(Clone, Debug, thiserror::Error)]
@@ -337,6 +293,7 @@ impl Limiter {
 pub(crate) mod tests {
     use super::*;
     use crate::scope::{By, Dimension};
+    use axum::http::Method;
 
     /// A rule from a policy's text, on every route, keyed by `by`.
     pub(crate) fn rule(text: &str, by: Vec<Dimension>) -> Rule {
@@ -371,7 +328,7 @@ pub(crate) mod tests {
         }
         let text = limiter
             .metrics()
-            .render(StoreCounts::default(), BreakerState::Closed);
+            .render(StoreCounts::default(), BreakerState::Closed.as_str());
         for line in [
             "tollgate_decisions_total{policy=\"a\",outcome=\"allowed\"} 1",
             "tollgate_decisions_total{policy=\"a\",outcome=\"denied\"} 1",
@@ -379,5 +336,17 @@ pub(crate) mod tests {
         ] {
             assert!(text.lines().any(|l| l == line), "no {line:?} in:\n{text}");
         }
+    }
+
+    /// The metrics label the failure modes and the breaker's states with the names the
+    /// limiter gives them, in the limiter's order: metrics takes labels, not these types.
+    #[test]
+    fn metrics_labels_are_the_limiters_names() {
+        let modes = [OnError::Allow, OnError::Deny, OnError::Local].map(OnError::as_str);
+        assert_eq!(modes, crate::metrics::ON_ERROR);
+        assert_eq!(
+            BreakerState::ALL.map(BreakerState::as_str),
+            crate::metrics::BREAKER_STATES
+        );
     }
 }

@@ -1,10 +1,12 @@
+//! [`RateLimitLayer`]: the configuration that wraps services in [`RateLimit`].
+
 use std::sync::Arc;
 
 use axum::http::HeaderName;
 use tower::Layer;
 
+use crate::caller::Identity;
 use crate::limiter::Limiter;
-use crate::middleware::extract::Identity;
 use crate::middleware::headers::HeaderMode;
 use crate::middleware::service::MissingPeer;
 use crate::middleware::RateLimit;

@@ -22,7 +22,6 @@
 //! # }
 //! ```
 
-pub mod extract;
 pub mod headers;
 mod layer;
 pub mod response;

@@ -1,3 +1,6 @@
+//! [`RateLimit`]: the service that asks the limiter about each request, then answers or calls
+//! the inner service.
+
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -8,8 +11,8 @@ use axum::extract::Request;
 use axum::response::Response;
 use tower::Service;
 
+use crate::caller::{Identity, RequestFacts};
 use crate::limiter::{Limiter, OnError, Verdict};
-use crate::middleware::extract::{self, Facts, Identity};
 use crate::middleware::headers::{self, HeaderMode};
 use crate::middleware::response;
 
@@ -112,12 +115,12 @@ where
             // which is not `Sync`, so the future stays `Send`.
             let (parts, body) = request.into_parts();
             let with_address = limiter.needs_address();
-            if (with_address || identity.needs_peer()) && extract::peer(&parts).is_none() {
+            if identity.lacks_peer(&parts, with_address) {
                 missing_peer.report();
             }
             let verdict = {
-                let facts = Facts::of(&parts, &identity, with_address);
-                limiter.check(&facts.borrow()).await
+                let facts = RequestFacts::of(&parts, &identity, with_address);
+                limiter.check(&facts).await
             };
             let request = Request::from_parts(parts, body);
             let (decision, local) = match verdict {
@@ -161,16 +164,19 @@ mod tests {
     use axum::Router;
     use tower::ServiceExt;
 
-    use crate::config::Settings;
+    use crate::caller::address::{Cidr, Proxies};
+    use crate::caller::Identity;
+    use crate::limiter::tests::rule;
+    use crate::limiter::Rule;
     use crate::log_capture::logged;
+    use crate::scope::Dimension;
     use crate::{Limiter, MemoryStore, RateLimitLayer};
 
-    /// The errors logged while serving two requests to an app limited as `toml` says, with or
-    /// without the peer address that `ConnectInfo` carries.
-    fn errors_serving(toml: &str, connect_info: bool) -> usize {
-        let settings = Settings::from_toml(toml).unwrap();
-        let limiter = Limiter::new(std::sync::Arc::new(MemoryStore::new()), settings.rules);
-        let layer = RateLimitLayer::new(limiter.into()).identity(settings.identity);
+    /// The errors logged while serving two requests to an app limited by `rules`, naming
+    /// callers as `identity` says, with or without the peer address that `ConnectInfo` carries.
+    fn errors_serving(rules: Vec<Rule>, identity: Identity, connect_info: bool) -> usize {
+        let limiter = Limiter::new(std::sync::Arc::new(MemoryStore::new()), rules);
+        let layer = RateLimitLayer::new(limiter.into()).identity(identity);
         let app = Router::new()
             .route("/user", get(|| async { "ok" }))
             .route("/other", get(|| async { "ok" }))
@@ -199,11 +205,18 @@ mod tests {
     /// served with it, says nothing.
     #[test]
     fn a_missing_peer_address_is_reported_once_when_needed() {
-        let by_ip = "[[limits]]\nname = \"a\"\nlimit = 9\nwindow = \"1m\"\nby = \"ip\"\n";
-        let proxies = "[identity]\ntrusted_proxies = [\"10.0.0.0/8\"]\n";
-        assert_eq!(errors_serving(by_ip, false), 1);
-        assert_eq!(errors_serving(proxies, false), 1);
-        assert_eq!(errors_serving(by_ip, true), 0);
-        assert_eq!(errors_serving("", false), 0);
+        let by_ip = || vec![rule("a: 9 per 1m", vec![Dimension::Ip])];
+        let proxies = Identity {
+            proxies: Proxies {
+                trusted: vec![Cidr::parse("10.0.0.0/8").unwrap()],
+                ..Proxies::default()
+            },
+            ..Identity::default()
+        };
+        let plain = Identity::default;
+        assert_eq!(errors_serving(by_ip(), plain(), false), 1);
+        assert_eq!(errors_serving(Vec::new(), proxies, false), 1);
+        assert_eq!(errors_serving(by_ip(), plain(), true), 0);
+        assert_eq!(errors_serving(Vec::new(), plain(), false), 0);
     }
 }

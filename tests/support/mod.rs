@@ -290,7 +290,9 @@ pub struct TestApp {
 impl TestApp {
     /// Serves the service that `settings` describe.
     pub async fn spawn(settings: &Settings) -> Self {
-        let router = tollgate::http::app(settings).await.expect("the app builds");
+        let router = tollgate::setup::app(settings)
+            .await
+            .expect("the app builds");
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         let (tx, rx) = oneshot::channel::<()>();

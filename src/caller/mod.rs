@@ -1,13 +1,18 @@
-//! Who the caller is, from the request.
+//! The caller: how a request names who sent it (the identity header, the client address behind
+//! trusted proxies), what happens when it names nobody, and the facts the limiter takes.
+
+pub mod address;
+mod facts;
 
 use std::net::{IpAddr, SocketAddr};
 
-use axum::extract::{ConnectInfo, MatchedPath};
+use axum::extract::ConnectInfo;
 use axum::http::request::Parts;
-use axum::http::{HeaderMap, HeaderName, HeaderValue, Method};
+use axum::http::{HeaderMap, HeaderName, HeaderValue};
 
-use crate::client_ip::{self, Proxies};
-use crate::limiter::RequestFacts;
+use address::Proxies;
+
+pub use facts::RequestFacts;
 
 /// How the caller is named: the identity header, the trusted proxies, IPv6 grouping.
 #[derive(Clone, Debug)]
@@ -35,7 +40,7 @@ impl Default for Identity {
 ///
 /// An empty value names nobody, exactly like an absent header. With repeated headers, the first
 /// one counts. Any bytes are a name: the key hashes them.
-pub fn caller<'a>(headers: &'a HeaderMap, identity: &HeaderName) -> Option<&'a HeaderValue> {
+fn named<'a>(headers: &'a HeaderMap, identity: &HeaderName) -> Option<&'a HeaderValue> {
     headers.get(identity).filter(|value| !value.is_empty())
 }
 
@@ -45,12 +50,18 @@ impl Identity {
         !self.proxies.trusted.is_empty()
     }
 
+    /// Whether this request lacks the peer address that naming its caller needs, with the
+    /// client address wanted (`with_address`) or trusted proxies to judge.
+    pub fn lacks_peer(&self, parts: &Parts, with_address: bool) -> bool {
+        (with_address || self.needs_peer()) && peer(parts).is_none()
+    }
+
     /// The caller's name from the identity header, believed only from a trusted peer when
     /// trusted proxies are configured.
     pub fn user<'a>(&self, parts: &'a Parts) -> Option<&'a [u8]> {
         let believed = self.proxies.trusted.is_empty()
             || peer(parts).is_some_and(|peer| self.proxies.trusts(peer));
-        caller(&parts.headers, &self.header)
+        named(&parts.headers, &self.header)
             .filter(|_| believed)
             .map(HeaderValue::as_bytes)
     }
@@ -65,48 +76,30 @@ pub fn peer(parts: &Parts) -> Option<IpAddr> {
         .map(|info| info.0.ip())
 }
 
-/// What the limiter needs to know of one request, borrowed from its head.
-///
-/// Only the client address is built (hashing wants its text); the limiter asks for it only when
-/// some rule or `on_missing = "ip"` can use it, so most requests allocate nothing here.
-#[derive(Debug)]
-pub struct Facts<'a> {
-    user: Option<&'a [u8]>,
-    ip: Option<String>,
-    method: &'a Method,
-    path: &'a str,
-    route: Option<&'a str>,
+/// What happens to a request that names no user when a policy keyed by user applies.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum OnMissing {
+    /// Those policies do not apply: the original example's behaviour.
+    #[default]
+    Allow,
+    /// Answer 401 with a JSON reason.
+    Deny,
+    /// Count the request under its client address instead.
+    Ip,
 }
 
-impl<'a> Facts<'a> {
-    /// The facts of a request's head; the client address only `with_address`.
-    pub fn of(parts: &'a Parts, identity: &Identity, with_address: bool) -> Self {
-        let ip = peer(parts).filter(|_| with_address).map(|peer| {
-            client_ip::bucket(
-                identity.proxies.client(peer, &parts.headers),
-                identity.ipv6_prefix,
-            )
-        });
-        Facts {
-            user: identity.user(parts),
-            ip,
-            method: &parts.method,
-            path: parts.uri.path(),
-            route: parts
-                .extensions
-                .get::<MatchedPath>()
-                .map(MatchedPath::as_str),
-        }
-    }
-
-    /// The facts as the limiter takes them.
-    pub fn borrow(&self) -> RequestFacts<'_> {
-        RequestFacts {
-            user: self.user,
-            ip: self.ip.as_deref(),
-            method: self.method,
-            path: self.path,
-            route: self.route.unwrap_or(self.path),
+impl OnMissing {
+    /// The name used in configuration.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            OnMissing::Allow => "allow",
+            OnMissing::Deny => "deny",
+            OnMissing::Ip => "ip",
         }
     }
 }
+
+/// A policy keyed by user applies to a request that names nobody, under `on_missing = "deny"`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Unidentified;

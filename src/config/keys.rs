@@ -1,0 +1,75 @@
+//! The Redis keys that `tollgate key` prints: each policy's key for one caller, named exactly as
+//! requests are keyed under these settings.
+
+use std::fmt;
+use std::net::IpAddr;
+use std::sync::Arc;
+
+use axum::http::Method;
+
+use super::Settings;
+use crate::caller::{address, RequestFacts};
+use crate::limiter::Limiter;
+use crate::policy::PolicyName;
+use crate::scope::Dimension;
+use crate::store::MemoryStore;
+
+/// A policy whose key needs a client address or a route that was not given.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Unkeyed {
+    /// The policy's name.
+    pub policy: PolicyName,
+    /// What the policy is keyed by, as configured.
+    pub by: Vec<&'static str>,
+}
+
+impl fmt::Display for Unkeyed {
+    /// The line `tollgate key` prints on stderr, naming the flags that would name the key.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "# {}: keyed by {:?}; pass --ip and/or --route to see its key",
+            self.policy, self.by
+        )
+    }
+}
+
+impl Settings {
+    /// Each policy's key, in configuration order, for a caller named `user`, from `ip`, on
+    /// `route` (the pattern, like `/user`); a policy keyed by an address or a route not given
+    /// is [`Unkeyed`].
+    pub fn caller_keys(
+        &self,
+        user: &str,
+        ip: Option<IpAddr>,
+        route: Option<&str>,
+    ) -> Vec<Result<String, Unkeyed>> {
+        // The limiter names keys; its store is never asked, so the memory store stands in.
+        let limiter = Limiter::new(Arc::new(MemoryStore::new()), self.rules.clone())
+            .with_keys(self.key_builder())
+            .with_on_missing(self.on_missing);
+        let facts = RequestFacts {
+            user: Some(user.as_bytes()),
+            ip: ip.map(|ip| address::bucket(ip, self.identity.ipv6_prefix)),
+            method: &Method::GET,
+            path: route.unwrap_or("/"),
+            route: route.unwrap_or("/"),
+        };
+        limiter
+            .rules()
+            .iter()
+            .map(|rule| {
+                let by = rule.scope.by.dimensions();
+                // Without --route, "/" stands in and would name a key for a route not asked for.
+                let needs_route = by.contains(&Dimension::Route) && route.is_none();
+                limiter
+                    .key_of(rule, &facts)
+                    .filter(|_| !needs_route)
+                    .ok_or_else(|| Unkeyed {
+                        policy: rule.policy.name().clone(),
+                        by: by.iter().map(|d| d.as_str()).collect(),
+                    })
+            })
+            .collect()
+    }
+}
