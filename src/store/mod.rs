@@ -96,7 +96,7 @@ pub struct StoreCounts {
 }
 
 impl StoreError {
-    /// The kind, as metrics label it: `timeout`, `redis` or `reply`.
+    /// The kind, as metrics label it: `timeout`, `connection`, `redis` or `reply`.
     pub fn kind(&self) -> &'static str {
         match self {
             StoreError::Timeout(_) => "timeout",
