@@ -99,7 +99,7 @@ fn headers(c: &mut Criterion) {
 }
 
 /// `MemoryStore::decide` and a whole `Limiter::check` over it, for one policy and three (one
-/// per algorithm), and a check answered by the over-limit cache, against one counter bumped in
+/// per algorithm), and a check answered by the denial cache, against one counter bumped in
 /// a mutexed `HashMap` under the same key.
 fn memory_store(c: &mut Criterion) {
     // Current-thread: the memory store's futures are ready at once, so a runtime is only the

@@ -8,7 +8,7 @@
 //! - `tollgate_degraded_total{on_error}`: requests the failure mode decided (`allow`, `deny`,
 //!   `local`).
 //! - `tollgate_unidentified_total`: requests refused 401 under `on_missing = "deny"`.
-//! - `tollgate_cached_denials_total`: denials served by the local over-limit cache.
+//! - `tollgate_cached_denials_total`: denials served by the denial cache.
 //! - `tollgate_store_latency_seconds`: a histogram of store decisions, successful or not, for
 //!   stores that are awaited (Redis); the memory store decides in process and is not timed.
 //! - `tollgate_store_errors_total{kind}`: store failures by kind (`timeout`, `connection`,
@@ -102,7 +102,7 @@ impl Metrics {
         self.degraded[i].fetch_add(1, Ordering::Relaxed);
     }
 
-    /// Counts a denial served from the local over-limit cache, without a store call.
+    /// Counts a denial served from the denial cache, without a store call.
     pub fn cached_denial(&self) {
         self.cached_denials.fetch_add(1, Ordering::Relaxed);
     }
@@ -200,7 +200,7 @@ impl Metrics {
             &mut out,
             "tollgate_cached_denials_total",
             "counter",
-            "Denials served from the local over-limit cache, without a store call.",
+            "Denials served from the denial cache, without a store call.",
         );
         let _ = writeln!(
             out,

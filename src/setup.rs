@@ -65,5 +65,5 @@ pub async fn limiter(settings: &Settings) -> Result<Limiter, StoreError> {
         .with_breaker(settings.breaker_failures, settings.breaker_cool_down)
         .with_local_divisor(settings.local_divisor)
         .with_local_max_callers(settings.max_callers)
-        .with_local_cache(settings.local_cache))
+        .with_denial_cache(settings.denial_cache))
 }

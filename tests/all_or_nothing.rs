@@ -47,13 +47,13 @@ for_each_algorithm!(two_policies_consume_only_what_was_admitted);
 
 /// Across hash tags, every global denial is refunded per user: each count equals what was admitted.
 async fn a_global_denial_is_refunded_per_user(store: &Backend, algorithm: &str) {
-    // Without the local over-limit cache: a cached denial repeats the headers of the store's
+    // Without the denial cache: a cached denial repeats the headers of the store's
     // denial it copies, which, across hash tags, may have seen a concurrent request's cost not
     // yet refunded. The request after the burst must ask the store.
     let app = store
         .app(&format!(
             r#"
-local_cache = false
+denial_cache = false
 [[limits]]
 name = "mine"
 algorithm = "{algorithm}"

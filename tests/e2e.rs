@@ -102,7 +102,7 @@ fn rate_limit_headers(response: &reqwest::Response) -> Vec<&'static str> {
 }
 
 /// Under `headers = mode`, three admitted requests, a denial decided by the store, then one
-/// served from the local over-limit cache; the rate-limit headers of the last admitted response
+/// served from the denial cache; the rate-limit headers of the last admitted response
 /// and of each denial.
 async fn headers_shown(backend: &Backend, mode: &str) -> [Vec<&'static str>; 3] {
     let app = backend.app(&format!("headers = \"{mode}\"\n")).await;

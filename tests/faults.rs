@@ -32,9 +32,9 @@ async fn until_redis_decides(app: &TestApp, client: &reqwest::Client, user: &str
 #[tokio::test]
 async fn script_flush_between_requests_is_invisible() {
     let redis = RedisServer::start().await;
-    // Without the local over-limit cache, so that every request goes to Redis.
+    // Without the denial cache, so that every request goes to Redis.
     let toml = support::redis_toml(&redis, 5, support::NO_BOUNDARY, "deny");
-    let app = TestApp::with_toml(&format!("local_cache = false\n{toml}")).await;
+    let app = TestApp::with_toml(&format!("denial_cache = false\n{toml}")).await;
     let conn = redis.client().await;
     let client = reqwest::Client::new();
     let mut statuses = Vec::new();

@@ -86,7 +86,7 @@ pub struct Settings {
     /// How logs are written.
     pub log_format: LogFormat,
     /// Whether denials are cached in process until their retry time.
-    pub local_cache: bool,
+    pub denial_cache: bool,
     /// Which responses carry the rate-limit headers.
     pub headers: HeaderMode,
     /// What loading noticed but did not refuse, for the binary to report: each `TOLLGATE_*`

@@ -21,7 +21,7 @@ use crate::scope::Dimension;
 #[serde(deny_unknown_fields)]
 pub(super) struct RawConfig {
     pub(super) listen: String,
-    pub(super) local_cache: bool,
+    pub(super) denial_cache: bool,
     pub(super) headers: HeaderMode,
     pub(super) redis: RawRedis,
     pub(super) memory: RawMemory,
@@ -127,7 +127,7 @@ impl Default for RawConfig {
         let server = ServerSettings::default();
         RawConfig {
             listen: "127.0.0.1:8000".into(),
-            local_cache: true,
+            denial_cache: true,
             headers: HeaderMode::default(),
             redis: RawRedis {
                 url: None,

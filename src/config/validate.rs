@@ -127,7 +127,7 @@ impl RawConfig {
             hash_key,
             rules,
             log_format: effective.log.format,
-            local_cache: effective.local_cache,
+            denial_cache: effective.denial_cache,
             headers: effective.headers,
             warnings: Vec::new(),
             server,

@@ -1,4 +1,4 @@
-//! The local over-limit cache: once the store has denied a caller, further identical requests
+//! The denial cache: once the store has denied a caller, further identical requests
 //! are denied in process until the moment the store said they could be retried, without a
 //! store call.
 //!

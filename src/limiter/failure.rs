@@ -6,6 +6,7 @@ use std::sync::Arc;
 
 use super::breaker::BreakerState;
 use super::{Limiter, Verdict, LOG_TARGET};
+use crate::decision::Decision;
 use crate::policy::Policy;
 use crate::store::{Check, Clock, Store, StoreError};
 
@@ -34,12 +35,26 @@ impl OnError {
     }
 }
 
+/// What the failure mode decided for a request the store could not decide: a degraded verdict.
+#[derive(Debug)]
+pub enum Degraded {
+    /// `on_error = "allow"`: the request passes, and nothing is counted.
+    Allow,
+    /// `on_error = "deny"`: 503 with `Retry-After: 1`.
+    Deny,
+    /// `on_error = "local"`: the local fallback, this process's memory, decided, with the limits
+    /// divided by `local_divisor`.
+    Local(Decision),
+}
+
 impl Limiter {
     /// The failure mode's verdict for a request the store could not decide.
     pub(super) async fn degrade(&self, mut checks: Vec<Check>) -> Verdict {
         self.metrics.degraded(self.on_error.as_str());
-        if self.on_error != OnError::Local {
-            return Verdict::Degraded(self.on_error);
+        match self.on_error {
+            OnError::Allow => return Verdict::Degraded(Degraded::Allow),
+            OnError::Deny => return Verdict::Degraded(Degraded::Deny),
+            OnError::Local => {}
         }
         // The real cost, even above a divided capacity: such a request is denied locally, rather
         // than let each instance admit it at a cheaper price.
@@ -49,10 +64,10 @@ impl Limiter {
         match self.local.decide(&checks, Clock::Store).await {
             Ok(decision) => {
                 self.metrics.decided(&decision);
-                Verdict::DecidedLocally(decision)
+                Verdict::Degraded(Degraded::Local(decision))
             }
             // The memory store never fails; were it to, allowing is the mode's spirit.
-            Err(_) => Verdict::Degraded(OnError::Allow),
+            Err(_) => Verdict::Degraded(Degraded::Allow),
         }
     }
 

@@ -120,7 +120,7 @@ impl Limiter {
             })
     }
 
-    /// The over-limit cache's key for this request: what its checks are made of, before any
+    /// The denial cache's key for this request: what its checks are made of, before any
     /// hashing (each rule that applies, by position, with its names and its cost). Equal
     /// probes make equal checks, so a cached denial is found without building them. `false`
     /// when the request has no checks.
@@ -210,7 +210,7 @@ mod tests {
         assert_ne!(keys[0].split(':').nth(1), keys[1].split(':').nth(1));
     }
 
-    /// Two requests have the same over-limit cache probe exactly when they make the same checks
+    /// Two requests have the same denial cache probe exactly when they make the same checks
     /// (keys, costs and policies), across users, addresses, routes, methods, costs and the
     /// `on_missing` fallbacks; a request with no checks has no probe.
     #[test]

@@ -25,9 +25,9 @@ use crate::store::{Clock, Store, StoreCounts, StoreError};
 use breaker::{Breaker, BreakerState, Permit};
 use denial_cache::DenialCache;
 
-pub use failure::OnError;
+pub use failure::{Degraded, OnError};
 
-/// How many denials the local over-limit cache holds at most (a few hundred bytes each).
+/// How many denials the denial cache holds at most (a few hundred bytes each).
 pub const DENIAL_CACHE_CAPACITY: usize = 100_000;
 
 /// The target of the limiter's logs, whichever file logs: the documentation and users' log filters
@@ -60,12 +60,8 @@ pub enum Verdict {
     Unlimited,
     /// The store decided.
     Decided(Decision),
-    /// The store failed (or the breaker is open), and the failure mode `allow` or `deny`
-    /// decides.
-    Degraded(OnError),
-    /// The store failed (or the breaker is open), and under `on_error = "local"` this process's
-    /// memory decided, with the limits divided by `local_divisor`.
-    DecidedLocally(Decision),
+    /// The store could not decide (it failed, or the breaker is open), and the failure mode did.
+    Degraded(Degraded),
     /// A policy keyed by user applies, the request names nobody, and `on_missing` is `deny`.
     Unidentified,
 }
@@ -157,8 +153,8 @@ impl Limiter {
         self
     }
 
-    /// Turns the local over-limit cache on (the default) or off.
-    pub fn with_local_cache(mut self, enabled: bool) -> Self {
+    /// Turns the denial cache on (the default) or off.
+    pub fn with_denial_cache(mut self, enabled: bool) -> Self {
         self.denials = enabled.then(|| DenialCache::new(DENIAL_CACHE_CAPACITY));
         self
     }

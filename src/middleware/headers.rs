@@ -108,7 +108,8 @@ pub fn apply(headers: &mut HeaderMap, decision: &Decision) {
     }
 }
 
-/// `X-RateLimit-Degraded: local`: the store was out, and this process decided alone.
+/// `X-RateLimit-Degraded: local`: a degraded response, decided by the local fallback because the
+/// store could not decide.
 pub const X_RATELIMIT_DEGRADED: HeaderName = HeaderName::from_static("x-ratelimit-degraded");
 
 /// Marks a response decided by the local fallback (`on_error = "local"`).

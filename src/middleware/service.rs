@@ -12,7 +12,7 @@ use axum::response::Response;
 use tower::Service;
 
 use crate::caller::{Identity, RequestFacts};
-use crate::limiter::{Limiter, OnError, Verdict};
+use crate::limiter::{Degraded, Limiter, Verdict};
 use crate::middleware::headers::{self, HeaderMode};
 use crate::middleware::response;
 
@@ -124,13 +124,13 @@ where
             };
             let request = Request::from_parts(parts, body);
             let (decision, local) = match verdict {
-                Verdict::Unlimited | Verdict::Degraded(OnError::Allow) => {
+                Verdict::Unlimited | Verdict::Degraded(Degraded::Allow) => {
                     return inner.call(request).await
                 }
-                Verdict::Degraded(_) => return Ok(response::store_unavailable()),
+                Verdict::Degraded(Degraded::Deny) => return Ok(response::store_unavailable()),
                 Verdict::Unidentified => return Ok(response::unidentified()),
                 Verdict::Decided(decision) => (decision, false),
-                Verdict::DecidedLocally(decision) => (decision, true),
+                Verdict::Degraded(Degraded::Local(decision)) => (decision, true),
             };
             let mut response = if decision.allowed {
                 let mut response = inner.call(request).await?;

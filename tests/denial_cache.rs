@@ -1,4 +1,4 @@
-//! The local over-limit cache: a hot caller's denials cost no Redis command until its retry time.
+//! The denial cache: a hot caller's denials cost no Redis command until its retry time.
 
 mod support;
 
@@ -8,7 +8,7 @@ use support::{header, RedisServer, TestApp};
 
 async fn app(redis: &RedisServer, limit: u64, window: &str, cache: bool) -> TestApp {
     let toml = support::redis_toml(redis, limit, window, "deny");
-    TestApp::with_toml(&format!("local_cache = {cache}\n{toml}")).await
+    TestApp::with_toml(&format!("denial_cache = {cache}\n{toml}")).await
 }
 
 /// Once Redis has denied a caller, its further requests are denied with zero Redis commands,
@@ -32,7 +32,7 @@ async fn cached_denials_cost_no_redis_command() {
             assert!(header(&denied, "retry-after").parse::<u64>().unwrap() >= 1);
         }
         let calls = redis.evalsha_calls().await - before;
-        assert_eq!(calls, expected_calls, "local_cache = {cache}");
+        assert_eq!(calls, expected_calls, "denial_cache = {cache}");
     }
     redis.assert_every_key_has_ttl().await;
 }
