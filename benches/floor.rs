@@ -32,7 +32,6 @@ use axum::response::{IntoResponse, Response};
 use sha2::{Digest, Sha256};
 use tollgate::decimal;
 use tollgate::http::AppState;
-use tollgate::limiter::Rule;
 use tollgate::middleware::headers;
 use tollgate::{Algorithm, HeaderMode, Limiter, MemoryStore, Settings};
 use tower::Service;
@@ -178,7 +177,7 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    let Some(policy) = settings.rules.first().map(|rule| &rule.policy) else {
+    let Some(policy) = settings.policies.first() else {
         eprintln!("floor: the configuration has no [[limits]] to enforce");
         return ExitCode::from(2);
     };
@@ -215,7 +214,7 @@ fn main() -> ExitCode {
         let state = AppState {
             limiter: Arc::new(Limiter::new(
                 Arc::new(MemoryStore::new()),
-                Vec::<Rule>::new(),
+                Vec::<tollgate::Policy>::new(),
             )),
             identity: Arc::new(settings.identity.clone()),
         };

@@ -14,7 +14,7 @@ use crate::store::{MemoryStore, RedisStore, Store, StoreError};
 /// The whole service for `settings`, ready to serve: here rather than in [`crate::http`], so
 /// that the configuration, which holds the server's settings, need not be imported back.
 pub async fn app(settings: &Settings) -> Result<Router, StoreError> {
-    routes::warn_of_unserved_patterns(&settings.rules);
+    routes::warn_of_unserved_patterns(&settings.policies);
     let state = AppState {
         limiter: Arc::new(limiter(settings).await?),
         identity: Arc::new(settings.identity.clone()),
@@ -55,10 +55,10 @@ pub async fn limiter(settings: &Settings) -> Result<Limiter, StoreError> {
             Arc::new(MemoryStore::new().with_max_callers(settings.max_callers))
         }
     };
-    if settings.rules.is_empty() {
+    if settings.policies.is_empty() {
         tracing::warn!("no [[limits]] are configured: nothing is limited");
     }
-    Ok(Limiter::new(store, settings.rules.clone())
+    Ok(Limiter::new(store, settings.policies.clone())
         .with_keys(settings.key_builder())
         .with_on_error(settings.on_error)
         .with_on_missing(settings.on_missing)

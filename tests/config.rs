@@ -468,10 +468,9 @@ fn the_example_file_loads_as_written() {
     assert_eq!(settings.on_error, OnError::Allow);
     assert_eq!(settings.timeout, Duration::from_millis(100));
     assert_eq!(settings.identity.header.as_str(), "x-user");
-    let [rule] = &settings.rules[..] else {
-        panic!("one policy expected: {:?}", settings.rules);
+    let [policy] = &settings.policies[..] else {
+        panic!("one policy expected: {:?}", settings.policies);
     };
-    let policy = &rule.policy;
     assert_eq!(policy.name().as_str(), "per_minute");
     assert_eq!(policy.limit(), 3);
     assert_eq!(policy.window().as_millis(), 60_000);

@@ -10,7 +10,7 @@ use super::{address, peer, Identity};
 ///
 /// Only the client address is owned: hashing wants its text, which the request does not hold.
 /// [`RequestFacts::of`] builds it only when asked to, and the middleware asks only when some
-/// rule or `on_missing = "ip"` can use it, so most requests allocate nothing here.
+/// policy or `on_missing = "ip"` can use it, so most requests allocate nothing here.
 #[derive(Clone, Debug)]
 pub struct RequestFacts<'a> {
     /// The identity header's value, when it names someone and may be believed.

@@ -45,7 +45,7 @@ impl Settings {
         route: Option<&str>,
     ) -> Vec<Result<String, Unkeyed>> {
         // The limiter names keys; its store is never asked, so the memory store stands in.
-        let limiter = Limiter::new(Arc::new(MemoryStore::new()), self.rules.clone())
+        let limiter = Limiter::new(Arc::new(MemoryStore::new()), self.policies.clone())
             .with_keys(self.key_builder())
             .with_on_missing(self.on_missing);
         let facts = RequestFacts {
@@ -56,17 +56,17 @@ impl Settings {
             route: route.unwrap_or("/"),
         };
         limiter
-            .rules()
+            .policies()
             .iter()
-            .map(|rule| {
-                let by = rule.scope.by.dimensions();
+            .map(|policy| {
+                let by = policy.scope().by.dimensions();
                 // Without --route, "/" stands in and would name a key for a route not asked for.
                 let needs_route = by.contains(&Dimension::Route) && route.is_none();
                 limiter
-                    .key_of(rule, &facts)
+                    .key_of(policy, &facts)
                     .filter(|_| !needs_route)
                     .ok_or_else(|| Unkeyed {
-                        policy: rule.policy.name().clone(),
+                        policy: policy.name().clone(),
                         by: by.iter().map(|d| d.as_str()).collect(),
                     })
             })

@@ -34,8 +34,9 @@ use serde::{Deserialize, Serialize};
 use crate::caller::{Identity, OnMissing};
 use crate::http::ServerSettings;
 use crate::key::KeyBuilder;
-use crate::limiter::{OnError, Rule};
+use crate::limiter::OnError;
 use crate::middleware::headers::HeaderMode;
+use crate::policy::Policy;
 
 pub use error::ConfigError;
 pub use keys::Unkeyed;
@@ -81,8 +82,8 @@ pub struct Settings {
     pub on_missing: OnMissing,
     /// `identity.hash_key`: when set, key names use HMAC-SHA256 under it.
     pub hash_key: Option<Secret>,
-    /// The policies and what each applies to, in order.
-    pub rules: Vec<Rule>,
+    /// The policies, each with what it applies to, in order.
+    pub policies: Vec<Policy>,
     /// How logs are written.
     pub log_format: LogFormat,
     /// Whether denials are cached in process until their retry time.

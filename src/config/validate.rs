@@ -2,7 +2,6 @@
 //! mistake becomes a [`ConfigError`] that names its key.
 
 use std::num::{NonZeroU64, NonZeroUsize};
-use std::sync::Arc;
 
 use axum::http::HeaderName;
 
@@ -17,7 +16,6 @@ use crate::caller::address::{Cidr, Proxies};
 use crate::caller::Identity;
 use crate::http::ServerSettings;
 use crate::limiter::breaker::DEFAULT_COOL_DOWN;
-use crate::limiter::Rule;
 use crate::policy::{parse_duration, Algorithm, Policy, PolicyName, Window};
 use crate::scope::{By, Dimension, RoutePattern, Scope};
 
@@ -92,7 +90,7 @@ impl RawConfig {
             return Err(ConfigError::new("identity.hash_key", "must not be empty"));
         }
         let hash_key = self.identity.hash_key.clone();
-        let rules = validate_limits(&self.limits)?;
+        let policies = validate_limits(&self.limits)?;
         let server = self.server.validate()?;
         let mut effective = self;
         let (url, url_had_secret) = match effective.redis.url.take() {
@@ -125,7 +123,7 @@ impl RawConfig {
             identity,
             on_missing: effective.identity.on_missing,
             hash_key,
-            rules,
+            policies,
             log_format: effective.log.format,
             denial_cache: effective.denial_cache,
             headers: effective.headers,
@@ -206,12 +204,12 @@ fn validate_prefix(prefix: &str) -> Result<String, ConfigError> {
     Ok(prefix.to_owned())
 }
 
-fn validate_limits(limits: &[RawLimit]) -> Result<Vec<Rule>, ConfigError> {
-    let mut rules: Vec<Rule> = Vec::with_capacity(limits.len());
+fn validate_limits(limits: &[RawLimit]) -> Result<Vec<Policy>, ConfigError> {
+    let mut policies: Vec<Policy> = Vec::with_capacity(limits.len());
     for (i, raw) in limits.iter().enumerate() {
         let key = |field: &str| format!("limits[{i}].{field}");
         let name = PolicyName::new(&raw.name).map_err(|r| ConfigError::new(key("name"), r))?;
-        if rules.iter().any(|r| r.policy.name() == &name) {
+        if policies.iter().any(|p| p.name() == &name) {
             return Err(ConfigError::new(
                 key("name"),
                 format!("duplicate policy name {:?}", raw.name),
@@ -277,10 +275,7 @@ fn validate_limits(limits: &[RawLimit]) -> Result<Vec<Rule>, ConfigError> {
                 Ok((pattern, cost))
             })
             .collect::<Result<_, _>>()?;
-        rules.push(Rule {
-            policy: Arc::new(policy),
-            scope: Scope { routes, by, costs },
-        });
+        policies.push(policy.with_scope(Scope { routes, by, costs }));
     }
-    Ok(rules)
+    Ok(policies)
 }

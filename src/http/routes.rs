@@ -2,7 +2,7 @@
 
 use axum::http::Method;
 
-use crate::limiter::Rule;
+use crate::policy::Policy;
 use crate::scope::RoutePattern;
 
 /// The original example's endpoint, the one route behind the limiter.
@@ -14,30 +14,31 @@ pub const LIMITED: [(Method, &str); 2] = [(Method::GET, USER), (Method::HEAD, US
 
 /// Each pattern, in a policy's `routes` or `costs`, that matches none of the [`LIMITED`]
 /// routes, with its policy's name: such a pattern limits or costs nothing.
-pub fn unserved_patterns(rules: &[Rule]) -> Vec<(&str, &RoutePattern)> {
+pub fn unserved_patterns(policies: &[Policy]) -> Vec<(&str, &RoutePattern)> {
     let serves = |pattern: &RoutePattern| {
         LIMITED
             .iter()
             .any(|(method, path)| pattern.matches(method, path))
     };
-    rules
+    policies
         .iter()
-        .flat_map(|rule| {
-            let costs = rule.scope.costs.iter().map(|(pattern, _)| pattern);
-            rule.scope
+        .flat_map(|policy| {
+            let costs = policy.scope().costs.iter().map(|(pattern, _)| pattern);
+            policy
+                .scope()
                 .routes
                 .iter()
                 .chain(costs)
                 .filter(move |pattern| !serves(pattern))
-                .map(move |pattern| (rule.policy.name().as_str(), pattern))
+                .map(move |pattern| (policy.name().as_str(), pattern))
         })
         .collect()
 }
 
 /// Warns once at startup of each pattern [`unserved_patterns`] finds, since a typo such as
 /// `"GET /usr"` would otherwise limit nothing without a word.
-pub fn warn_of_unserved_patterns(rules: &[Rule]) {
-    for (policy, pattern) in unserved_patterns(rules) {
+pub fn warn_of_unserved_patterns(policies: &[Policy]) {
+    for (policy, pattern) in unserved_patterns(policies) {
         tracing::warn!(
             policy,
             %pattern,
@@ -50,21 +51,28 @@ pub fn warn_of_unserved_patterns(rules: &[Rule]) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::limiter::tests::rule;
+    use crate::limiter::tests::policy_on;
     use crate::scope::Dimension;
 
     /// A misspelt or foreign pattern, in `routes` or in `costs`, is found with its policy; the
     /// patterns that match `GET /user` or `HEAD /user` are not.
     #[test]
     fn patterns_matching_no_limited_route_are_found() {
-        let pattern = |text: &str| RoutePattern::parse(text).unwrap();
-        let mut typo = rule("typo: 3 per 1m", vec![Dimension::User]);
-        typo.scope.routes = ["GET /usr", "/user", "HEAD /user"].map(pattern).to_vec();
-        let mut costly = rule("costly: 3 per 1m", vec![Dimension::User]);
-        costly.scope.routes = vec![pattern("GET /user")];
-        costly.scope.costs = vec![(pattern("POST /export"), 2), (pattern("/*"), 1)];
-        let rules = [typo, costly];
-        let found: Vec<(&str, String)> = unserved_patterns(&rules)
+        let user = || vec![Dimension::User];
+        let typo = policy_on(
+            "typo: 3 per 1m",
+            user(),
+            &["GET /usr", "/user", "HEAD /user"],
+            &[],
+        );
+        let costly = policy_on(
+            "costly: 3 per 1m",
+            user(),
+            &["GET /user"],
+            &[("POST /export", 2), ("/*", 1)],
+        );
+        let policies = [typo, costly];
+        let found: Vec<(&str, String)> = unserved_patterns(&policies)
             .into_iter()
             .map(|(policy, pattern)| (policy, pattern.to_string()))
             .collect();

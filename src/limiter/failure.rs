@@ -71,14 +71,10 @@ impl Limiter {
         }
     }
 
-    /// The local fallback's version of `policy`, one of the rules' own. Rules that share a
-    /// policy share its local version too, so the first rule holding it answers for all.
+    /// The local fallback's version of `policy`, one of this limiter's own.
     fn local_policy(&self, policy: &Arc<Policy>) -> Arc<Policy> {
-        let rule = self
-            .rules
-            .iter()
-            .position(|r| Arc::ptr_eq(&r.policy, policy));
-        rule.map_or_else(|| policy.clone(), |i| self.local_policies[i].clone())
+        let position = self.policies.iter().position(|p| Arc::ptr_eq(p, policy));
+        position.map_or_else(|| policy.clone(), |i| self.local_policies[i].clone())
     }
 
     /// Logs and counts a breaker state change, once per change.

@@ -1,4 +1,4 @@
-//! The limiter: from what a request says about its caller to a verdict, through the rules that
+//! The limiter: from what a request says about its caller to a verdict, through the policies that
 //! apply, the keys, the store and the failure modes. It knows nothing of HTTP responses: the
 //! [`caller`](crate::caller) module gathers the facts, and the middleware renders the verdicts.
 
@@ -19,7 +19,6 @@ use crate::key::KeyBuilder;
 use crate::log_throttle::LogThrottle;
 use crate::metrics::Metrics;
 use crate::policy::Policy;
-use crate::scope::Scope;
 use crate::store::MemoryStore;
 use crate::store::{Clock, Store, StoreCounts, StoreError};
 use breaker::{Breaker, BreakerState, Permit};
@@ -33,25 +32,6 @@ pub const DENIAL_CACHE_CAPACITY: usize = 100_000;
 /// The target of the limiter's logs, whichever file logs: the documentation and users' log filters
 /// name it.
 const LOG_TARGET: &str = module_path!();
-
-/// A policy and what it applies to.
-#[derive(Clone, Debug, PartialEq)]
-pub struct Rule {
-    /// How requests are counted.
-    pub policy: Arc<Policy>,
-    /// Which requests, and who shares a bucket.
-    pub scope: Scope,
-}
-
-impl From<Policy> for Rule {
-    /// The policy on every route, one bucket per user.
-    fn from(policy: Policy) -> Self {
-        Rule {
-            policy: Arc::new(policy),
-            scope: Scope::default(),
-        }
-    }
-}
 
 /// The outcome of checking one request.
 #[derive(Debug)]
@@ -77,10 +57,10 @@ pub enum NotReady {
     Store(#[from] StoreError),
 }
 
-/// Checks requests against rules in one store.
+/// Checks requests against policies in one store.
 pub struct Limiter {
     store: Arc<dyn Store>,
-    rules: Vec<Rule>,
+    policies: Vec<Arc<Policy>>,
     keys: KeyBuilder,
     on_error: OnError,
     on_missing: OnMissing,
@@ -88,7 +68,7 @@ pub struct Limiter {
     breaker: Breaker,
     /// Decides under `on_error = "local"`.
     local: MemoryStore,
-    /// Per rule, its policy as the local fallback applies it (limits divided).
+    /// Per policy, the local fallback's version of it (limits divided).
     local_policies: Vec<Arc<Policy>>,
     metrics: Metrics,
     /// Whether the breaker was closed before its last change, to log an outage once.
@@ -102,7 +82,7 @@ pub struct Limiter {
 impl std::fmt::Debug for Limiter {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Limiter")
-            .field("rules", &self.rules)
+            .field("policies", &self.policies)
             .field("keys", &self.keys)
             .field("on_error", &self.on_error)
             .field("on_missing", &self.on_missing)
@@ -111,14 +91,17 @@ impl std::fmt::Debug for Limiter {
 }
 
 impl Limiter {
-    /// A limiter over `store` applying `rules` (a `Policy` is a rule for every route, by user).
-    pub fn new<R: Into<Rule>>(store: Arc<dyn Store>, rules: impl IntoIterator<Item = R>) -> Self {
-        let rules: Vec<Rule> = rules.into_iter().map(Into::into).collect();
+    /// A limiter over `store` applying `policies`, in order.
+    pub fn new<P: Into<Arc<Policy>>>(
+        store: Arc<dyn Store>,
+        policies: impl IntoIterator<Item = P>,
+    ) -> Self {
+        let policies: Vec<Arc<Policy>> = policies.into_iter().map(Into::into).collect();
         Limiter {
             store,
-            local_policies: rules.iter().map(|r| r.policy.clone()).collect(),
-            metrics: Metrics::new(rules.iter().map(|r| r.policy.name().clone()).collect()),
-            rules,
+            local_policies: policies.clone(),
+            metrics: Metrics::new(policies.iter().map(|p| p.name().clone()).collect()),
+            policies,
             keys: KeyBuilder::new(crate::key::DEFAULT_PREFIX),
             on_error: OnError::default(),
             on_missing: OnMissing::default(),
@@ -140,9 +123,9 @@ impl Limiter {
     /// so the fleet as a whole stays near the intended limit while the store is out.
     pub fn with_local_divisor(mut self, divisor: u64) -> Self {
         self.local_policies = self
-            .rules
+            .policies
             .iter()
-            .map(|r| Arc::new(r.policy.divided(divisor)))
+            .map(|p| Arc::new(p.divided(divisor)))
             .collect();
         self
     }
@@ -222,9 +205,9 @@ impl Limiter {
         Ok(ready?)
     }
 
-    /// The rules, in configuration order.
-    pub fn rules(&self) -> &[Rule] {
-        &self.rules
+    /// The policies, in configuration order.
+    pub fn policies(&self) -> &[Arc<Policy>] {
+        &self.policies
     }
 
     /// Checks one request.
@@ -288,18 +271,31 @@ impl Limiter {
 #[cfg(test)]
 pub(crate) mod tests {
     use super::*;
-    use crate::scope::{By, Dimension};
+    use crate::scope::{By, Dimension, RoutePattern, Scope};
     use axum::http::Method;
 
-    /// A rule from a policy's text, on every route, keyed by `by`.
-    pub(crate) fn rule(text: &str, by: Vec<Dimension>) -> Rule {
-        Rule {
-            policy: Arc::new(text.parse().unwrap()),
-            scope: Scope {
-                by: By::new(by).unwrap(),
-                ..Scope::default()
-            },
-        }
+    /// A policy from its text, on every route, keyed by `by`.
+    pub(crate) fn policy(text: &str, by: Vec<Dimension>) -> Policy {
+        policy_on(text, by, &[], &[])
+    }
+
+    /// A policy from its text on `routes` (every route when empty), keyed by `by`, with route
+    /// `costs`.
+    pub(crate) fn policy_on(
+        text: &str,
+        by: Vec<Dimension>,
+        routes: &[&str],
+        costs: &[(&str, u64)],
+    ) -> Policy {
+        let pattern = |text: &str| RoutePattern::parse(text).unwrap();
+        text.parse::<Policy>().unwrap().with_scope(Scope {
+            routes: routes.iter().map(|route| pattern(route)).collect(),
+            by: By::new(by).unwrap(),
+            costs: costs
+                .iter()
+                .map(|&(route, cost)| (pattern(route), cost))
+                .collect(),
+        })
     }
 
     /// The memory store decides in process: its decisions are counted, not timed as round trips.
@@ -307,7 +303,7 @@ pub(crate) mod tests {
     fn in_process_decisions_are_counted_but_not_timed() {
         let limiter = Limiter::new(
             Arc::new(MemoryStore::new()),
-            vec![rule("a: 1 per 1m", vec![Dimension::User])],
+            vec![policy("a: 1 per 1m", vec![Dimension::User])],
         );
         let facts = RequestFacts {
             user: Some(b"joe"),

@@ -188,7 +188,7 @@ struct Rendered {
     limit: HeaderValue,
 }
 
-/// How many policies' values a thread keeps, more than most configurations hold (each rule's
+/// How many policies' values a thread keeps, more than most configurations hold (each
 /// policy, and its divided version under `on_error = "local"`). Past it, policies are rendered
 /// afresh each time, as before the memo, rather than evicting one another in turn.
 const RENDERED_PER_THREAD: usize = 16;

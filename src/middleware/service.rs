@@ -166,16 +166,16 @@ mod tests {
 
     use crate::caller::address::{Cidr, Proxies};
     use crate::caller::Identity;
-    use crate::limiter::tests::rule;
-    use crate::limiter::Rule;
+    use crate::limiter::tests::policy;
     use crate::log_capture::logged;
+    use crate::policy::Policy;
     use crate::scope::Dimension;
     use crate::{Limiter, MemoryStore, RateLimitLayer};
 
-    /// The errors logged while serving two requests to an app limited by `rules`, naming
+    /// The errors logged while serving two requests to an app limited by `policies`, naming
     /// callers as `identity` says, with or without the peer address that `ConnectInfo` carries.
-    fn errors_serving(rules: Vec<Rule>, identity: Identity, connect_info: bool) -> usize {
-        let limiter = Limiter::new(std::sync::Arc::new(MemoryStore::new()), rules);
+    fn errors_serving(policies: Vec<Policy>, identity: Identity, connect_info: bool) -> usize {
+        let limiter = Limiter::new(std::sync::Arc::new(MemoryStore::new()), policies);
         let layer = RateLimitLayer::new(limiter.into()).identity(identity);
         let app = Router::new()
             .route("/user", get(|| async { "ok" }))
@@ -205,7 +205,7 @@ mod tests {
     /// served with it, says nothing.
     #[test]
     fn a_missing_peer_address_is_reported_once_when_needed() {
-        let by_ip = || vec![rule("a: 9 per 1m", vec![Dimension::Ip])];
+        let by_ip = || vec![policy("a: 9 per 1m", vec![Dimension::Ip])];
         let proxies = Identity {
             proxies: Proxies {
                 trusted: vec![Cidr::parse("10.0.0.0/8").unwrap()],

@@ -1,5 +1,6 @@
 //! Validated policy values: a policy that exists can admit at least one request.
 
+use crate::scope::Scope;
 use std::fmt;
 use std::num::NonZeroU64;
 use std::sync::Arc;
@@ -80,7 +81,8 @@ impl fmt::Display for PolicyName {
     }
 }
 
-/// One rate limit: at most `limit` units of cost per `window`, per caller.
+/// A policy, one `[[policies]]` entry: at most `limit` units of cost per `window`, per caller,
+/// on the requests its scope names.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Policy {
     name: PolicyName,
@@ -90,6 +92,8 @@ pub struct Policy {
     cost: NonZeroU64,
     /// The bucket size of a token bucket, when it differs from `limit`.
     burst: Option<NonZeroU64>,
+    /// Which requests it counts and who shares a bucket; by default every limited route, by user.
+    scope: Scope,
 }
 
 /// The largest limit: Lua numbers are doubles, exact for integers up to 2^53, and the scripts
@@ -129,6 +133,7 @@ impl Policy {
             window,
             cost: NonZeroU64::MIN,
             burst: None,
+            scope: Scope::default(),
         };
         policy.check_bucket()?;
         Ok(policy)
@@ -246,6 +251,23 @@ impl Policy {
     /// How requests are counted.
     pub fn algorithm(&self) -> Algorithm {
         self.algorithm
+    }
+
+    /// Which requests the policy counts, who shares a bucket, and what routes cost.
+    pub fn scope(&self) -> &Scope {
+        &self.scope
+    }
+
+    /// The policy on the requests `scope` names.
+    pub fn with_scope(mut self, scope: Scope) -> Self {
+        self.scope = scope;
+        self
+    }
+
+    /// What a request with `method` and `path` spends of this policy: its route's cost, or the
+    /// policy's own.
+    pub fn cost_of(&self, method: &axum::http::Method, path: &str) -> u64 {
+        self.scope.cost_of(method, path, self.cost.get())
     }
 
     /// The quota per window.
