@@ -47,7 +47,7 @@ port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); pr
 {
   printf 'listen = "127.0.0.1:%s"\n' "$port"
   [ -n "${MAX_CALLERS:-}" ] && printf '[memory]\nmax_callers = %s\n' "$MAX_CALLERS"
-  printf '[[limits]]\nname = "per_window"\nlimit = 3\nwindow = "%s"\n' "$window"
+  printf '[[policies]]\nname = "per_window"\nlimit = 3\nwindow = "%s"\n' "$window"
 } > "$work/tollgate.toml"
 
 # Two cores: tollgate on CPU 0, wrk on CPU 1, as benches/load.sh does.

@@ -178,7 +178,7 @@ fn main() -> ExitCode {
         }
     };
     let Some(policy) = settings.policies.first() else {
-        eprintln!("floor: the configuration has no [[limits]] to enforce");
+        eprintln!("floor: the configuration has no [[policies]] to enforce");
         return ExitCode::from(2);
     };
     if settings.headers != HeaderMode::All {
@@ -188,7 +188,7 @@ fn main() -> ExitCode {
         return ExitCode::from(2);
     }
     if policy.algorithm() != Algorithm::FixedWindow {
-        eprintln!("floor: limits[0]: the floor counts fixed windows only");
+        eprintln!("floor: policies[0]: the floor counts fixed windows only");
         return ExitCode::from(2);
     }
     // With the same subscriber and filter as tollgate, so neither pays for logging the other does

@@ -205,13 +205,13 @@ paced() {
     "$(awk -v u="$p99_us" 'BEGIN { printf "%.3fms", u / 1000 }')" "$added" "$note"
 }
 
-limits_admit_all='[[limits]]
+limits_admit_all='[[policies]]
 name = "per_minute"
 limit = 1000000000
 window = "1m"'
 redis_url="redis://127.0.0.1:$redis_port"
 cluster_url="redis-cluster://127.0.0.1:${cluster_ports[0]}?node=127.0.0.1:${cluster_ports[1]}&node=127.0.0.1:${cluster_ports[2]}"
-baseline_name="1 no limiter (baseline)"; toml_baseline='limits = []'
+baseline_name="1 no limiter (baseline)"; toml_baseline='policies = []'
 memory_name="2 memory, 10k users admitted"; toml_memory=$limits_admit_all
 redis_name="3 redis, 10k users admitted"; toml_redis="[redis]
 url = \"$redis_url\"
@@ -239,23 +239,23 @@ $toml_memory" users.lua none "$redis_port"
   redis_rps_rounds+=("$last_rps")
   scenario "4 redis, one hot user denied" "[redis]
 url = \"$redis_url\"
-[[limits]]
+[[policies]]
 name = \"per_minute\"
 limit = 3
 window = \"1h\"" hot.lua most "$redis_port"
   scenario "5 redis, three policies" "[redis]
 url = \"$redis_url\"
-[[limits]]
+[[policies]]
 name = \"per_second\"
 algorithm = \"token_bucket\"
 limit = 1000000
 window = \"1s\"
-[[limits]]
+[[policies]]
 name = \"per_minute\"
 algorithm = \"sliding_window\"
 limit = 1000000
 window = \"1m\"
-[[limits]]
+[[policies]]
 name = \"per_day\"
 limit = 1000000000
 window = \"1d\"" users.lua none "$redis_port"

@@ -56,7 +56,7 @@ pub async fn limiter(settings: &Settings) -> Result<Limiter, StoreError> {
         }
     };
     if settings.policies.is_empty() {
-        tracing::warn!("no [[limits]] are configured: nothing is limited");
+        tracing::warn!("no [[policies]] are configured: nothing is limited");
     }
     Ok(Limiter::new(store, settings.policies.clone())
         .with_keys(settings.key_builder())

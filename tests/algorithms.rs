@@ -17,7 +17,7 @@ async fn concurrent_burst_admits_exactly_the_limit(store: &Backend, algorithm: &
     let app = store
         .app(&format!(
             r#"
-[[limits]]
+[[policies]]
 name = "burst"
 algorithm = "{algorithm}"
 limit = 20
@@ -50,7 +50,7 @@ async fn a_cost_spends_that_much_quota(store: &Backend) {
         // token_bucket over NO_BOUNDARY refills one token per 3000 days: none during the test.
         toml += &format!(
             r#"
-[[limits]]
+[[policies]]
 name = "{algorithm}"
 algorithm = "{algorithm}"
 limit = 10

@@ -16,12 +16,12 @@ async fn two_policies_consume_only_what_was_admitted(store: &Backend, algorithm:
     let app = store
         .app(&format!(
             r#"
-[[limits]]
+[[policies]]
 name = "wide"
 algorithm = "{algorithm}"
 limit = 50
 window = "{NO_BOUNDARY}"
-[[limits]]
+[[policies]]
 name = "narrow"
 algorithm = "{algorithm}"
 limit = 30
@@ -54,13 +54,13 @@ async fn a_global_denial_is_refunded_per_user(store: &Backend, algorithm: &str) 
         .app(&format!(
             r#"
 denial_cache = false
-[[limits]]
+[[policies]]
 name = "mine"
 algorithm = "{algorithm}"
 limit = 50
 window = "{NO_BOUNDARY}"
 by = "user"
-[[limits]]
+[[policies]]
 name = "everyone"
 algorithm = "{algorithm}"
 limit = 30
@@ -96,13 +96,13 @@ async fn a_user_denial_is_refunded_globally(store: &Backend, algorithm: &str) {
     let app = store
         .app(&format!(
             r#"
-[[limits]]
+[[policies]]
 name = "everyone"
 algorithm = "{algorithm}"
 limit = 10
 window = "{NO_BOUNDARY}"
 by = "global"
-[[limits]]
+[[policies]]
 name = "mine"
 algorithm = "{algorithm}"
 limit = 2

@@ -12,7 +12,7 @@ async fn app(redis: &RedisServer, extra: &str, limit: u64) -> TestApp {
 url = "{}"
 {extra}
 
-[[limits]]
+[[policies]]
 name = "per_user"
 limit = {limit}
 window = "{}"
@@ -110,7 +110,7 @@ async fn the_degraded_mark_follows_the_header_mode() {
     let toml = |mode: &str| {
         format!(
             "headers = \"{mode}\"\n[redis]\nurl = \"{}\"\non_error = \"local\"\n\
-             [[limits]]\nname = \"per_user\"\nlimit = 1\nwindow = \"{}\"\n",
+             [[policies]]\nname = \"per_user\"\nlimit = 1\nwindow = \"{}\"\n",
             redis.url(),
             support::NO_BOUNDARY
         )

@@ -15,7 +15,7 @@ const LIMIT: usize = 2;
 
 /// One fixed-window policy, `per_minute`, of [`LIMIT`] per window, keyed by user.
 fn limited_toml() -> String {
-    format!("[[limits]]\nname = \"per_minute\"\nlimit = {LIMIT}\nwindow = \"{NO_BOUNDARY}\"\n")
+    format!("[[policies]]\nname = \"per_minute\"\nlimit = {LIMIT}\nwindow = \"{NO_BOUNDARY}\"\n")
 }
 
 /// The Redis key of a caller named by `name` under `per_minute`, as `tollgate key` prints it.

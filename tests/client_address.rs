@@ -26,7 +26,7 @@ async fn trusted_chains_are_read_from_the_right(store: &Backend) {
             r#"
 [identity]
 trusted_proxies = ["127.0.0.1", "10.0.0.0/8"]
-[[limits]]
+[[policies]]
 name = "per_ip"
 limit = 1
 window = "{NO_BOUNDARY}"
@@ -89,7 +89,7 @@ async fn forwarded_header_is_configurable(store: &Backend) {
 [identity]
 trusted_proxies = ["127.0.0.1"]
 forwarded_header = "forwarded"
-[[limits]]
+[[policies]]
 name = "per_ip"
 limit = 1
 window = "{NO_BOUNDARY}"
@@ -135,7 +135,7 @@ async fn untrusted_peers_cannot_spoof_forwarded_for(store: &Backend) {
             r#"
 [identity]
 trusted_proxies = ["10.0.0.0/8"]
-[[limits]]
+[[policies]]
 name = "per_ip"
 limit = 1
 window = "{NO_BOUNDARY}"
@@ -160,7 +160,7 @@ on_both_stores!(untrusted_peers_cannot_spoof_forwarded_for);
 async fn untrusted_peers_cannot_name_the_caller(store: &Backend) {
     let limits = format!(
         r#"
-[[limits]]
+[[policies]]
 name = "per_user"
 limit = 5
 window = "{NO_BOUNDARY}"
@@ -204,7 +204,7 @@ async fn untrusted_identity_is_not_echoed(store: &Backend) {
             r#"
 [identity]
 trusted_proxies = ["10.0.0.0/8"]
-[[limits]]
+[[policies]]
 name = "per_user"
 limit = 1
 window = "{NO_BOUNDARY}"
@@ -225,7 +225,7 @@ on_both_stores!(untrusted_identity_is_not_echoed);
 async fn ipv6_clients_share_a_bucket_per_prefix(store: &Backend) {
     let limits = format!(
         r#"
-[[limits]]
+[[policies]]
 name = "per_ip"
 limit = 1
 window = "{NO_BOUNDARY}"
@@ -260,7 +260,7 @@ trusted_proxies = ["127.0.0.1"]
 [identity]
 trusted_proxies = ["127.0.0.1"]
 ipv6_prefix = 48
-[[limits]]
+[[policies]]
 name = "per_net"
 limit = 1
 window = "{NO_BOUNDARY}"

@@ -23,7 +23,7 @@ url = "{}"
 on_error = "deny"
 timeout = "{timeout}"
 
-[[limits]]
+[[policies]]
 name = "per_user"
 limit = {limit}
 window = "{}"
@@ -160,7 +160,7 @@ async fn failover_at_the_default_deadline_degrades_only_its_window() {
     let cluster = RedisCluster::start().await;
     let app = Arc::new(
         TestApp::with_toml(&format!(
-            "[redis]\nurl = \"{}\"\n\n[[limits]]\nname = \"per_user\"\nlimit = 1000000\nwindow = \"{}\"\n",
+            "[redis]\nurl = \"{}\"\n\n[[policies]]\nname = \"per_user\"\nlimit = 1000000\nwindow = \"{}\"\n",
             cluster.url(),
             support::NO_BOUNDARY
         ))

@@ -38,7 +38,7 @@ timeout = "100ms"
 [identity]
 header = "x-user"
 
-[[limits]]
+[[policies]]
 name = "per_minute"
 algorithm = "fixed_window"
 limit = 3
@@ -344,11 +344,13 @@ fn defaults_apply_without_a_file_or_variables() {
     assert_eq!(lookup(&effective, &["redis", "timeout"]), Some("100ms"));
     assert_eq!(lookup(&effective, &["identity", "header"]), Some("x-user"));
     assert_eq!(lookup(&effective, &["headers"]), Some("all"));
-    let limits = effective["limits"].as_array().expect("limits is an array");
-    assert_eq!(limits.len(), 1);
-    assert_eq!(limits[0]["name"].as_str(), Some("per_minute"));
-    assert_eq!(limits[0]["limit"].as_integer(), Some(3));
-    assert_eq!(limits[0]["window"].as_str(), Some("1m"));
+    let policies = effective["policies"]
+        .as_array()
+        .expect("policies is an array");
+    assert_eq!(policies.len(), 1);
+    assert_eq!(policies[0]["name"].as_str(), Some("per_minute"));
+    assert_eq!(policies[0]["limit"].as_integer(), Some(3));
+    assert_eq!(policies[0]["window"].as_str(), Some("1m"));
 }
 
 /// `tollgate.toml` overrides the defaults, and `TOLLGATE_*` variables (`__` nesting) override it,
@@ -590,9 +592,9 @@ fn a_limit_of_zero_is_rejected() {
     Dir::new()
         .file(
             "tollgate.toml",
-            "[[limits]]\nname = \"p\"\nlimit = 0\nwindow = \"1m\"\n",
+            "[[policies]]\nname = \"p\"\nlimit = 0\nwindow = \"1m\"\n",
         )
-        .assert_rejected(&[], &[], "limits[0].limit");
+        .assert_rejected(&[], &[], "policies[0].limit");
 }
 
 /// A window in milliseconds is rejected, naming the key and exactly the units a window takes.
@@ -601,9 +603,9 @@ fn a_window_in_milliseconds_is_rejected_with_the_units_windows_take() {
     for window in ["1500ms", "60000ms"] {
         let dir = Dir::new().file(
             "tollgate.toml",
-            &format!("[[limits]]\nname = \"p\"\nlimit = 3\nwindow = \"{window}\"\n"),
+            &format!("[[policies]]\nname = \"p\"\nlimit = 3\nwindow = \"{window}\"\n"),
         );
-        dir.assert_rejected(&[], &[], "limits[0].window");
+        dir.assert_rejected(&[], &[], "policies[0].window");
         let stderr = text(&dir.run(&["check-config"], &[]).stderr);
         assert!(stderr.contains("use s, m, h or d"), "{stderr}");
         assert!(!stderr.contains("ms, "), "{stderr}");
@@ -616,18 +618,18 @@ fn an_unparsable_window_is_rejected() {
     Dir::new()
         .file(
             "tollgate.toml",
-            "[[limits]]\nname = \"p\"\nlimit = 3\nwindow = \"a while\"\n",
+            "[[policies]]\nname = \"p\"\nlimit = 3\nwindow = \"a while\"\n",
         )
-        .assert_rejected(&[], &[], "limits[0].window");
+        .assert_rejected(&[], &[], "policies[0].window");
 }
 
 /// A policy name used twice is rejected, naming the second.
 #[test]
 fn a_duplicate_policy_name_is_rejected() {
-    let policy = "[[limits]]\nname = \"p\"\nlimit = 3\nwindow = \"1m\"\n";
+    let policy = "[[policies]]\nname = \"p\"\nlimit = 3\nwindow = \"1m\"\n";
     Dir::new()
         .file("tollgate.toml", &format!("{policy}{policy}"))
-        .assert_rejected(&[], &[], "limits[1].name");
+        .assert_rejected(&[], &[], "policies[1].name");
 }
 
 /// An algorithm tollgate does not know is rejected and named.
@@ -636,9 +638,9 @@ fn an_unknown_algorithm_is_rejected() {
     Dir::new()
         .file(
             "tollgate.toml",
-            "[[limits]]\nname = \"p\"\nalgorithm = \"leaky_bucket\"\nlimit = 3\nwindow = \"1m\"\n",
+            "[[policies]]\nname = \"p\"\nalgorithm = \"leaky_bucket\"\nlimit = 3\nwindow = \"1m\"\n",
         )
-        .assert_rejected(&[], &[], "limits[0].algorithm");
+        .assert_rejected(&[], &[], "policies[0].algorithm");
 }
 
 /// A value no configuration enum knows is rejected, from the file or from a variable, with the
@@ -749,12 +751,12 @@ fn other_bad_values_are_rejected() {
         ),
         ("[redis]\nkey_prefix = \"a{b}\"\n", "redis.key_prefix"),
         (
-            "[[limits]]\nname = \"p\"\nlimit = 3\nwindow = \"1m\"\ncost = 0\n",
-            "limits[0].cost",
+            "[[policies]]\nname = \"p\"\nlimit = 3\nwindow = \"1m\"\ncost = 0\n",
+            "policies[0].cost",
         ),
         (
-            "[[limits]]\nname = \"p\"\nwindow = \"1m\"\n",
-            "limits[0].limit",
+            "[[policies]]\nname = \"p\"\nwindow = \"1m\"\n",
+            "policies[0].limit",
         ),
     ] {
         Dir::new()
@@ -802,21 +804,21 @@ fn a_bad_memory_max_callers_is_rejected() {
 #[test]
 fn bad_policy_scopes_are_rejected() {
     let limit =
-        |extra: &str| format!("[[limits]]\nname = \"p\"\nlimit = 3\nwindow = \"1m\"\n{extra}");
+        |extra: &str| format!("[[policies]]\nname = \"p\"\nlimit = 3\nwindow = \"1m\"\n{extra}");
     for (toml, key) in [
-        (limit("cost = 4\n"), "limits[0].cost"),
-        (limit("by = \"planet\"\n"), "limits[0].by"),
-        (limit("by = [\"user\", \"user\"]\n"), "limits[0].by"),
-        (limit("by = []\n"), "limits[0].by"),
-        (limit("routes = [\"user\"]\n"), "limits[0].routes[0]"),
+        (limit("cost = 4\n"), "policies[0].cost"),
+        (limit("by = \"planet\"\n"), "policies[0].by"),
+        (limit("by = [\"user\", \"user\"]\n"), "policies[0].by"),
+        (limit("by = []\n"), "policies[0].by"),
+        (limit("routes = [\"user\"]\n"), "policies[0].routes[0]"),
         (
             limit("routes = [\"GET /a\", \"/a*b\"]\n"),
-            "limits[0].routes[1]",
+            "policies[0].routes[1]",
         ),
-        (limit("burst = 5\n"), "limits[0].burst"),
+        (limit("burst = 5\n"), "policies[0].burst"),
         (
             limit("algorithm = \"token_bucket\"\nburst = 2\ncost = 3\n"),
-            "limits[0].cost",
+            "policies[0].cost",
         ),
         (
             "[identity]\ntrusted_proxies = [\"10.0.0.0/33\"]\n".to_owned(),
@@ -839,12 +841,12 @@ fn bad_policy_scopes_are_rejected() {
             "identity.hash_key",
         ),
         (
-            limit("[limits.costs]\n\"POST /export\" = 4\n"),
-            "limits[0].costs.\"POST /export\"",
+            limit("[policies.costs]\n\"POST /export\" = 4\n"),
+            "policies[0].costs.\"POST /export\"",
         ),
         (
-            limit("[limits.costs]\n\"export\" = 2\n"),
-            "limits[0].costs.\"export\"",
+            limit("[policies.costs]\n\"export\" = 2\n"),
+            "policies[0].costs.\"export\"",
         ),
     ] {
         Dir::new()
@@ -890,7 +892,7 @@ fn check_config_prints_derived_defaults() {
 #[test]
 fn check_config_output_reads_back_unchanged() {
     let url = format!("redis://app:{PASSWORD}@127.0.0.1:6379/0");
-    let token_bucket = "[[limits]]\nname = \"b\"\nalgorithm = \"token_bucket\"\nlimit = 5\n\
+    let token_bucket = "[[policies]]\nname = \"b\"\nalgorithm = \"token_bucket\"\nlimit = 5\n\
                         window = \"1m\"\nroutes = [\"GET /user\"]\nby = [\"user\", \"route\"]\n\
                         costs = { \"GET /user\" = 2 }\n";
     let cases: [(&str, Vec<(&str, &str)>); 4] = [
@@ -1179,8 +1181,8 @@ fn key_prints_one_line_per_policy_under_the_prefix() {
     let dir = Dir::new().file(
         "tollgate.toml",
         "[redis]\nkey_prefix = \"app\"\n\
-         [[limits]]\nname = \"per_second\"\nlimit = 5\nwindow = \"1s\"\n\
-         [[limits]]\nname = \"per_hour\"\nlimit = 100\nwindow = \"1h\"\n",
+         [[policies]]\nname = \"per_second\"\nlimit = 5\nwindow = \"1s\"\n\
+         [[policies]]\nname = \"per_hour\"\nlimit = 100\nwindow = \"1h\"\n",
     );
     let output = dir.run(&["key", "joe"], &[]);
     assert!(output.status.success(), "{}", text(&output.stderr));

@@ -45,7 +45,7 @@ on_both_stores!(original_scenario);
 /// Admitted responses carry the headers, and the remaining quota counts down.
 async fn admitted_headers_count_down(backend: &Backend) {
     let app = backend
-        .app("[[limits]]\nname = \"per_minute\"\nlimit = 5\nwindow = \"1m\"\n")
+        .app("[[policies]]\nname = \"per_minute\"\nlimit = 5\nwindow = \"1m\"\n")
         .await;
     let client = reqwest::Client::new();
     clear_of_minute_boundary().await;
@@ -192,7 +192,7 @@ on_both_stores!(anonymous_requests_are_not_limited);
 /// Health endpoints are never limited, even for a caller who is.
 async fn health_endpoints_are_not_limited(backend: &Backend) {
     let app = backend
-        .app("[[limits]]\nname = \"tiny\"\nlimit = 1\nwindow = \"30000d\"\n")
+        .app("[[policies]]\nname = \"tiny\"\nlimit = 1\nwindow = \"30000d\"\n")
         .await;
     let client = reqwest::Client::new();
     assert_eq!(app.get_user(&client, "bob").await.status(), 200);
@@ -215,7 +215,7 @@ on_both_stores!(health_endpoints_are_not_limited);
 /// `identity.header` changes which header names the caller, and `/user` echoes that header.
 async fn identity_header_is_configurable(backend: &Backend) {
     let app = backend
-        .app("[identity]\nheader = \"x-api-key\"\n[[limits]]\nname = \"k\"\nlimit = 1\nwindow = \"30000d\"\n")
+        .app("[identity]\nheader = \"x-api-key\"\n[[policies]]\nname = \"k\"\nlimit = 1\nwindow = \"30000d\"\n")
         .await;
     let client = reqwest::Client::new();
     let get = |key: &'static str| {
@@ -261,9 +261,9 @@ async fn redis_key_is_named_as_documented() {
     redis.assert_every_key_has_ttl().await;
 }
 
-/// With `limits = []` nothing is limited and no rate-limit header is sent: the benchmark baseline.
+/// With `policies = []` nothing is limited and no rate-limit header is sent: the benchmark baseline.
 async fn no_limits_means_no_limiting(backend: &Backend) {
-    let app = backend.app("limits = []\n").await;
+    let app = backend.app("policies = []\n").await;
     let client = reqwest::Client::new();
     for _ in 0..10 {
         let response = app.get_user(&client, "joe").await;

@@ -35,7 +35,7 @@ async fn on_missing_deny_refuses_anonymous_requests(store: &Backend) {
             r#"
 [identity]
 on_missing = "deny"
-[[limits]]
+[[policies]]
 name = "per_user"
 limit = 5
 window = "{NO_BOUNDARY}"
@@ -64,7 +64,7 @@ async fn on_missing_ip_limits_anonymous_requests_by_address(store: &Backend) {
             r#"
 [identity]
 on_missing = "ip"
-[[limits]]
+[[policies]]
 name = "per_user"
 limit = 2
 window = "{NO_BOUNDARY}"
@@ -94,7 +94,7 @@ async fn on_missing_allow_passes_anonymous_requests(store: &Backend) {
     let app = store
         .app(&format!(
             r#"
-[[limits]]
+[[policies]]
 name = "per_user"
 limit = 1
 window = "{NO_BOUNDARY}"
@@ -112,11 +112,11 @@ window = "{NO_BOUNDARY}"
     let mixed = store
         .app(&format!(
             r#"
-[[limits]]
+[[policies]]
 name = "per_user_2"
 limit = 1
 window = "{NO_BOUNDARY}"
-[[limits]]
+[[policies]]
 name = "per_ip"
 limit = 2
 window = "{NO_BOUNDARY}"
@@ -139,11 +139,11 @@ async fn hash_key_names_keys_by_hmac() {
         r#"
 [identity]
 hash_key = "{SECRET}"
-[[limits]]
+[[policies]]
 name = "per_user"
 limit = 5
 window = "{NO_BOUNDARY}"
-[[limits]]
+[[policies]]
 name = "per_route"
 limit = 5
 window = "{NO_BOUNDARY}"

@@ -9,7 +9,7 @@ use support::{header, RedisServer, TestApp};
 /// One policy of 5 per window, on a window no test run can cross.
 fn policy() -> String {
     format!(
-        "[[limits]]\nname = \"per_user\"\nlimit = 5\nwindow = \"{}\"\n",
+        "[[policies]]\nname = \"per_user\"\nlimit = 5\nwindow = \"{}\"\n",
         support::NO_BOUNDARY
     )
 }

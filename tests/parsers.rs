@@ -193,27 +193,27 @@ const STRING_SLOTS: &[&str] = &[
     "[identity]\nhash_key = {}",
     "[log]\nformat = {}",
     "[log]\n{} = 1",
-    "[[limits]]\nname = {}\nlimit = 3\nwindow = \"1m\"",
-    "[[limits]]\nname = \"p\"\nalgorithm = {}\nlimit = 3\nwindow = \"1m\"",
-    "[[limits]]\nname = \"p\"\nlimit = 3\nwindow = {}",
-    "[[limits]]\nname = \"p\"\nalgorithm = \"token_bucket\"\nlimit = 3\nwindow = {}\nburst = 9",
-    "[[limits]]\nname = \"p\"\nalgorithm = \"sliding_window\"\nlimit = 1000000\nwindow = {}",
-    "[[limits]]\nname = \"p\"\nlimit = 3\nwindow = \"1m\"\nroutes = [{}]",
-    "[[limits]]\nname = \"p\"\nlimit = 3\nwindow = \"1m\"\nby = {}",
-    "[[limits]]\nname = \"p\"\nlimit = 3\nwindow = \"1m\"\nby = [\"user\", {}]",
-    "[[limits]]\nname = \"p\"\nlimit = 3\nwindow = \"1m\"\ncosts = { {} = 2 }",
-    "[[limits]]\nname = \"p\"\nlimit = 3\nwindow = \"1m\"\n{} = 1",
+    "[[policies]]\nname = {}\nlimit = 3\nwindow = \"1m\"",
+    "[[policies]]\nname = \"p\"\nalgorithm = {}\nlimit = 3\nwindow = \"1m\"",
+    "[[policies]]\nname = \"p\"\nlimit = 3\nwindow = {}",
+    "[[policies]]\nname = \"p\"\nalgorithm = \"token_bucket\"\nlimit = 3\nwindow = {}\nburst = 9",
+    "[[policies]]\nname = \"p\"\nalgorithm = \"sliding_window\"\nlimit = 1000000\nwindow = {}",
+    "[[policies]]\nname = \"p\"\nlimit = 3\nwindow = \"1m\"\nroutes = [{}]",
+    "[[policies]]\nname = \"p\"\nlimit = 3\nwindow = \"1m\"\nby = {}",
+    "[[policies]]\nname = \"p\"\nlimit = 3\nwindow = \"1m\"\nby = [\"user\", {}]",
+    "[[policies]]\nname = \"p\"\nlimit = 3\nwindow = \"1m\"\ncosts = { {} = 2 }",
+    "[[policies]]\nname = \"p\"\nlimit = 3\nwindow = \"1m\"\n{} = 1",
 ];
 
 /// Configurations with one `{}` to fill with a number.
 const NUMBER_SLOTS: &[&str] = &[
     "[identity]\nipv6_prefix = {}",
-    "[[limits]]\nname = \"p\"\nlimit = {}\nwindow = \"1s\"",
-    "[[limits]]\nname = \"p\"\nlimit = {}\nwindow = \"36500d\"\nalgorithm = \"sliding_window\"",
-    "[[limits]]\nname = \"p\"\nlimit = {}\nwindow = \"1s\"\nalgorithm = \"token_bucket\"",
-    "[[limits]]\nname = \"p\"\nlimit = 1000\nwindow = \"36500d\"\nalgorithm = \"token_bucket\"\nburst = {}",
-    "[[limits]]\nname = \"p\"\nlimit = 3\nwindow = \"1m\"\ncost = {}",
-    "[[limits]]\nname = \"p\"\nlimit = 3\nwindow = \"1m\"\ncosts = { \"/a\" = {} }",
+    "[[policies]]\nname = \"p\"\nlimit = {}\nwindow = \"1s\"",
+    "[[policies]]\nname = \"p\"\nlimit = {}\nwindow = \"36500d\"\nalgorithm = \"sliding_window\"",
+    "[[policies]]\nname = \"p\"\nlimit = {}\nwindow = \"1s\"\nalgorithm = \"token_bucket\"",
+    "[[policies]]\nname = \"p\"\nlimit = 1000\nwindow = \"36500d\"\nalgorithm = \"token_bucket\"\nburst = {}",
+    "[[policies]]\nname = \"p\"\nlimit = 3\nwindow = \"1m\"\ncost = {}",
+    "[[policies]]\nname = \"p\"\nlimit = 3\nwindow = \"1m\"\ncosts = { \"/a\" = {} }",
 ];
 
 /// A value for a string slot: URL-shaped for `redis.url`, else any text.

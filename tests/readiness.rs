@@ -16,7 +16,7 @@ async fn app(redis: &RedisServer, extra: &str) -> TestApp {
         "on_error = \"deny\"\n"
     };
     TestApp::with_toml(&format!(
-        "[redis]\nurl = \"{}\"\n{on_error}{extra}\n\n[[limits]]\nname = \"per_user\"\nlimit = 100\nwindow = \"{}\"\n",
+        "[redis]\nurl = \"{}\"\n{on_error}{extra}\n\n[[policies]]\nname = \"per_user\"\nlimit = 100\nwindow = \"{}\"\n",
         redis.url(),
         support::NO_BOUNDARY
     ))

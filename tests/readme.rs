@@ -497,13 +497,13 @@ fn config_errors() {
     let cases: [Case; 11] = [
         (
             None,
-            &[("TOLLGATE_LIMITS", "[{name=\"a\",limit=0,window=\"1m\"}]")],
+            &[("TOLLGATE_POLICIES", "[{name=\"a\",limit=0,window=\"1m\"}]")],
             "",
         ),
         (
             None,
             &[(
-                "TOLLGATE_LIMITS",
+                "TOLLGATE_POLICIES",
                 "[{name=\"a\",limit=3,window=\"1 minute\"}]",
             )],
             "",
@@ -511,7 +511,7 @@ fn config_errors() {
         (
             None,
             &[(
-                "TOLLGATE_LIMITS",
+                "TOLLGATE_POLICIES",
                 "[{name=\"a\",limit=3,window=\"1m\"},{name=\"a\",limit=3,window=\"1h\"}]",
             )],
             "",
@@ -519,13 +519,13 @@ fn config_errors() {
         (
             None,
             &[(
-                "TOLLGATE_LIMITS",
+                "TOLLGATE_POLICIES",
                 "[{name=\"a\",algorithm=\"sliding_log\",limit=3,window=\"1m\"}]",
             )],
             "",
         ),
         (
-            Some("[[limits]]\nlimit = 3\nwindow = \"1m\"\n"),
+            Some("[[policies]]\nlimit = 3\nwindow = \"1m\"\n"),
             &[],
             "--config t.toml",
         ),
@@ -567,7 +567,7 @@ async fn several_policies_first_request() {
     let config = documents()
         .into_iter()
         .find_map(|(_, text)| {
-            let at = text.find("```toml\n[[limits]]                      # 20 at once")?;
+            let at = text.find("```toml\n[[policies]]                      # 20 at once")?;
             let rest = &text[at + "```toml\n".len()..];
             Some(rest[..rest.find("```")?].to_owned())
         })
@@ -584,8 +584,8 @@ async fn several_policies_first_request() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_policies_fourth_request() {
     let app = TestApp::with_toml(
-        "[[limits]]\nname = \"per_minute\"\nlimit = 3\nwindow = \"1m\"\n\
-         [[limits]]\nname = \"per_hour\"\nlimit = 5\nwindow = \"1h\"\n",
+        "[[policies]]\nname = \"per_minute\"\nlimit = 3\nwindow = \"1m\"\n\
+         [[policies]]\nname = \"per_hour\"\nlimit = 5\nwindow = \"1h\"\n",
     )
     .await;
     let client = reqwest::Client::new();

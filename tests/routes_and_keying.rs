@@ -18,22 +18,22 @@ async fn policies_apply_only_to_matching_routes(store: &Backend) {
     let app = store
         .app(&format!(
             r#"
-[[limits]]
+[[policies]]
 name = "on_user"
 limit = 2
 window = "{NO_BOUNDARY}"
 routes = ["GET /user"]
-[[limits]]
+[[policies]]
 name = "elsewhere"
 limit = 1
 window = "{NO_BOUNDARY}"
 routes = ["/api/*", "POST /user", "GET /user/*", "/users"]
-[[limits]]
+[[policies]]
 name = "prefixed"
 limit = 50
 window = "{NO_BOUNDARY}"
 routes = ["GET /*"]
-[[limits]]
+[[policies]]
 name = "everywhere"
 limit = 100
 window = "{NO_BOUNDARY}"
@@ -68,7 +68,7 @@ async fn by_ip_shares_a_bucket_across_users(store: &Backend) {
     let app = store
         .app(&format!(
             r#"
-[[limits]]
+[[policies]]
 name = "per_ip"
 limit = 2
 window = "{NO_BOUNDARY}"
@@ -94,7 +94,7 @@ async fn by_global_shares_one_bucket(store: &Backend) {
     let app = store
         .app(&format!(
             r#"
-[[limits]]
+[[policies]]
 name = "everyone"
 limit = 2
 window = "{NO_BOUNDARY}"
@@ -117,7 +117,7 @@ async fn by_user_and_route_keys_each_user_per_route(store: &Backend) {
     let app = store
         .app(&format!(
             r#"
-[[limits]]
+[[policies]]
 name = "per_route"
 limit = 1
 window = "{NO_BOUNDARY}"

@@ -19,7 +19,7 @@ url = "{}"
 on_error = "deny"
 timeout = "5s"
 
-[[limits]]
+[[policies]]
 name = "per_user"
 limit = {limit}
 window = "{}"

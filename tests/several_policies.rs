@@ -32,18 +32,18 @@ async fn several_policies_are_listed_in_configuration_order(store: &Backend) {
     let app = store
         .app(&format!(
             r#"
-[[limits]]
+[[policies]]
 name = "zeta"
 algorithm = "fixed_window"
 limit = 5
 window = "{NO_BOUNDARY}"
-[[limits]]
+[[policies]]
 name = "alpha"
 algorithm = "sliding_window"
 limit = 20
 cost = 10
 window = "{NO_BOUNDARY}"
-[[limits]]
+[[policies]]
 name = "mid"
 algorithm = "token_bucket"
 limit = 6
@@ -113,18 +113,18 @@ async fn retry_after_is_the_longest_wait_among_deniers(store: &Backend) {
     let app = store
         .app(&format!(
             r#"
-[[limits]]
+[[policies]]
 name = "hourly"
 algorithm = "token_bucket"
 limit = 1
 window = "1h"
-[[limits]]
+[[policies]]
 name = "forever"
 algorithm = "fixed_window"
 limit = 3
 cost = 3
 window = "{NO_BOUNDARY}"
-[[limits]]
+[[policies]]
 name = "open"
 algorithm = "sliding_window"
 limit = 100
@@ -162,12 +162,12 @@ async fn a_denying_policy_outranks_a_tighter_admitting_one(store: &Backend) {
     let app = store
         .app(&format!(
             r#"
-[[limits]]
+[[policies]]
 name = "mine"
 limit = 10
 cost = 4
 window = "{NO_BOUNDARY}"
-[[limits]]
+[[policies]]
 name = "shared"
 limit = 20
 window = "{NO_BOUNDARY}"

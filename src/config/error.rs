@@ -5,7 +5,7 @@
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
 #[error("invalid configuration: {key}: {reason}")]
 pub struct ConfigError {
-    /// The key, dotted (`redis.timeout`, `limits[0].limit`), or the file that could not be read.
+    /// The key, dotted (`redis.timeout`, `policies[0].limit`), or the file that could not be read.
     pub key: String,
     /// What is wrong, in a sentence fragment.
     pub reason: String,
@@ -116,7 +116,7 @@ fn is_source_excerpt(line: &str) -> bool {
         .starts_with('|')
 }
 
-/// `["limits", "0", "limit"]` becomes `limits[0].limit`.
+/// `["policies", "0", "limit"]` becomes `policies[0].limit`.
 fn render_path(path: &[String]) -> String {
     let mut out = String::new();
     for segment in path {
@@ -136,10 +136,10 @@ fn render_path(path: &[String]) -> String {
 mod tests {
     use super::*;
 
-    /// Figment's array paths render as `limits[0].limit`.
+    /// Figment's array paths render as `policies[0].limit`.
     #[test]
     fn paths_render_with_indices() {
-        let path = ["limits", "0", "limit"].map(String::from);
-        assert_eq!(render_path(&path), "limits[0].limit");
+        let path = ["policies", "0", "limit"].map(String::from);
+        assert_eq!(render_path(&path), "policies[0].limit");
     }
 }

@@ -26,7 +26,7 @@ pub(super) struct RawConfig {
     pub(super) redis: RawRedis,
     pub(super) memory: RawMemory,
     pub(super) identity: RawIdentity,
-    pub(super) limits: Vec<RawLimit>,
+    pub(super) policies: Vec<RawPolicy>,
     pub(super) log: RawLog,
     pub(super) server: RawServer,
 }
@@ -80,7 +80,7 @@ pub(super) struct RawIdentity {
 
 #[derive(Clone, Debug, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub(super) struct RawLimit {
+pub(super) struct RawPolicy {
     pub(super) name: String,
     #[serde(default)]
     pub(super) algorithm: Algorithm,
@@ -152,7 +152,7 @@ impl Default for RawConfig {
                 ipv6_prefix: identity.ipv6_prefix,
                 hash_key: None,
             },
-            limits: vec![RawLimit {
+            policies: vec![RawPolicy {
                 name: "per_minute".into(),
                 algorithm: Algorithm::default(),
                 limit: 3,

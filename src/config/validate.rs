@@ -7,7 +7,7 @@ use axum::http::HeaderName;
 
 use super::effective::format_duration;
 use super::raw::{
-    default_connections, RawBy, RawConfig, RawIdentity, RawLimit, RawServer, MAX_BATCH,
+    default_connections, RawBy, RawConfig, RawIdentity, RawPolicy, RawServer, MAX_BATCH,
     MAX_CONNECTIONS,
 };
 use super::redis_url::strip_userinfo_secret;
@@ -90,7 +90,7 @@ impl RawConfig {
             return Err(ConfigError::new("identity.hash_key", "must not be empty"));
         }
         let hash_key = self.identity.hash_key.clone();
-        let policies = validate_limits(&self.limits)?;
+        let policies = validate_policies(&self.policies)?;
         let server = self.server.validate()?;
         let mut effective = self;
         let (url, url_had_secret) = match effective.redis.url.take() {
@@ -103,9 +103,9 @@ impl RawConfig {
         effective.redis.url = url;
         effective.redis.connections = Some(connections);
         effective.redis.breaker_cool_down = Some(format_duration(breaker_cool_down));
-        for limit in &mut effective.limits {
-            if limit.algorithm == Algorithm::TokenBucket {
-                limit.burst = Some(limit.burst.unwrap_or(limit.limit));
+        for policy in &mut effective.policies {
+            if policy.algorithm == Algorithm::TokenBucket {
+                policy.burst = Some(policy.burst.unwrap_or(policy.limit));
             }
         }
         Ok(Settings {
@@ -204,10 +204,10 @@ fn validate_prefix(prefix: &str) -> Result<String, ConfigError> {
     Ok(prefix.to_owned())
 }
 
-fn validate_limits(limits: &[RawLimit]) -> Result<Vec<Policy>, ConfigError> {
-    let mut policies: Vec<Policy> = Vec::with_capacity(limits.len());
-    for (i, raw) in limits.iter().enumerate() {
-        let key = |field: &str| format!("limits[{i}].{field}");
+fn validate_policies(raw_policies: &[RawPolicy]) -> Result<Vec<Policy>, ConfigError> {
+    let mut policies: Vec<Policy> = Vec::with_capacity(raw_policies.len());
+    for (i, raw) in raw_policies.iter().enumerate() {
+        let key = |field: &str| format!("policies[{i}].{field}");
         let name = PolicyName::new(&raw.name).map_err(|r| ConfigError::new(key("name"), r))?;
         if policies.iter().any(|p| p.name() == &name) {
             return Err(ConfigError::new(
@@ -238,7 +238,7 @@ fn validate_limits(limits: &[RawLimit]) -> Result<Vec<Policy>, ConfigError> {
             .enumerate()
             .map(|(j, route)| {
                 RoutePattern::parse(route)
-                    .map_err(|r| ConfigError::new(format!("limits[{i}].routes[{j}]"), r))
+                    .map_err(|r| ConfigError::new(format!("policies[{i}].routes[{j}]"), r))
             })
             .collect::<Result<_, _>>()?;
         let names = match &raw.by {
@@ -261,7 +261,7 @@ fn validate_limits(limits: &[RawLimit]) -> Result<Vec<Policy>, ConfigError> {
             .costs
             .iter()
             .map(|(route, &cost)| {
-                let key = format!("limits[{i}].costs.{route:?}");
+                let key = format!("policies[{i}].costs.{route:?}");
                 let pattern = RoutePattern::parse(route).map_err(|r| ConfigError::new(&key, r))?;
                 if cost == 0 || cost > policy.capacity() {
                     return Err(ConfigError::new(

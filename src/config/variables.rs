@@ -230,7 +230,7 @@ mod tests {
         assert_eq!(variable_key("OTHER_LISTEN"), None);
         let known = known_keys();
         assert!(is_known(&known, "redis"));
-        assert!(is_known(&known, "limits.0.name"));
+        assert!(is_known(&known, "policies.0.name"));
         assert!(!is_known(&known, "port"));
         assert_eq!(nearest_key("redis.urll", &known), Some("redis.url"));
         assert_eq!(nearest_key("redis_url", &known), Some("redis.url"));

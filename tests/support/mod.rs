@@ -387,7 +387,7 @@ url = "{}"
 on_error = "{on_error}"
 timeout = "{timeout}"
 
-[[limits]]
+[[policies]]
 name = "per_minute"
 limit = {limit}
 window = "{window}"
@@ -402,12 +402,12 @@ pub fn user_then_address(per_ip: u64) -> String {
     let mut toml = String::new();
     for algorithm in ["fixed_window", "sliding_window", "token_bucket"] {
         toml.push_str(&format!(
-            "[[limits]]\nname = \"{algorithm}\"\nalgorithm = \"{algorithm}\"\nlimit = 5\n\
+            "[[policies]]\nname = \"{algorithm}\"\nalgorithm = \"{algorithm}\"\nlimit = 5\n\
              window = \"{NO_BOUNDARY}\"\n"
         ));
     }
     toml.push_str(&format!(
-        "[[limits]]\nname = \"per_ip\"\nlimit = {per_ip}\nwindow = \"{NO_BOUNDARY}\"\nby = \"ip\"\n"
+        "[[policies]]\nname = \"per_ip\"\nlimit = {per_ip}\nwindow = \"{NO_BOUNDARY}\"\nby = \"ip\"\n"
     ));
     toml
 }
