@@ -1,3 +1,5 @@
+//! The access log: one line per request, with its method, path, route, status and latency.
+
 use std::time::Instant;
 
 use axum::extract::{MatchedPath, Request};
