@@ -5,14 +5,16 @@
 //! flush Redis never disturb each other, and none ever touches a server it did not start.
 //!
 //! Beside this file: `backend` runs one test on both stores, `binary` runs the real binary as a
-//! child process, `policies` reads the rate-limit headers back and builds the keys a request
-//! should write, and `cluster` and `sentinel` start those Redis topologies.
+//! child process, `config` runs it in a directory of its own for the configuration tests,
+//! `policies` reads the rate-limit headers back and builds the keys a request should write, and
+//! `cluster` and `sentinel` start those Redis topologies.
 #![allow(dead_code)]
 
 #[macro_use]
 mod backend;
 pub mod binary;
 pub mod cluster;
+pub mod config;
 pub mod policies;
 pub mod sentinel;
 
