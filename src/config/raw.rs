@@ -188,13 +188,8 @@ fn default_max_batch() -> usize {
     crate::store::redis::Connections::default().max_batch
 }
 
-/// `redis.connections` when unset: one connection per four cores the process may run on.
-///
-/// A connection's reads, writes and RESP coding run on one task, and one connection pipelines
-/// every decision in flight on it (about six per Redis read at 25,000 decisions/s, measured).
-/// On a core of the development machine that task took under a fifth of a core at the rate one
-/// core of tollgate can serve, so one connection per four cores leaves it room, and adds
-/// connections only where one could become the narrow point.
+/// `redis.connections` when unset: one connection per four cores the process may run on, since
+/// one connection pipelines every decision in flight and its task needs well under a core.
 pub(super) fn default_connections() -> usize {
     let cores = std::thread::available_parallelism().map_or(1, usize::from);
     cores.div_ceil(4)

@@ -75,8 +75,8 @@ impl RedisStore {
                 // failover (fred drops and remakes connections while it follows the new
                 // topology, sometimes more than once) or a killed connection then costs no
                 // decision. An attempt may have run before its connection broke, so a cost may
-                // be counted twice: errors count more, never less. One retry was measured to
-                // lose decisions in a failover; three lost none in repeated runs.
+                // be counted twice: errors count more, never less. With one retry a failover
+                // in tests/cluster.rs lost decisions; with three it lost none.
                 conn.max_command_attempts = 4;
                 // Each decision is one small write that a request waits on: Nagle's algorithm
                 // would hold it until the previous write is acknowledged.
