@@ -1,11 +1,11 @@
 //! The load benchmark's floor: what a limiter costs at the least, with nothing but the work every
 //! admitted response requires.
 //!
-//! It serves tollgate's own routes with one layer in the limiter's place. Per request naming a
-//! caller, that layer hashes the name with SHA-256 (as a key's tag is hashed), counts it in a
-//! fixed window of the configuration's first policy in a map, and adds the five headers of an
-//! admitted response: `RateLimit-Policy`, `RateLimit` and the three `X-RateLimit-*`. Over the
-//! limit it answers a bare 429.
+//! It serves the baseline: tollgate's own routes with no limits, wrapped in one layer built from
+//! the crate's public API alone. Per request naming a caller, that layer hashes the name with
+//! SHA-256 (as a key's tag is hashed), counts it in a fixed window of the configuration's first
+//! policy in a map, and adds the five headers of an admitted response: `RateLimit-Policy`,
+//! `RateLimit` and the three `X-RateLimit-*`. Over the limit it answers a bare 429.
 //!
 //! It has no metrics, no failure modes, no over-limit cache, no other policies or algorithms,
 //! and it never forgets a caller: a measuring stick, not a limiter to run.
@@ -19,6 +19,7 @@
 
 use std::collections::HashMap;
 use std::future::Future;
+use std::io::Write;
 use std::path::PathBuf;
 use std::pin::Pin;
 use std::process::ExitCode;
@@ -30,7 +31,6 @@ use axum::extract::Request;
 use axum::http::{HeaderMap, HeaderName, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use sha2::{Digest, Sha256};
-use tollgate::decimal;
 use tollgate::http::AppState;
 use tollgate::limiter::Rule;
 use tollgate::middleware::headers;
@@ -48,7 +48,7 @@ struct Floor {
     limit: u64,
     window_ms: u64,
     /// `"<name>";r=`: the start of every `RateLimit` value.
-    quota_prefix: &'static [u8],
+    quota_prefix: String,
     policy_header: HeaderValue,
     limit_header: HeaderValue,
     /// Per caller's SHA-256: the window's start in Unix milliseconds, and its count.
@@ -136,30 +136,26 @@ impl Floor {
     /// The five headers of an admitted response, with as little work as they allow.
     fn apply(&self, map: &mut HeaderMap, remaining: u64, reset_secs: u64) {
         let mut quota = [0; QUOTA_MAX];
-        let mut len = 0;
-        let (mut left, mut reset) = ([0; decimal::MAX_DIGITS], [0; decimal::MAX_DIGITS]);
-        for part in [
-            self.quota_prefix,
-            decimal::digits(remaining, &mut left),
-            b";t=",
-            decimal::digits(reset_secs, &mut reset),
-        ] {
-            quota[len..len + part.len()].copy_from_slice(part);
-            len += part.len();
-        }
+        let len = {
+            let mut rest = &mut quota[..];
+            write!(rest, "{}{remaining};t={reset_secs}", self.quota_prefix)
+                .expect("the longest value fits");
+            QUOTA_MAX - rest.len()
+        };
         map.insert(headers::RATELIMIT_POLICY, self.policy_header.clone());
         map.insert(
             headers::RATELIMIT,
             HeaderValue::from_bytes(&quota[..len]).expect("a policy name is header-safe"),
         );
         map.insert(headers::X_RATELIMIT_LIMIT, self.limit_header.clone());
-        map.insert(headers::X_RATELIMIT_REMAINING, headers::number(remaining));
-        map.insert(headers::X_RATELIMIT_RESET, headers::number(reset_secs));
+        map.insert(headers::X_RATELIMIT_REMAINING, HeaderValue::from(remaining));
+        map.insert(headers::X_RATELIMIT_RESET, HeaderValue::from(reset_secs));
     }
 }
 
-/// The longest `RateLimit` value: `"<name>";r=<digits>;t=<digits>`, names being at most 64 bytes.
-const QUOTA_MAX: usize = 64 + 5 + decimal::MAX_DIGITS + 3 + decimal::MAX_DIGITS;
+/// The longest `RateLimit` value: `"<name>";r=<digits>;t=<digits>`, names being at most 64
+/// bytes and a `u64` at most 20 digits.
+const QUOTA_MAX: usize = 64 + 5 + 20 + 3 + 20;
 
 /// `text`, kept for the process's life: a static header value is shared without counting.
 fn leak(text: String) -> &'static str {
@@ -200,7 +196,7 @@ fn main() -> ExitCode {
         identity: settings.identity.header.clone(),
         limit: policy.limit(),
         window_ms: policy.window().as_millis(),
-        quota_prefix: leak(format!("\"{name}\";r=")).as_bytes(),
+        quota_prefix: format!("\"{name}\";r="),
         policy_header: HeaderValue::from_static(leak(format!(
             "\"{name}\";q={};w={}",
             policy.limit(),
@@ -211,7 +207,7 @@ fn main() -> ExitCode {
     });
     let runtime = tokio::runtime::Runtime::new().expect("the tokio runtime starts");
     let served = runtime.block_on(async {
-        // tollgate's routes, with the floor where its limiter would be.
+        // tollgate's routes without limits, as the baseline serves them, inside the floor.
         let state = AppState {
             limiter: Arc::new(Limiter::new(
                 Arc::new(MemoryStore::new()),
@@ -223,7 +219,7 @@ fn main() -> ExitCode {
             inner,
             floor: floor.clone(),
         });
-        let app = tollgate::http::router_with(state, layer);
+        let app = tollgate::http::router(state, HeaderMode::All).layer(layer);
         let listener = tokio::net::TcpListener::bind(settings.listen).await?;
         let ctrl_c = async {
             let _ = tokio::signal::ctrl_c().await;

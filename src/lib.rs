@@ -19,7 +19,6 @@
 //! - [`scope`]: what a policy applies to: its routes, who shares a bucket (`by`), route costs.
 //! - [`client_ip`]: the client's address, read behind trusted proxies and grouped for IPv6.
 //! - [`middleware`]: [`RateLimitLayer`], which turns verdicts into 429s and headers.
-//! - [`decimal`]: integers written into header values without a formatter.
 //! - [`metrics`]: the counters behind `/metrics`, in Prometheus text.
 //! - [`setup`]: the store and limiter that [`Settings`] describe, for the service and library users.
 //! - [`http`]: the service's router, handlers and server loop.
@@ -32,7 +31,6 @@
 pub mod algorithm;
 pub mod client_ip;
 pub mod config;
-pub mod decimal;
 pub mod decision;
 pub mod http;
 pub mod key;
