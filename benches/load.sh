@@ -20,11 +20,8 @@ for tool in wrk redis-server redis-cli; do
   command -v "$tool" >/dev/null || { echo "benches/load.sh: $tool is not on PATH (apt-get install wrk redis-server)" >&2; exit 2; }
 done
 
-cargo build --release --quiet --bins --example floor
+cargo build --release --quiet --bins
 bin=${CARGO_TARGET_DIR:-$PWD/target}/release/tollgate
-# The floor (benches/floor.rs): the baseline's router plus only the work an admitted response
-# requires, the least any limiter keeping tollgate's promises could cost.
-floor_bin=${CARGO_TARGET_DIR:-$PWD/target}/release/examples/floor
 work=$(mktemp -d)
 pids=()
 # Waits for what it killed: the Redis servers would otherwise outlive the script as zombies.
@@ -232,7 +229,6 @@ one_round() {
   baseline_rps=""
   scenario "$baseline_name" "$toml_baseline" users.lua none "$redis_port"
   scenario "$memory_name" "$toml_memory" users.lua none "$redis_port"
-  bin=$floor_bin scenario "2f floor: required work only" "$toml_memory" users.lua none "$redis_port"
   scenario "2d memory, headers on denials only" "headers = \"denials\"
 $toml_memory" users.lua none "$redis_port"
   scenario "$redis_name" "$toml_redis" users.lua none "$redis_port"

@@ -21,7 +21,6 @@
 //!   (the identity header, `on_missing`), [`caller::RequestFacts`] (`facts.rs`), and the
 //!   client address behind trusted proxies, grouped for IPv6 ([`caller::address`]).
 //! - [`middleware`]: [`RateLimitLayer`], which turns verdicts into 429s and headers.
-//! - [`decimal`]: integers written into header values without a formatter.
 //! - [`metrics`]: the counters behind `/metrics`, in Prometheus text.
 //! - [`setup`]: the store, the limiter and the whole app that [`Settings`] describe, for the
 //!   service and library users.
@@ -36,7 +35,6 @@
 pub mod algorithm;
 pub mod caller;
 pub mod config;
-pub mod decimal;
 pub mod decision;
 pub mod http;
 pub mod key;

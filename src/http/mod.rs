@@ -6,16 +6,12 @@ pub mod routes;
 pub mod server;
 mod signals;
 
-use std::convert::Infallible;
 use std::future::Future;
 use std::sync::Arc;
 
-use axum::extract::Request;
-use axum::response::IntoResponse;
-use axum::routing::{get, Route};
+use axum::routing::get;
 use axum::Router;
 use tokio::net::TcpListener;
-use tower::{Layer, Service};
 
 use crate::caller::Identity;
 use crate::limiter::Limiter;
@@ -40,18 +36,6 @@ pub fn router(state: AppState, header_mode: HeaderMode) -> Router {
     let limit = RateLimitLayer::new(state.limiter.clone())
         .identity(state.identity.clone())
         .headers(header_mode);
-    router_with(state, limit)
-}
-
-/// The service's routes with `limit` in the limiter's place: the load benchmark's floor
-/// (`benches/floor.rs`) measures the least a limiter costs on exactly these routes.
-pub fn router_with<L>(state: AppState, limit: L) -> Router
-where
-    L: Layer<Route> + Clone + Send + Sync + 'static,
-    L::Service: Service<Request, Error = Infallible> + Clone + Send + Sync + 'static,
-    <L::Service as Service<Request>>::Response: IntoResponse + 'static,
-    <L::Service as Service<Request>>::Future: Send + 'static,
-{
     // On the method router, not the path's: a 405 (`POST /user`) is answered before the
     // limiter and spends no quota, as a 404 never reaches it.
     Router::new()

@@ -8,12 +8,12 @@
 //!   example's `X-Rate-Limit` (the limit).
 
 use std::cell::RefCell;
-use std::sync::{Arc, LazyLock};
+use std::fmt::Write;
+use std::sync::Arc;
 use std::time::Duration;
 
 use axum::http::{HeaderMap, HeaderName, HeaderValue};
 
-use crate::decimal;
 use crate::decision::{Decision, PolicyDecision};
 use crate::policy::Policy;
 
@@ -86,15 +86,6 @@ impl HeaderMode {
             retry_after(headers, decision);
         }
     }
-
-    /// How many headers [`denied`](Self::denied) writes at most, for sizing a denial's map.
-    pub fn denial_header_count(self) -> usize {
-        if self.shows_quota(false) {
-            DENIAL_HEADER_COUNT
-        } else {
-            1
-        }
-    }
 }
 
 /// Adds the headers every limited response carries, admitted or denied.
@@ -103,8 +94,11 @@ pub fn apply(headers: &mut HeaderMap, decision: &Decision) {
     headers.insert(RATELIMIT, quota_list(decision));
     if let Some(tightest) = decision.tightest() {
         headers.insert(X_RATELIMIT_LIMIT, limit(tightest));
-        headers.insert(X_RATELIMIT_REMAINING, number(tightest.remaining));
-        headers.insert(X_RATELIMIT_RESET, number(secs_ceil(tightest.reset_after)));
+        headers.insert(X_RATELIMIT_REMAINING, HeaderValue::from(tightest.remaining));
+        headers.insert(
+            X_RATELIMIT_RESET,
+            HeaderValue::from(secs_ceil(tightest.reset_after)),
+        );
     }
 }
 
@@ -116,9 +110,6 @@ pub const X_RATELIMIT_DEGRADED: HeaderName = HeaderName::from_static("x-ratelimi
 pub fn mark_degraded(headers: &mut HeaderMap) {
     headers.insert(X_RATELIMIT_DEGRADED, HeaderValue::from_static("local"));
 }
-
-/// How many headers [`apply_denial`] writes at most, for sizing a denial's header map.
-pub const DENIAL_HEADER_COUNT: usize = 7;
 
 /// Adds what a denial carries on top of [`apply`].
 pub fn apply_denial(headers: &mut HeaderMap, decision: &Decision) {
@@ -133,7 +124,7 @@ pub fn apply_denial(headers: &mut HeaderMap, decision: &Decision) {
 fn retry_after(headers: &mut HeaderMap, decision: &Decision) {
     headers.insert(
         axum::http::header::RETRY_AFTER,
-        number(retry_after_secs(decision.retry_after())),
+        HeaderValue::from(retry_after_secs(decision.retry_after())),
     );
 }
 
@@ -142,43 +133,8 @@ pub fn retry_after_secs(wait: Duration) -> u64 {
     secs_ceil(wait).max(1)
 }
 
-/// The integers below this have their header values made once: limits, counts left and
-/// seconds (an hour is 3,600) are mostly small, and every response carries three to five.
-const SMALL_NUMBERS: usize = 4096;
-
-/// `n` as a header value; a small one is a copy of a static value, not a new allocation.
-/// Public for the load benchmark's floor (`benches/floor.rs`), which renders numbers as tollgate
-/// does.
-pub fn number(n: u64) -> HeaderValue {
-    static SMALL: LazyLock<Vec<HeaderValue>> = LazyLock::new(|| {
-        let mut digits = String::new();
-        let mut ends = Vec::with_capacity(SMALL_NUMBERS);
-        for i in 0..SMALL_NUMBERS as u64 {
-            decimal::push(&mut digits, i);
-            ends.push(digits.len());
-        }
-        // Leaked once, for the process's life: static values are shared without counting.
-        let digits: &'static str = Box::leak(digits.into_boxed_str());
-        let mut start = 0;
-        ends.into_iter()
-            .map(|end| {
-                let value = HeaderValue::from_static(&digits[start..end]);
-                start = end;
-                value
-            })
-            .collect()
-    });
-    match usize::try_from(n).ok().and_then(|i| SMALL.get(i)) {
-        Some(value) => value.clone(),
-        // One exact allocation, where `From<u64>` makes two (a 20-byte buffer, then the shared
-        // handle that freezing it boxes, as its length is not its capacity).
-        None => HeaderValue::from_bytes(decimal::digits(n, &mut [0; decimal::MAX_DIGITS]))
-            .expect("ASCII digits are a valid header value"),
-    }
-}
-
 /// What a policy's headers say whatever the request, rendered once per thread and policy and
-/// then shared by every response that cites it.
+/// then shared by every response that cites it (its saving is in BENCHMARKS.md).
 struct Rendered {
     /// Held, not only compared by address: a dropped policy's address could be reused.
     policy: Arc<Policy>,
@@ -190,7 +146,7 @@ struct Rendered {
 
 /// How many policies' values a thread keeps, more than most configurations hold (each
 /// policy, and its divided version under `on_error = "local"`). Past it, policies are rendered
-/// afresh each time, as before the memo, rather than evicting one another in turn.
+/// afresh each time rather than evicting one another in turn.
 const RENDERED_PER_THREAD: usize = 16;
 
 thread_local! {
@@ -204,7 +160,7 @@ impl Rendered {
         Rendered {
             policy: policy.clone(),
             item: render_policy_list(std::slice::from_ref(&cited)),
-            limit: number(cited.limit),
+            limit: HeaderValue::from(cited.limit),
         }
     }
 
@@ -231,7 +187,7 @@ impl Rendered {
 
 /// The limit `p` reports, as a header value.
 fn limit(p: &PolicyDecision) -> HeaderValue {
-    Rendered::with(p, |r| r.limit.clone()).unwrap_or_else(|| number(p.limit))
+    Rendered::with(p, |r| r.limit.clone()).unwrap_or_else(|| HeaderValue::from(p.limit))
 }
 
 fn secs_ceil(duration: Duration) -> u64 {
@@ -250,48 +206,36 @@ fn policy_list(decision: &Decision) -> HeaderValue {
 
 fn render_policy_list(policies: &[PolicyDecision]) -> HeaderValue {
     sf_list(policies, |list, p| {
-        list.push_str(";q=");
-        decimal::push(list, p.limit);
-        list.push_str(";w=");
-        decimal::push(list, p.policy.quota_window_secs());
+        write!(list, ";q={};w={}", p.limit, p.policy.quota_window_secs())
+            .expect("a String takes any text");
     })
 }
 
 /// `"per_minute";r=0;t=42, "per_day";r=990;t=3600`
 fn quota_list(decision: &Decision) -> HeaderValue {
     sf_list(&decision.policies, |list, p| {
-        list.push_str(";r=");
-        decimal::push(list, p.remaining);
-        list.push_str(";t=");
-        decimal::push(list, secs_ceil(p.reset_after));
+        write!(list, ";r={};t={}", p.remaining, secs_ceil(p.reset_after))
+            .expect("a String takes any text");
     })
 }
 
 /// A Structured Field list with one item per policy: its name as a string, then `params`.
-///
-/// Written into this thread's scratch buffer, then copied once into the value: one exact
-/// allocation per header, where a `String` of its own would cost two.
 fn sf_list(
     policies: &[PolicyDecision],
     params: impl Fn(&mut String, &PolicyDecision),
 ) -> HeaderValue {
-    thread_local! {
-        static SCRATCH: RefCell<String> = const { RefCell::new(String::new()) };
-    }
-    SCRATCH.with_borrow_mut(|list| {
-        list.clear();
-        for p in policies {
-            if !list.is_empty() {
-                list.push_str(", ");
-            }
-            list.push('"');
-            list.push_str(p.policy.name().as_str());
-            list.push('"');
-            params(list, p);
+    let mut list = String::new();
+    for p in policies {
+        if !list.is_empty() {
+            list.push_str(", ");
         }
-        // Policy names are restricted to header-safe ASCII when they are built.
-        HeaderValue::from_str(list).expect("policy names are header-safe")
-    })
+        list.push('"');
+        list.push_str(p.policy.name().as_str());
+        list.push('"');
+        params(&mut list, p);
+    }
+    // Policy names are restricted to header-safe ASCII when they are built.
+    HeaderValue::try_from(list).expect("policy names are header-safe")
 }
 
 #[cfg(test)]
@@ -329,15 +273,7 @@ mod tests {
         assert_eq!(get("x-ratelimit-limit"), "3");
         assert_eq!(get("x-ratelimit-remaining"), "0");
         assert_eq!(get("x-ratelimit-reset"), "42");
-        assert_eq!(headers.len(), DENIAL_HEADER_COUNT);
-    }
-
-    /// Small numbers come from the table and large ones are formatted, both as Display does.
-    #[test]
-    fn numbers_render_like_display() {
-        for n in [0, 1, 9, 10, 3_600, 4_095, 4_096, 1_000_000_000, u64::MAX] {
-            assert_eq!(number(n).to_str().unwrap(), n.to_string());
-        }
+        assert_eq!(headers.len(), 7);
     }
 
     /// The single-policy decision a store reports for `policy`.
@@ -407,8 +343,8 @@ mod tests {
         );
     }
 
-    /// Each mode writes on admitted responses and on denials exactly what it promises, and no
-    /// more headers than it counts.
+    /// Each mode writes on admitted responses and on denials exactly what it promises, each
+    /// header once.
     #[test]
     fn each_mode_shows_what_it_names() {
         let names = |map: &HeaderMap| -> Vec<String> {
@@ -437,7 +373,7 @@ mod tests {
             let mut expected = denied.to_vec();
             expected.sort();
             assert_eq!(names(&map), expected, "{mode:?} denied");
-            assert_eq!(map.len(), mode.denial_header_count(), "{mode:?} count");
+            assert_eq!(map.len(), expected.len(), "{mode:?} count");
         }
     }
 

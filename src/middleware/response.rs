@@ -18,18 +18,14 @@ pub const UNAVAILABLE_DETAIL: &str = "Rate limiter unavailable: the store could 
 /// 429 with `{"detail":"User Rate Limit Exceeded"}` and the rate-limit headers `header_mode`
 /// shows.
 pub fn too_many_requests(decision: &Decision, header_mode: HeaderMode) -> Response {
-    // Its content type and length, the mode's headers, and `X-RateLimit-Degraded` when decided
-    // locally.
-    let count = 2 + header_mode.denial_header_count() + 1;
-    let mut response = DENIED.response(StatusCode::TOO_MANY_REQUESTS, count);
+    let mut response = DENIED.response(StatusCode::TOO_MANY_REQUESTS);
     header_mode.denied(response.headers_mut(), decision);
     response
 }
 
 /// 503 with a JSON reason and `Retry-After: 1`, when the store failed under `on_error = "deny"`.
 pub fn store_unavailable() -> Response {
-    // Content type and length, and Retry-After.
-    let mut response = UNAVAILABLE.response(StatusCode::SERVICE_UNAVAILABLE, 3);
+    let mut response = UNAVAILABLE.response(StatusCode::SERVICE_UNAVAILABLE);
     response
         .headers_mut()
         .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
@@ -41,8 +37,7 @@ pub const UNIDENTIFIED_DETAIL: &str = "Missing caller identity: this route is li
 
 /// 401 with a JSON reason, when a policy keyed by user applies and the request names nobody.
 pub fn unidentified() -> Response {
-    // Content type and length.
-    UNIDENTIFIED.response(StatusCode::UNAUTHORIZED, 2)
+    UNIDENTIFIED.response(StatusCode::UNAUTHORIZED)
 }
 
 /// A JSON body `{"detail": TEXT}`, serialized on first use and shared after: the texts are
@@ -60,9 +55,8 @@ impl Detail {
         }
     }
 
-    /// The response with room for `headers` headers, its content type and length included, so
-    /// adding them never grows the map: a grow reallocates its entries and rehashes them.
-    fn response(&self, status: StatusCode, headers: usize) -> Response {
+    /// The response with this body and its JSON content type.
+    fn response(&self, status: StatusCode) -> Response {
         let json = self.json.get_or_init(|| {
             serde_json::to_vec(&serde_json::json!({ "detail": self.text }))
                 .expect("a string serializes")
@@ -70,9 +64,7 @@ impl Detail {
         });
         let mut response = Response::new(Body::from(json.clone()));
         *response.status_mut() = status;
-        let map = response.headers_mut();
-        map.reserve(headers);
-        map.insert(
+        response.headers_mut().insert(
             header::CONTENT_TYPE,
             HeaderValue::from_static("application/json"),
         );
