@@ -124,11 +124,11 @@ fn memory_store(c: &mut Criterion) {
     let facts = RequestFacts {
         user: Some(USER),
         ip: Some("\0ip:192.0.2.1".into()),
-        method: &Method::GET,
+        method: Method::GET,
         path: "/api/items",
         route: "/api/items",
     };
-    // Measure admissions only: a denial takes another path (the local denial cache).
+    // Measure admissions only: a denial takes another path (the denial cache).
     runtime.block_on(async {
         for (n, limiter) in [(1, &limiter_1), (3, &limiter_3)] {
             match limiter.check(&facts).await {

@@ -14,12 +14,22 @@ use crate::store::{MemoryStore, RedisStore, Store, StoreError};
 /// The whole service for `settings`, ready to serve: here rather than in [`crate::http`], so
 /// that the configuration, which holds the server's settings, need not be imported back.
 pub async fn app(settings: &Settings) -> Result<Router, StoreError> {
-    routes::warn_of_unserved_patterns(&settings.policies);
+    match &settings.forward_auth {
+        // Proxies may ask about any route, so no pattern is unserved.
+        Some(forward_auth) => tracing::info!(
+            path = forward_auth.path,
+            deny_status = forward_auth.deny_status.as_u16(),
+            "serving forward-auth: proxies ask about their requests here"
+        ),
+        None => routes::warn_of_unserved_patterns(&settings.policies),
+    }
     let state = AppState {
         limiter: Arc::new(limiter(settings).await?),
         identity: Arc::new(settings.identity.clone()),
+        header_mode: settings.headers,
+        forward_auth: settings.forward_auth.clone().map(Arc::new),
     };
-    Ok(router(state, settings.headers))
+    Ok(router(state))
 }
 
 /// Builds the store and limiter that `settings` describe.

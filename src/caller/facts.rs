@@ -2,7 +2,7 @@
 
 use axum::extract::MatchedPath;
 use axum::http::request::Parts;
-use axum::http::Method;
+use axum::http::{HeaderName, Method};
 
 use super::{address, peer, Identity};
 
@@ -18,7 +18,7 @@ pub struct RequestFacts<'a> {
     /// The client address's bucket name (`\0ip:192.0.2.1`, `\0ip:2001:db8::/64`), when known.
     pub ip: Option<String>,
     /// The request method.
-    pub method: &'a Method,
+    pub method: Method,
     /// The request path.
     pub path: &'a str,
     /// The matched route pattern (or the path), for policies keyed by route.
@@ -39,7 +39,7 @@ impl<'a> RequestFacts<'a> {
         RequestFacts {
             user: identity.user(parts),
             ip,
-            method: &parts.method,
+            method: parts.method.clone(),
             path,
             route: parts
                 .extensions
@@ -47,4 +47,45 @@ impl<'a> RequestFacts<'a> {
                 .map_or(path, MatchedPath::as_str),
         }
     }
+
+    /// The facts of the request a proxy asks about (forward-auth): its method and path from the
+    /// proxy's headers when they are `believed`, else the asking request's own; the caller and
+    /// the client address named as for any request.
+    ///
+    /// The method is `X-Forwarded-Method` (Traefik, Caddy), else `X-Original-Method` (nginx's
+    /// convention); the path is `X-Forwarded-Uri`, else `X-Original-URI`, without its query.
+    pub fn forwarded(
+        parts: &'a Parts,
+        identity: &Identity,
+        with_address: bool,
+        believed: bool,
+    ) -> Self {
+        let mut facts = RequestFacts::of(parts, identity, with_address);
+        if !believed {
+            return facts;
+        }
+        let first = |names: [HeaderName; 2]| {
+            names
+                .iter()
+                .find_map(|name| parts.headers.get(name))
+                .and_then(|value| value.to_str().ok())
+                .filter(|value| !value.is_empty())
+        };
+        let method = first([X_FORWARDED_METHOD, X_ORIGINAL_METHOD])
+            .and_then(|method| Method::from_bytes(method.as_bytes()).ok());
+        if let Some(method) = method {
+            facts.method = method;
+        }
+        let uri = first([X_FORWARDED_URI, X_ORIGINAL_URI]);
+        if let Some(path) = uri.and_then(|uri| uri.split(['?', '#']).next()) {
+            facts.path = path;
+            facts.route = path;
+        }
+        facts
+    }
 }
+
+const X_FORWARDED_METHOD: HeaderName = HeaderName::from_static("x-forwarded-method");
+const X_ORIGINAL_METHOD: HeaderName = HeaderName::from_static("x-original-method");
+const X_FORWARDED_URI: HeaderName = HeaderName::from_static("x-forwarded-uri");
+const X_ORIGINAL_URI: HeaderName = HeaderName::from_static("x-original-uri");

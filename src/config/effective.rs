@@ -17,6 +17,12 @@ impl Settings {
         } else if self.url_had_secret {
             notes.push(("redis", "# url holds a password (not shown)".into()));
         }
+        if shown.forward_auth.path.is_none() {
+            notes.push((
+                "forward_auth",
+                "# path is not set: there is no forward-auth endpoint".into(),
+            ));
+        }
         if shown.server.max_connections.is_none() {
             notes.push((
                 "server",

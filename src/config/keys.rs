@@ -51,7 +51,7 @@ impl Settings {
         let facts = RequestFacts {
             user: Some(user.as_bytes()),
             ip: ip.map(|ip| address::bucket(ip, self.identity.ipv6_prefix)),
-            method: &Method::GET,
+            method: Method::GET,
             path: route.unwrap_or("/"),
             route: route.unwrap_or("/"),
         };

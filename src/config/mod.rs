@@ -32,7 +32,7 @@ use figment::Figment;
 use serde::{Deserialize, Serialize};
 
 use crate::caller::{Identity, OnMissing};
-use crate::http::ServerSettings;
+use crate::http::{ForwardAuth, ServerSettings};
 use crate::key::KeyBuilder;
 use crate::limiter::OnError;
 use crate::middleware::headers::HeaderMode;
@@ -95,6 +95,8 @@ pub struct Settings {
     pub warnings: Vec<String>,
     /// How the server treats connections: timeouts, the connection cap, the shutdown grace.
     pub server: ServerSettings,
+    /// The forward-auth endpoint, when `forward_auth.path` turns it on.
+    pub forward_auth: Option<ForwardAuth>,
     /// The configuration as it was read, with every derived default filled in and the URL's
     /// secret taken out, for `check-config`.
     effective: RawConfig,

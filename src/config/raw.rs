@@ -10,7 +10,7 @@ use super::effective::format_duration;
 use super::{LogFormat, Secret};
 use crate::caller::address::ForwardedHeader;
 use crate::caller::{Identity, OnMissing};
-use crate::http::ServerSettings;
+use crate::http::{ForwardAuth, ServerSettings};
 use crate::limiter::OnError;
 use crate::middleware::headers::HeaderMode;
 use crate::policy::Algorithm;
@@ -29,6 +29,17 @@ pub(super) struct RawConfig {
     pub(super) policies: Vec<RawPolicy>,
     pub(super) log: RawLog,
     pub(super) server: RawServer,
+    pub(super) forward_auth: RawForwardAuth,
+}
+
+/// `[forward_auth]`: setting `path` turns the endpoint on.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawForwardAuth {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub(super) path: Option<String>,
+    pub(super) deny_status: u16,
+    pub(super) trust_any_peer: bool,
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -165,6 +176,11 @@ impl Default for RawConfig {
             }],
             log: RawLog {
                 format: LogFormat::default(),
+            },
+            forward_auth: RawForwardAuth {
+                path: None,
+                deny_status: ForwardAuth::DEFAULT_DENY_STATUS.as_u16(),
+                trust_any_peer: false,
             },
             server: RawServer {
                 header_timeout: format_duration(server.header_timeout),

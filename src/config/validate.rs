@@ -3,18 +3,18 @@
 
 use std::num::{NonZeroU64, NonZeroUsize};
 
-use axum::http::HeaderName;
+use axum::http::{HeaderName, StatusCode};
 
 use super::effective::format_duration;
 use super::raw::{
-    default_connections, RawBy, RawConfig, RawIdentity, RawPolicy, RawServer, MAX_BATCH,
-    MAX_CONNECTIONS,
+    default_connections, RawBy, RawConfig, RawForwardAuth, RawIdentity, RawPolicy, RawServer,
+    MAX_BATCH, MAX_CONNECTIONS,
 };
 use super::redis_url::strip_userinfo_secret;
 use super::{ConfigError, Settings};
 use crate::caller::address::{Cidr, Proxies};
 use crate::caller::Identity;
-use crate::http::ServerSettings;
+use crate::http::{ForwardAuth, ServerSettings, SERVICE_PATHS};
 use crate::limiter::breaker::DEFAULT_COOL_DOWN;
 use crate::policy::{parse_duration, Algorithm, Policy, PolicyName, Window};
 use crate::scope::{By, Dimension, RoutePattern, Scope};
@@ -92,6 +92,7 @@ impl RawConfig {
         let hash_key = self.identity.hash_key.clone();
         let policies = validate_policies(&self.policies)?;
         let server = self.server.validate()?;
+        let forward_auth = self.forward_auth.validate(&self.identity)?;
         let mut effective = self;
         let (url, url_had_secret) = match effective.redis.url.take() {
             Some(url) => {
@@ -129,6 +130,7 @@ impl RawConfig {
             headers: effective.headers,
             warnings: Vec::new(),
             server,
+            forward_auth,
             effective,
             url_had_secret,
         })
@@ -157,6 +159,55 @@ impl RawServer {
             max_connections,
             shutdown_grace: positive("server.shutdown_grace", &self.shutdown_grace)?,
         })
+    }
+}
+
+impl RawForwardAuth {
+    fn validate(&self, identity: &RawIdentity) -> Result<Option<ForwardAuth>, ConfigError> {
+        let Some(path) = &self.path else {
+            return Ok(None);
+        };
+        if !path.starts_with('/') || path.contains(['?', '#']) || path.contains(char::is_whitespace)
+        {
+            return Err(ConfigError::new(
+                "forward_auth.path",
+                format!("{path:?} is not a path like \"/check\""),
+            ));
+        }
+        if SERVICE_PATHS.contains(&path.as_str()) {
+            return Err(ConfigError::new(
+                "forward_auth.path",
+                format!(
+                    "{path:?} is one of the service's own routes: {}",
+                    SERVICE_PATHS.join(", ")
+                ),
+            ));
+        }
+        let deny_status = StatusCode::from_u16(self.deny_status)
+            .ok()
+            .filter(StatusCode::is_client_error)
+            .ok_or_else(|| {
+                ConfigError::new(
+                    "forward_auth.deny_status",
+                    format!(
+                        "{} is not a 4xx status: use 429, or 403 for nginx's auth_request",
+                        self.deny_status
+                    ),
+                )
+            })?;
+        if identity.trusted_proxies.is_empty() && !self.trust_any_peer {
+            return Err(ConfigError::new(
+                "identity.trusted_proxies",
+                "is empty, and forward_auth believes the method and path a request names only \
+                 from trusted proxies: list your proxies, or set forward_auth.trust_any_peer = \
+                 true",
+            ));
+        }
+        Ok(Some(ForwardAuth {
+            path: path.clone(),
+            deny_status,
+            trust_any_peer: self.trust_any_peer,
+        }))
     }
 }
 

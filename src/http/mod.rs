@@ -1,6 +1,7 @@
 //! The `tollgate` service: its router, its handlers, and the server loop.
 
 mod access_log;
+mod forward_auth;
 mod handlers;
 pub mod routes;
 pub mod server;
@@ -9,7 +10,8 @@ mod signals;
 use std::future::Future;
 use std::sync::Arc;
 
-use axum::routing::get;
+use axum::extract::{Request, State};
+use axum::routing::{any, get};
 use axum::Router;
 use tokio::net::TcpListener;
 
@@ -18,6 +20,8 @@ use crate::limiter::Limiter;
 use crate::middleware::headers::HeaderMode;
 use crate::middleware::RateLimitLayer;
 
+pub use forward_auth::ForwardAuth;
+pub use routes::SERVICE_PATHS;
 pub use server::ServerSettings;
 pub use signals::run_until_signalled;
 
@@ -28,21 +32,34 @@ pub struct AppState {
     pub limiter: Arc<Limiter>,
     /// How callers are named; `/user` echoes the identity header.
     pub identity: Arc<Identity>,
+    /// Which responses carry the rate-limit headers.
+    pub header_mode: HeaderMode,
+    /// The forward-auth endpoint, when configured.
+    pub forward_auth: Option<Arc<ForwardAuth>>,
 }
 
 /// The service's routes: `/user` behind the limiter, with the rate-limit headers on the
-/// responses `header_mode` names; `/healthz` and `/readyz` not limited.
-pub fn router(state: AppState, header_mode: HeaderMode) -> Router {
+/// responses `state.header_mode` names, and the forward-auth endpoint when configured;
+/// `/healthz`, `/readyz` and `/metrics` not limited.
+pub fn router(state: AppState) -> Router {
     let limit = RateLimitLayer::new(state.limiter.clone())
         .identity(state.identity.clone())
-        .headers(header_mode);
+        .headers(state.header_mode);
     // On the method router, not the path's: a 405 (`POST /user`) is answered before the
     // limiter and spends no quota, as a 404 never reaches it.
-    Router::new()
+    let mut router = Router::new()
         .route(routes::USER, get(handlers::user).route_layer(limit))
-        .route("/healthz", get(handlers::healthz))
-        .route("/readyz", get(handlers::readyz))
-        .route("/metrics", get(handlers::metrics))
+        .route(routes::HEALTHZ, get(handlers::healthz))
+        .route(routes::READYZ, get(handlers::readyz))
+        .route(routes::METRICS, get(handlers::metrics));
+    if let Some(settings) = state.forward_auth.clone() {
+        let path = settings.path.clone();
+        let endpoint = any(move |State(state): State<AppState>, request: Request| {
+            forward_auth::check(state, settings.clone(), request)
+        });
+        router = router.route(&path, endpoint);
+    }
+    router
         .with_state(state)
         .layer(axum::middleware::from_fn(access_log::access_log))
 }

@@ -12,6 +12,18 @@ pub const USER: &str = "/user";
 /// with the GET handler.
 pub const LIMITED: [(Method, &str); 2] = [(Method::GET, USER), (Method::HEAD, USER)];
 
+/// Liveness: 200 while the process is up.
+pub const HEALTHZ: &str = "/healthz";
+
+/// Readiness: 200 when the store would decide, writing.
+pub const READYZ: &str = "/readyz";
+
+/// The counters, in Prometheus text.
+pub const METRICS: &str = "/metrics";
+
+/// The service's own routes, which the forward-auth endpoint may not take.
+pub const SERVICE_PATHS: [&str; 4] = [USER, HEALTHZ, READYZ, METRICS];
+
 /// Each pattern, in a policy's `routes` or `costs`, that matches none of the [`LIMITED`]
 /// routes, with its policy's name: such a pattern limits or costs nothing.
 pub fn unserved_patterns(policies: &[Policy]) -> Vec<(&str, &RoutePattern)> {

@@ -104,7 +104,7 @@ impl Limiter {
         self.policies
             .iter()
             .enumerate()
-            .filter(|(_, policy)| policy.scope().applies_to(facts.method, facts.path))
+            .filter(|(_, policy)| policy.scope().applies_to(&facts.method, facts.path))
             .map(move |(i, policy)| {
                 if unnamed && policy.scope().by.needs_user() {
                     Err(Unidentified)
@@ -133,7 +133,7 @@ impl Limiter {
                 probe.truncate(start);
                 continue;
             }
-            probe.extend_from_slice(&policy.cost_of(facts.method, facts.path).to_be_bytes());
+            probe.extend_from_slice(&policy.cost_of(&facts.method, facts.path).to_be_bytes());
             any = true;
         }
         any
@@ -150,7 +150,7 @@ impl Limiter {
                 checks.push(Check {
                     key,
                     policy: policy.clone(),
-                    cost: policy.cost_of(facts.method, facts.path),
+                    cost: policy.cost_of(&facts.method, facts.path),
                 });
             }
         }
@@ -186,7 +186,7 @@ mod tests {
         let facts = RequestFacts {
             user: Some(b"joe"),
             ip: Some("\0ip:192.0.2.1".into()),
-            method: &Method::GET,
+            method: Method::GET,
             path: "/user",
             route: "/user",
         };
@@ -264,7 +264,7 @@ mod tests {
                         let facts = RequestFacts {
                             user,
                             ip: ip.map(String::from),
-                            method,
+                            method: method.clone(),
                             path,
                             route: path,
                         };

@@ -308,7 +308,7 @@ pub(crate) mod tests {
         let facts = RequestFacts {
             user: Some(b"joe"),
             ip: None,
-            method: &Method::GET,
+            method: Method::GET,
             path: "/user",
             route: "/user",
         };

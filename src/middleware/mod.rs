@@ -22,6 +22,7 @@
 //! # }
 //! ```
 
+pub mod answer;
 pub mod headers;
 mod layer;
 pub mod response;

@@ -15,10 +15,10 @@ pub const DENIED_DETAIL: &str = "User Rate Limit Exceeded";
 /// The body of a 503 under `on_error = "deny"`.
 pub const UNAVAILABLE_DETAIL: &str = "Rate limiter unavailable: the store could not decide";
 
-/// 429 with `{"detail":"User Rate Limit Exceeded"}` and the rate-limit headers `header_mode`
-/// shows.
-pub fn too_many_requests(decision: &Decision, header_mode: HeaderMode) -> Response {
-    let mut response = DENIED.response(StatusCode::TOO_MANY_REQUESTS);
+/// A denial: `status` (429, or 403 for nginx's `auth_request`) with
+/// `{"detail":"User Rate Limit Exceeded"}` and the rate-limit headers `header_mode` shows.
+pub fn denied(decision: &Decision, header_mode: HeaderMode, status: StatusCode) -> Response {
+    let mut response = DENIED.response(status);
     header_mode.denied(response.headers_mut(), decision);
     response
 }

@@ -8,13 +8,14 @@ use std::sync::Arc;
 use std::task::{Context, Poll};
 
 use axum::extract::Request;
+use axum::http::StatusCode;
 use axum::response::Response;
 use tower::Service;
 
 use crate::caller::{Identity, RequestFacts};
-use crate::limiter::{Degraded, Limiter, Verdict};
-use crate::middleware::headers::{self, HeaderMode};
-use crate::middleware::response;
+use crate::limiter::Limiter;
+use crate::middleware::answer::{answer, Answer};
+use crate::middleware::headers::HeaderMode;
 
 /// Checks each request against the limiter before it reaches `inner`.
 #[derive(Clone, Debug)]
@@ -123,33 +124,14 @@ where
                 limiter.check(&facts).await
             };
             let request = Request::from_parts(parts, body);
-            let (decision, local) = match verdict {
-                Verdict::Unlimited | Verdict::Degraded(Degraded::Allow) => {
-                    return inner.call(request).await
+            match answer(verdict, header_mode, StatusCode::TOO_MANY_REQUESTS) {
+                Answer::Now(response) => Ok(response),
+                Answer::Pass(admission) => {
+                    let mut response = inner.call(request).await?;
+                    admission.mark(&mut response, header_mode);
+                    Ok(response)
                 }
-                Verdict::Degraded(Degraded::Deny) => return Ok(response::store_unavailable()),
-                Verdict::Unidentified => return Ok(response::unidentified()),
-                Verdict::Decided(decision) => (decision, false),
-                Verdict::Degraded(Degraded::Local(decision)) => (decision, true),
-            };
-            let mut response = if decision.allowed {
-                let mut response = inner.call(request).await?;
-                header_mode.admitted(response.headers_mut(), &decision);
-                response
-            } else {
-                // Debug, not info: a flood of denials must not flood the logs.
-                tracing::debug!(
-                    policy = decision.tightest().map(|p| p.policy.name().as_str()),
-                    retry_after_ms = decision.retry_after().as_millis() as u64,
-                    local,
-                    "denied"
-                );
-                response::too_many_requests(&decision, header_mode)
-            };
-            if local && header_mode.shows_quota(decision.allowed) {
-                headers::mark_degraded(response.headers_mut());
             }
-            Ok(response)
         })
     }
 }
