@@ -1,0 +1,396 @@
+//! tollgate behind the real proxies, unmodified and from their packages: nginx (both ways of
+//! turning a denial into the client's 429), Caddy, Traefik and HAProxy, each running the exact
+//! configuration file in `docs/gateways/`, with only its three addresses moved to free ports.
+//!
+//! They need the proxies installed, so plain `cargo test` skips them; `.ci/run` installs the
+//! proxies and runs `cargo test --test gateways -- --ignored`, where a missing proxy fails.
+
+mod support;
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use axum::extract::{Request, State};
+use axum::Router;
+use support::{free_port, header, TestApp, NO_BOUNDARY};
+use tokio::net::TcpListener;
+
+/// The addresses the files in `docs/gateways/` are written with: tollgate, the API, the proxy.
+const TOLLGATE_ADDR: &str = "127.0.0.1:8000";
+const API_ADDR: &str = "127.0.0.1:9000";
+const PROXY_ADDR: &str = "127.0.0.1:8080";
+
+/// A path no policy covers, which the proxy passes to the API once it serves.
+const READY_PATH: &str = "/ready";
+
+/// One proxy: the files it runs and how it is started from the directory that holds them.
+struct Proxy {
+    name: &'static str,
+    files: &'static [&'static str],
+    /// The program and its arguments; `{dir}` is the directory holding the files.
+    command: &'static [&'static str],
+    /// `forward_auth.deny_status` this configuration expects.
+    deny_status: u16,
+}
+
+const NGINX_403: Proxy = Proxy {
+    name: "nginx, 403 mapped to 429",
+    files: &["nginx-403.conf"],
+    command: &[
+        "nginx",
+        "-p",
+        "{dir}",
+        "-c",
+        "{dir}/nginx-403.conf",
+        "-g",
+        "daemon off;",
+    ],
+    deny_status: 403,
+};
+
+const NGINX_STATUS: Proxy = Proxy {
+    name: "nginx, $upstream_status mapped to 429",
+    files: &["nginx-status.conf"],
+    command: &[
+        "nginx",
+        "-p",
+        "{dir}",
+        "-c",
+        "{dir}/nginx-status.conf",
+        "-g",
+        "daemon off;",
+    ],
+    deny_status: 429,
+};
+
+const CADDY: Proxy = Proxy {
+    name: "Caddy",
+    files: &["Caddyfile"],
+    command: &[
+        "caddy",
+        "run",
+        "--config",
+        "{dir}/Caddyfile",
+        "--adapter",
+        "caddyfile",
+    ],
+    deny_status: 429,
+};
+
+const TRAEFIK: Proxy = Proxy {
+    name: "Traefik",
+    files: &["traefik.yml", "traefik-dynamic.yml"],
+    command: &["traefik", "--configFile={dir}/traefik.yml"],
+    deny_status: 429,
+};
+
+const HAPROXY: Proxy = Proxy {
+    name: "HAProxy",
+    files: &["haproxy.cfg", "tollgate.lua"],
+    command: &["haproxy", "-db", "-f", "{dir}/haproxy.cfg"],
+    deny_status: 429,
+};
+
+/// The policies every proxy is checked with: a user's 3 requests to `/api/*`, exports costing
+/// 4 of 10, 3 requests to `/ip/*` per client address; a request naming nobody is refused.
+fn tollgate_toml(deny_status: u16) -> String {
+    format!(
+        r#"
+[identity]
+trusted_proxies = ["127.0.0.1/32"]
+on_missing = "deny"
+
+[forward_auth]
+path = "/check"
+deny_status = {deny_status}
+
+[[policies]]
+name = "per_user"
+limit = 3
+window = "{NO_BOUNDARY}"
+routes = ["GET /api/*"]
+
+[[policies]]
+name = "exports"
+limit = 10
+window = "{NO_BOUNDARY}"
+routes = ["POST /export"]
+costs = {{ "POST /export" = 4 }}
+
+[[policies]]
+name = "per_ip"
+limit = 3
+window = "{NO_BOUNDARY}"
+by = "ip"
+routes = ["GET /ip/*"]
+"#
+    )
+}
+
+/// The API behind the proxy: answers 200 and counts the requests that reach it, by path.
+struct Api {
+    addr: SocketAddr,
+    seen: Arc<Mutex<HashMap<String, usize>>>,
+}
+
+impl Api {
+    async fn start() -> Self {
+        let seen = Arc::new(Mutex::new(HashMap::new()));
+        let app = Router::new()
+            .fallback(
+                |State(seen): State<Arc<Mutex<HashMap<String, usize>>>>, request: Request| async move {
+                    *seen.lock().unwrap().entry(request.uri().path().to_owned()).or_default() += 1;
+                    "from the API"
+                },
+            )
+            .with_state(seen.clone());
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        tokio::spawn(async move { axum::serve(listener, app).await });
+        Api { addr, seen }
+    }
+
+    /// How many requests to `path` reached the API.
+    fn saw(&self, path: &str) -> usize {
+        self.seen.lock().unwrap().get(path).copied().unwrap_or(0)
+    }
+}
+
+/// A running proxy, killed on drop, with its stderr kept for failure messages.
+struct Running {
+    child: Child,
+    dir: tempfile::TempDir,
+    addr: SocketAddr,
+}
+
+impl Running {
+    /// Copies `proxy`'s files with the three addresses moved, starts it, and waits until it
+    /// answers on its port.
+    async fn start(proxy: &Proxy, tollgate: SocketAddr, api: SocketAddr) -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let addr: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
+        let mut unmoved = vec![TOLLGATE_ADDR, API_ADDR, PROXY_ADDR];
+        for file in proxy.files {
+            let source = Path::new(env!("CARGO_MANIFEST_DIR"))
+                .join("docs/gateways")
+                .join(file);
+            let text = std::fs::read_to_string(&source).unwrap();
+            unmoved.retain(|addr| !text.contains(addr));
+            let text = text
+                .replace(TOLLGATE_ADDR, &tollgate.to_string())
+                .replace(API_ADDR, &api.to_string())
+                .replace(PROXY_ADDR, &addr.to_string());
+            std::fs::write(dir.path().join(file), text).unwrap();
+        }
+        // Were one missing, the proxy would run against an address the test does not serve.
+        assert!(
+            unmoved.is_empty(),
+            "{}: its files never name {unmoved:?}",
+            proxy.name
+        );
+        let path = dir.path().display().to_string();
+        let args: Vec<String> = proxy
+            .command
+            .iter()
+            .map(|a| a.replace("{dir}", &path))
+            .collect();
+        let child = Command::new(&args[0])
+            .args(&args[1..])
+            .current_dir(dir.path())
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(dir.path().join("stderr.log")).unwrap())
+            .spawn()
+            .unwrap_or_else(|e| panic!("{}: cannot start {}: {e}", proxy.name, args[0]));
+        let mut running = Running { child, dir, addr };
+        // Listening is not enough: Traefik opens its port before it has loaded its routes, and
+        // answers 404 until then. A path no policy covers reaches the API once all is loaded.
+        let deadline = Instant::now() + Duration::from_secs(20);
+        let client = reqwest::Client::new();
+        loop {
+            if let Ok(Some(status)) = running.child.try_wait() {
+                panic!("{} exited with {status}:\n{}", proxy.name, running.stderr());
+            }
+            let probe = client.get(running.url(READY_PATH)).send().await;
+            if probe.is_ok_and(|response| response.status() == 200) {
+                return running;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "{} never served:\n{}",
+                proxy.name,
+                running.stderr()
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    fn stderr(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("stderr.log")).unwrap_or_default()
+    }
+
+    fn url(&self, path: &str) -> String {
+        format!("http://{}{path}", self.addr)
+    }
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// The statuses of `n` requests, sent one after another.
+async fn statuses(n: usize, send: impl Fn() -> reqwest::RequestBuilder) -> Vec<u16> {
+    let mut out = Vec::new();
+    for _ in 0..n {
+        out.push(
+            send()
+                .send()
+                .await
+                .expect("the proxy answers")
+                .status()
+                .as_u16(),
+        );
+    }
+    out
+}
+
+/// Everything a proxy must get right with tollgate deciding for it.
+async fn limits_through(proxy: &Proxy) {
+    let api = Api::start().await;
+    let tollgate = TestApp::with_toml(&tollgate_toml(proxy.deny_status)).await;
+    let running = Running::start(proxy, tollgate.addr, api.addr).await;
+    let client = reqwest::Client::new();
+    let name = proxy.name;
+    let stderr = || running.stderr();
+
+    // A user's 3 requests pass, the 4th is the client's 429 with Retry-After and the policy's
+    // state, and the API saw only the 3.
+    let joe = || {
+        client
+            .get(running.url("/api/items"))
+            .header("x-user", "joe")
+    };
+    assert_eq!(statuses(3, joe).await, [200; 3], "{name}: {}", stderr());
+    let denied = joe().send().await.unwrap();
+    assert_eq!(denied.status(), 429, "{name}: {}", stderr());
+    let retry_after: u64 = header(&denied, "retry-after").parse().unwrap_or(0);
+    assert!(retry_after >= 1, "{name}: Retry-After {retry_after}");
+    assert!(
+        header(&denied, "ratelimit").contains("\"per_user\";r=0"),
+        "{name}"
+    );
+    assert!(
+        denied
+            .text()
+            .await
+            .unwrap()
+            .contains("User Rate Limit Exceeded"),
+        "{name}"
+    );
+    assert_eq!(
+        api.saw("/api/items"),
+        3,
+        "{name}: the API saw a denied request"
+    );
+
+    // The method and path came from the proxy: an export costs 4 of 10, so the third is denied.
+    let export = || client.post(running.url("/export")).header("x-user", "joe");
+    assert_eq!(statuses(3, export).await, [200, 200, 429], "{name}");
+    assert_eq!(api.saw("/export"), 2, "{name}");
+
+    // A client-written X-Forwarded-For moves nobody to another address's bucket.
+    let spoofed = |i: usize| {
+        client
+            .get(running.url("/ip/x"))
+            .header("x-forwarded-for", format!("203.0.113.{i}"))
+    };
+    let mut by_address = Vec::new();
+    for i in 0..4 {
+        by_address.push(spoofed(i).send().await.unwrap().status().as_u16());
+    }
+    assert_eq!(by_address, [200, 200, 200, 429], "{name}");
+
+    // A request naming nobody follows `on_missing = "deny"`: 401, and the API never sees it.
+    let nobody = client.get(running.url("/api/other")).send().await.unwrap();
+    assert_eq!(nobody.status(), 401, "{name}");
+    assert_eq!(api.saw("/api/other"), 0, "{name}");
+
+    // With tollgate gone, the proxy fails closed: a 5xx, and the API sees nothing.
+    drop(tollgate);
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let alone = client
+        .get(running.url("/api/alone"))
+        .header("x-user", "ann")
+        .send()
+        .await
+        .unwrap();
+    assert!(
+        alone.status().is_server_error(),
+        "{name}: {}",
+        alone.status()
+    );
+    assert_eq!(api.saw("/api/alone"), 0, "{name}");
+    eprintln!(
+        "{name}: with tollgate stopped the client got {}",
+        alone.status()
+    );
+}
+
+/// nginx's `auth_request`, tollgate answering 403 and nginx re-labelling it 429.
+#[tokio::test]
+#[ignore = "needs nginx installed: run by .ci/run with --ignored"]
+async fn nginx_with_403() {
+    limits_through(&NGINX_403).await;
+}
+
+/// nginx's `auth_request`, tollgate answering 429 and nginx reading it from `$upstream_status`.
+#[tokio::test]
+#[ignore = "needs nginx installed: run by .ci/run with --ignored"]
+async fn nginx_with_upstream_status() {
+    limits_through(&NGINX_STATUS).await;
+}
+
+/// Caddy's `forward_auth`.
+#[tokio::test]
+#[ignore = "needs caddy installed: run by .ci/run with --ignored"]
+async fn caddy() {
+    limits_through(&CADDY).await;
+}
+
+/// Traefik's `forwardAuth`.
+#[tokio::test]
+#[ignore = "needs traefik installed: run by .ci/run with --ignored"]
+async fn traefik() {
+    limits_through(&TRAEFIK).await;
+}
+
+/// HAProxy with `docs/gateways/tollgate.lua`.
+#[tokio::test]
+#[ignore = "needs haproxy installed: run by .ci/run with --ignored"]
+async fn haproxy() {
+    limits_through(&HAPROXY).await;
+}
+
+/// The names the tests and the documents use for the proxies' files exist.
+#[test]
+fn every_configuration_file_exists() {
+    for proxy in [&NGINX_403, &NGINX_STATUS, &CADDY, &TRAEFIK, &HAPROXY] {
+        for file in proxy.files {
+            let path: PathBuf = [env!("CARGO_MANIFEST_DIR"), "docs/gateways", file]
+                .iter()
+                .collect();
+            assert!(
+                path.is_file(),
+                "{}: {} is missing",
+                proxy.name,
+                path.display()
+            );
+        }
+    }
+}
