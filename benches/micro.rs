@@ -127,6 +127,7 @@ fn memory_store(c: &mut Criterion) {
         method: Method::GET,
         path: "/api/items",
         route: "/api/items",
+        headers: &HeaderMap::new(),
     };
     // Measure admissions only: a denial takes another path (the denial cache).
     runtime.block_on(async {

@@ -1,11 +1,11 @@
-//! What a policy applies to: which routes, and who the caller is (`by`).
+//! What a policy applies to: which routes and requests, and who the caller is (`by`).
 
 use std::fmt;
 
-use axum::http::Method;
+use axum::http::{HeaderMap, HeaderName, Method};
 
 /// One part of what names a policy's bucket.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
 pub enum Dimension {
     /// The identity header (`identity.header`).
     User,
@@ -15,30 +15,48 @@ pub enum Dimension {
     Global,
     /// The matched route, so each route has its own bucket.
     Route,
+    /// A request header's value (`header:x-api-key`): one bucket per API key, tenant or plan.
+    Header(HeaderName),
 }
 
 impl Dimension {
-    /// Every dimension, in the order the documentation lists them.
-    pub const ALL: [Dimension; 4] = [
+    /// The dimensions with a name of their own, in the order the documentation lists them.
+    pub const NAMED: [Dimension; 4] = [
         Dimension::User,
         Dimension::Ip,
         Dimension::Global,
         Dimension::Route,
     ];
 
-    /// The name used in configuration.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Dimension::User => "user",
-            Dimension::Ip => "ip",
-            Dimension::Global => "global",
-            Dimension::Route => "route",
+    /// Parses a configuration name: `user`, `ip`, `global`, `route` or `header:<name>`.
+    pub fn parse(name: &str) -> Result<Self, String> {
+        if let Some(header) = name.strip_prefix(HEADER_PREFIX) {
+            return HeaderName::from_bytes(header.as_bytes())
+                .map(Dimension::Header)
+                .map_err(|_| format!("{header:?} is not a valid HTTP header name"));
         }
+        Dimension::NAMED
+            .into_iter()
+            .find(|d| d.to_string() == name)
+            .ok_or_else(|| {
+                format!("unknown {name:?}; use user, ip, global, route or header:<name>")
+            })
     }
+}
 
-    /// Parses a configuration name.
-    pub fn parse(name: &str) -> Option<Self> {
-        Dimension::ALL.into_iter().find(|d| d.as_str() == name)
+/// How a header dimension is written: `header:x-api-key`.
+const HEADER_PREFIX: &str = "header:";
+
+impl fmt::Display for Dimension {
+    /// The name used in configuration.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Dimension::User => f.write_str("user"),
+            Dimension::Ip => f.write_str("ip"),
+            Dimension::Global => f.write_str("global"),
+            Dimension::Route => f.write_str("route"),
+            Dimension::Header(name) => write!(f, "{HEADER_PREFIX}{name}"),
+        }
     }
 }
 
@@ -54,11 +72,11 @@ impl By {
     /// Checks `dimensions`: at least one, none twice.
     pub fn new(dimensions: Vec<Dimension>) -> Result<Self, String> {
         if dimensions.is_empty() {
-            return Err("must name at least one of user, ip, global, route".into());
+            return Err("must name at least one of user, ip, global, route, header:<name>".into());
         }
         for (i, d) in dimensions.iter().enumerate() {
             if dimensions[..i].contains(d) {
-                return Err(format!("names {:?} twice", d.as_str()));
+                return Err(format!("names {:?} twice", d.to_string()));
             }
         }
         Ok(By(dimensions))
@@ -166,12 +184,19 @@ pub struct Scope {
     pub by: By,
     /// Routes that spend more (or less) of the same quota than the policy's own cost.
     pub costs: Vec<(RoutePattern, u64)>,
+    /// Request headers that must have exactly these values for the policy to apply (`when`):
+    /// a `free` plan's policy and a `pro` plan's, side by side.
+    pub when: Vec<(HeaderName, String)>,
 }
 
 impl Scope {
-    /// Whether the policy applies to a request with `method` and `path`.
-    pub fn applies_to(&self, method: &Method, path: &str) -> bool {
-        self.routes.is_empty() || self.routes.iter().any(|r| r.matches(method, path))
+    /// Whether the policy applies to a request with `method`, `path` and `headers`.
+    pub fn applies_to(&self, method: &Method, path: &str, headers: &HeaderMap) -> bool {
+        (self.routes.is_empty() || self.routes.iter().any(|r| r.matches(method, path)))
+            && self
+                .when
+                .iter()
+                .all(|(name, value)| headers.get(name).is_some_and(|v| v == value.as_str()))
     }
 
     /// The cost of a request with `method` and `path`: the largest of its matching route costs,
@@ -189,6 +214,18 @@ impl Scope {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A dimension reads the name it writes, `header:<name>` included, and a bad header name
+    /// or an unknown word is refused.
+    #[test]
+    fn dimensions_read_what_they_write() {
+        let header = Dimension::Header(HeaderName::from_static("x-api-key"));
+        for dimension in Dimension::NAMED.into_iter().chain([header]) {
+            assert_eq!(Dimension::parse(&dimension.to_string()), Ok(dimension));
+        }
+        assert!(Dimension::parse("header:x api key").is_err());
+        assert!(Dimension::parse("planet").is_err());
+    }
 
     /// Patterns match by method and exact path, or by prefix with a final "/*".
     #[test]

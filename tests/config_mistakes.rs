@@ -331,6 +331,11 @@ fn bad_policy_scopes_are_rejected() {
         (limit("by = \"planet\"\n"), "policies[0].by"),
         (limit("by = [\"user\", \"user\"]\n"), "policies[0].by"),
         (limit("by = []\n"), "policies[0].by"),
+        (limit("by = \"header:x api key\"\n"), "policies[0].by"),
+        (
+            limit("when = { \"x plan\" = \"free\" }\n"),
+            "policies[0].when.\"x plan\"",
+        ),
         (limit("routes = [\"user\"]\n"), "policies[0].routes[0]"),
         (
             limit("routes = [\"GET /a\", \"/a*b\"]\n"),

@@ -143,3 +143,71 @@ by = ["user", "route"]
     }
 }
 on_both_stores!(by_user_and_route_keys_each_user_per_route);
+
+/// `by = "header:x-api-key"`: each API key has its own bucket, named like a user's (the key's
+/// hash is its hash tag); a request without the header is not counted by that policy.
+async fn a_header_names_the_bucket(store: &Backend) {
+    let app = store
+        .app(&format!(
+            "[[policies]]\nname = \"per_key\"\nlimit = 2\nwindow = \"{NO_BOUNDARY}\"\nby = \"header:x-api-key\"\n"
+        ))
+        .await;
+    let client = reqwest::Client::new();
+    let with_key = |key: &'static str| [("x-api-key", key)];
+    for left in [1, 0] {
+        let response = get(&app, &client, &with_key("k-1")).await;
+        assert_eq!(remaining(&response), quotas(&[("per_key", left)]));
+    }
+    assert_eq!(get(&app, &client, &with_key("k-1")).await.status(), 429);
+    // The user does not matter, the key does.
+    let other = get(&app, &client, &[("x-api-key", "k-2"), ("x-user", "joe")]).await;
+    assert_eq!(remaining(&other), quotas(&[("per_key", 1)]));
+    assert_unlimited(&get(&app, &client, &[("x-user", "joe")]).await);
+    if let Some(redis) = store.server() {
+        let mut keys = redis.keys().await;
+        keys.sort();
+        let mut expected = vec![
+            key(&sha256_hex(b"k-1"), "per_key"),
+            key(&sha256_hex(b"k-2"), "per_key"),
+        ];
+        expected.sort();
+        assert_eq!(keys, expected);
+    }
+}
+on_both_stores!(a_header_names_the_bucket);
+
+/// `when`: a policy applies only when each named header has its value, so a `free` plan and a
+/// `pro` plan get different limits from one configuration; a request on neither plan is counted
+/// by neither.
+async fn when_picks_the_policy_by_header(store: &Backend) {
+    let app = store
+        .app(&format!(
+            r#"
+[[policies]]
+name = "free"
+limit = 1
+window = "{NO_BOUNDARY}"
+when = {{ "x-plan" = "free" }}
+[[policies]]
+name = "pro"
+limit = 3
+window = "{NO_BOUNDARY}"
+when = {{ "x-plan" = "pro" }}
+"#
+        ))
+        .await;
+    let client = reqwest::Client::new();
+    let on = |user: &'static str, plan: &'static str| [("x-user", user), ("x-plan", plan)];
+    assert_eq!(
+        remaining(&get(&app, &client, &on("ann", "free")).await),
+        quotas(&[("free", 0)])
+    );
+    assert_eq!(get(&app, &client, &on("ann", "free")).await.status(), 429);
+    for left in [2, 1, 0] {
+        let response = get(&app, &client, &on("bob", "pro")).await;
+        assert_eq!(remaining(&response), quotas(&[("pro", left)]));
+    }
+    assert_unlimited(&get(&app, &client, &on("cid", "enterprise")).await);
+    assert_unlimited(&get(&app, &client, &[("x-user", "cid")]).await);
+}
+on_both_stores!(when_picks_the_policy_by_header);

@@ -2,7 +2,7 @@
 
 use axum::extract::MatchedPath;
 use axum::http::request::Parts;
-use axum::http::{HeaderName, Method};
+use axum::http::{HeaderMap, HeaderName, HeaderValue, Method};
 
 use super::{address, peer, Identity};
 
@@ -23,6 +23,18 @@ pub struct RequestFacts<'a> {
     pub path: &'a str,
     /// The matched route pattern (or the path), for policies keyed by route.
     pub route: &'a str,
+    /// The request's headers, for policies keyed by a header or conditioned on one.
+    pub headers: &'a HeaderMap,
+}
+
+impl RequestFacts<'_> {
+    /// The value of header `name`, when the request has a non-empty one.
+    pub fn header(&self, name: &HeaderName) -> Option<&[u8]> {
+        self.headers
+            .get(name)
+            .map(HeaderValue::as_bytes)
+            .filter(|value| !value.is_empty())
+    }
 }
 
 impl<'a> RequestFacts<'a> {
@@ -45,6 +57,7 @@ impl<'a> RequestFacts<'a> {
                 .extensions
                 .get::<MatchedPath>()
                 .map_or(path, MatchedPath::as_str),
+            headers: &parts.headers,
         }
     }
 

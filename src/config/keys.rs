@@ -5,7 +5,7 @@ use std::fmt;
 use std::net::IpAddr;
 use std::sync::Arc;
 
-use axum::http::Method;
+use axum::http::{HeaderMap, Method};
 
 use super::Settings;
 use crate::caller::{address, RequestFacts};
@@ -20,7 +20,7 @@ pub struct Unkeyed {
     /// The policy's name.
     pub policy: PolicyName,
     /// What the policy is keyed by, as configured.
-    pub by: Vec<&'static str>,
+    pub by: Vec<String>,
 }
 
 impl fmt::Display for Unkeyed {
@@ -54,6 +54,7 @@ impl Settings {
             method: Method::GET,
             path: route.unwrap_or("/"),
             route: route.unwrap_or("/"),
+            headers: &HeaderMap::new(),
         };
         limiter
             .policies()
@@ -67,7 +68,7 @@ impl Settings {
                     .filter(|_| !needs_route)
                     .ok_or_else(|| Unkeyed {
                         policy: policy.name().clone(),
-                        by: by.iter().map(|d| d.as_str()).collect(),
+                        by: by.iter().map(ToString::to_string).collect(),
                     })
             })
             .collect()

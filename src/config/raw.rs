@@ -107,6 +107,8 @@ pub(super) struct RawPolicy {
     pub(super) by: RawBy,
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub(super) costs: BTreeMap<String, u64>,
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub(super) when: BTreeMap<String, String>,
 }
 
 /// `by = "user"` or `by = ["user", "route"]`.
@@ -118,7 +120,7 @@ pub(super) enum RawBy {
 }
 
 fn default_by() -> RawBy {
-    RawBy::One(Dimension::User.as_str().into())
+    RawBy::One(Dimension::User.to_string())
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -173,6 +175,7 @@ impl Default for RawConfig {
                 routes: Vec::new(),
                 by: default_by(),
                 costs: BTreeMap::new(),
+                when: BTreeMap::new(),
             }],
             log: RawLog {
                 format: LogFormat::default(),

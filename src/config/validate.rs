@@ -298,14 +298,7 @@ fn validate_policies(raw_policies: &[RawPolicy]) -> Result<Vec<Policy>, ConfigEr
         };
         let dimensions = names
             .iter()
-            .map(|name| {
-                Dimension::parse(name).ok_or_else(|| {
-                    ConfigError::new(
-                        key("by"),
-                        format!("unknown {name:?}; use user, ip, global or route"),
-                    )
-                })
-            })
+            .map(|name| Dimension::parse(name).map_err(|r| ConfigError::new(key("by"), r)))
             .collect::<Result<_, _>>()?;
         let by = By::new(dimensions).map_err(|r| ConfigError::new(key("by"), r))?;
         let costs = raw
@@ -326,7 +319,22 @@ fn validate_policies(raw_policies: &[RawPolicy]) -> Result<Vec<Policy>, ConfigEr
                 Ok((pattern, cost))
             })
             .collect::<Result<_, _>>()?;
-        policies.push(policy.with_scope(Scope { routes, by, costs }));
+        let when = raw
+            .when
+            .iter()
+            .map(|(name, value)| {
+                let key = format!("policies[{i}].when.{name:?}");
+                let header = HeaderName::from_bytes(name.as_bytes())
+                    .map_err(|_| ConfigError::new(&key, "is not a valid HTTP header name"))?;
+                Ok((header, value.clone()))
+            })
+            .collect::<Result<_, _>>()?;
+        policies.push(policy.with_scope(Scope {
+            routes,
+            by,
+            costs,
+            when,
+        }));
     }
     Ok(policies)
 }

@@ -83,6 +83,7 @@ impl Limiter {
         let address = facts.ip.as_deref().map(str::as_bytes);
         let (user, route, on_missing) = (facts.user, facts.route, self.on_missing);
         policy.scope().by.dimensions().iter().map(move |d| match d {
+            Dimension::Header(name) => facts.header(name),
             Dimension::User => match (user, on_missing) {
                 (Some(user), _) => Some(user),
                 (None, OnMissing::Ip) => address,
@@ -104,7 +105,11 @@ impl Limiter {
         self.policies
             .iter()
             .enumerate()
-            .filter(|(_, policy)| policy.scope().applies_to(&facts.method, facts.path))
+            .filter(|(_, policy)| {
+                policy
+                    .scope()
+                    .applies_to(&facts.method, facts.path, facts.headers)
+            })
             .map(move |(i, policy)| {
                 if unnamed && policy.scope().by.needs_user() {
                     Err(Unidentified)
@@ -166,7 +171,7 @@ mod tests {
     use crate::key::KeyBuilder;
     use crate::limiter::tests::{policy, policy_on};
     use crate::store::MemoryStore;
-    use axum::http::Method;
+    use axum::http::{HeaderMap, Method};
 
     /// Reusing one caller's tag across policies names every key exactly as `key_of` does alone,
     /// whatever the policies key by and in whatever order.
@@ -189,6 +194,7 @@ mod tests {
             method: Method::GET,
             path: "/user",
             route: "/user",
+            headers: &HeaderMap::new(),
         };
         let keys: Vec<String> = limiter
             .checks(&facts)
@@ -267,6 +273,7 @@ mod tests {
                             method: method.clone(),
                             path,
                             route: path,
+                            headers: &HeaderMap::new(),
                         };
                         let checks: Vec<_> = match limiter.checks(&facts) {
                             Ok(checks) => checks

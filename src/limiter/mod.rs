@@ -272,7 +272,7 @@ impl Limiter {
 pub(crate) mod tests {
     use super::*;
     use crate::scope::{By, Dimension, RoutePattern, Scope};
-    use axum::http::Method;
+    use axum::http::{HeaderMap, Method};
 
     /// A policy from its text, on every route, keyed by `by`.
     pub(crate) fn policy(text: &str, by: Vec<Dimension>) -> Policy {
@@ -295,6 +295,7 @@ pub(crate) mod tests {
                 .iter()
                 .map(|&(route, cost)| (pattern(route), cost))
                 .collect(),
+            when: Vec::new(),
         })
     }
 
@@ -311,6 +312,7 @@ pub(crate) mod tests {
             method: Method::GET,
             path: "/user",
             route: "/user",
+            headers: &HeaderMap::new(),
         };
         let runtime = tokio::runtime::Builder::new_current_thread()
             .build()
