@@ -8,7 +8,7 @@
 mod support;
 
 use support::policies::{assert_unlimited, quotas, remaining};
-use support::{header, Backend, TestApp, NO_BOUNDARY};
+use support::{header, Backend, RedisServer, TestApp, NO_BOUNDARY};
 
 /// `[forward_auth]` on `/check`, believing any peer, beside `toml`.
 fn endpoint(toml: &str) -> String {
@@ -182,6 +182,28 @@ async fn an_unnamed_caller_is_refused_under_on_missing_deny(store: &Backend) {
     assert_eq!(ask(&app, Some("joe"), "GET", "/a").await.status(), 200);
 }
 on_both_stores!(an_unnamed_caller_is_refused_under_on_missing_deny);
+
+/// With the store out under `on_error = "deny"`, the answer is 503 with `Retry-After: 1`, which
+/// the proxies pass to their clients; under the default `allow`, an empty 200 with no headers.
+#[tokio::test]
+async fn a_store_outage_follows_on_error() {
+    let redis = RedisServer::not_started();
+    for (on_error, status) in [("deny", 503), ("allow", 200)] {
+        let toml = format!(
+            "[redis]\nurl = \"{}\"\non_error = \"{on_error}\"\ntimeout = \"200ms\"\n{}",
+            redis.url(),
+            policy("per_user", 5, "")
+        );
+        let app = TestApp::with_toml(&endpoint(&toml)).await;
+        let response = ask(&app, Some("joe"), "GET", "/a").await;
+        assert_eq!(response.status(), status, "on_error = {on_error}");
+        if status == 503 {
+            assert_eq!(header(&response, "retry-after"), "1");
+        } else {
+            assert_unlimited(&response);
+        }
+    }
+}
 
 /// The endpoint answers any method: a proxy may forward the question as it came.
 #[tokio::test]
