@@ -198,6 +198,21 @@ fn key_prints_one_line_per_policy_under_the_prefix() {
     );
 }
 
+/// For a policy keyed by a header, `tollgate key <value>` names the key that value's requests
+/// count under: the same one the service writes (tests/routes_and_keying.rs checks that side).
+#[test]
+fn key_names_a_header_keyed_policy_by_the_value() {
+    let dir = Dir::new().file(
+        "tollgate.toml",
+        "[[policies]]\nname = \"per_key\"\nlimit = 5\nwindow = \"1m\"\nby = \"header:x-api-key\"\n",
+    );
+    let output = dir.run(&["key", "k-1"], &[]);
+    assert!(output.status.success(), "{}", text(&output.stderr));
+    // SHA-256 of "k-1".
+    let tag = "{7c35c5a1785d20704e44d5de4beb81c1fce91b6fe48ed7c3159af6f7f832078b}";
+    assert_eq!(text(&output.stdout), format!("tollgate:{tag}:per_key\n"));
+}
+
 // --- server -----------------------------------------------------------------------------------
 
 /// The `[server]` keys default to 10 s, 1 min, a cap sized at startup and 10 s; the file sets

@@ -5,7 +5,7 @@ use std::fmt;
 use std::net::IpAddr;
 use std::sync::Arc;
 
-use axum::http::{HeaderMap, Method};
+use axum::http::{HeaderMap, HeaderValue, Method};
 
 use super::Settings;
 use crate::caller::{address, RequestFacts};
@@ -35,7 +35,8 @@ impl fmt::Display for Unkeyed {
 }
 
 impl Settings {
-    /// Each policy's key, in configuration order, for a caller named `user`, from `ip`, on
+    /// Each policy's key, in configuration order, for a caller named `user` (or, for a policy
+    /// keyed by a header, with that header's value `user`), from `ip`, on
     /// `route` (the pattern, like `/user`); a policy keyed by an address or a route not given
     /// is [`Unkeyed`].
     pub fn caller_keys(
@@ -48,13 +49,25 @@ impl Settings {
         let limiter = Limiter::new(Arc::new(MemoryStore::new()), self.policies.clone())
             .with_keys(self.key_builder())
             .with_on_missing(self.on_missing);
+        // A policy keyed by a header names its bucket by the header's value as a user's is named
+        // by the user: `tollgate key <api key>` names both.
+        let mut headers = HeaderMap::new();
+        if let Ok(value) = HeaderValue::from_str(user) {
+            for policy in &self.policies {
+                for dimension in policy.scope().by.dimensions() {
+                    if let Dimension::Header(name) = dimension {
+                        headers.insert(name.clone(), value.clone());
+                    }
+                }
+            }
+        }
         let facts = RequestFacts {
             user: Some(user.as_bytes()),
             ip: ip.map(|ip| address::bucket(ip, self.identity.ipv6_prefix)),
             method: Method::GET,
             path: route.unwrap_or("/"),
             route: route.unwrap_or("/"),
-            headers: &HeaderMap::new(),
+            headers: &headers,
         };
         limiter
             .policies()
