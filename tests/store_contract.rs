@@ -376,6 +376,7 @@ async fn script(
         if bucket { policy.emission_us() } else { 0 }.to_string(),
         if bucket { policy.capacity_us() } else { 0 }.to_string(),
         receipt.to_string(),
+        u8::from(policy.shadow()).to_string(),
     ];
     conn.eval(tollgate::store::redis::DECIDE_LUA, vec![key], args)
         .await
