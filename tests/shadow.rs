@@ -68,7 +68,11 @@ shadow = true
         assert!(!value.contains("trial"), "{name}: {value}");
     }
     assert_eq!(header(&denied, "x-rate-limit"), "5");
-    assert_eq!(app.metric(would_deny).await, 4.0, "a real denial is not the shadow's");
+    assert_eq!(
+        app.metric(would_deny).await,
+        4.0,
+        "a real denial is not the shadow's"
+    );
     let caused = |policy: &str| format!("tollgate_denials_total{{policy=\"{policy}\"}}");
     assert_eq!(app.metric(&caused("real")).await, 1.0);
     assert_eq!(app.metric(&caused("trial")).await, 0.0);

@@ -487,7 +487,11 @@ async fn shadow_policies_report_but_never_deny(store: &dyn Store) {
     assert!(over.allowed, "the shadow policy alone does not deny");
     assert!(!over.policies[1].allowed, "it says it would have denied");
     assert_eq!(over.policies[0].remaining, 0, "the real policy consumed");
-    assert_eq!(over.retry_after(), Duration::ZERO, "no wait for an admission");
+    assert_eq!(
+        over.retry_after(),
+        Duration::ZERO,
+        "no wait for an admission"
+    );
     assert_eq!(over.tightest().unwrap().policy.name().as_str(), "real");
     assert_eq!(over.shadow_denials().count(), 1);
 
@@ -547,13 +551,22 @@ async fn shadow_policies_across_hash_tags() {
             Check::new(format!("tollgate:{{joe}}:{name}-user"), user.clone()),
             Check::new(format!("tollgate:{{global}}:{name}-all"), trial.clone()),
         ];
-        assert!(redis.decide(&real_then_shadow, Clock::Store).await.unwrap().allowed);
+        assert!(
+            redis
+                .decide(&real_then_shadow, Clock::Store)
+                .await
+                .unwrap()
+                .allowed
+        );
         let calls = server.evalsha_calls().await;
         let over = redis.decide(&real_then_shadow, Clock::Store).await.unwrap();
         assert_eq!(server.evalsha_calls().await - calls, 2, "{name}: no refund");
         assert!(over.allowed, "{name}: denied only by a shadow policy");
         assert!(!over.policies[1].allowed, "{name}");
-        assert_eq!(over.policies[0].remaining, 3, "{name}: the user was charged");
+        assert_eq!(
+            over.policies[0].remaining, 3,
+            "{name}: the user was charged"
+        );
 
         // The shadow policy's call first, where it does not fit; the real one denies after it.
         let global = of(algorithm, &format!("{name}-cap"), 1, 60_000, 1);
@@ -562,7 +575,13 @@ async fn shadow_policies_across_hash_tags() {
             Check::new(format!("tollgate:{{ann}}:{name}-mine"), user.clone()),
             Check::new(format!("tollgate:{{global}}:{name}-cap"), global.clone()),
         ];
-        assert!(redis.decide(&shadow_then_real, Clock::Store).await.unwrap().allowed);
+        assert!(
+            redis
+                .decide(&shadow_then_real, Clock::Store)
+                .await
+                .unwrap()
+                .allowed
+        );
         let trial_key = &shadow_then_real[0].key;
         let spent: Option<String> = conn.get(trial_key).await.unwrap();
         let calls = server.evalsha_calls().await;

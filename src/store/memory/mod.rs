@@ -303,9 +303,7 @@ impl MemoryStore {
                     .iter()
                     .zip(&hashes)
                     .zip(&evaluations)
-                    .filter(|&((check, &hash), e)| {
-                        e.fits && found(tables, check, hash).is_none()
-                    })
+                    .filter(|&((check, &hash), e)| e.fits && found(tables, check, hash).is_none())
                     .count()
             };
             // A sweep at the cap may remove an expired entry of these very keys, which then
