@@ -131,4 +131,23 @@ mod tests {
         assert_eq!(decision.tightest().unwrap().policy.name().as_str(), "b");
         assert_eq!(decision.retry_after(), Duration::from_millis(2_000));
     }
+
+    /// A shadow policy is never the tightest nor in `retry_after`, even when it alone denies.
+    #[test]
+    fn shadow_policies_are_never_cited() {
+        let mut trial = decided("trial", 1, 0, 9_000);
+        trial.policy = Arc::new(Policy::clone(&trial.policy).with_shadow(true));
+        let decision = Decision {
+            allowed: true,
+            policies: vec![decided("real", 10, 5, 0), trial],
+        };
+        assert_eq!(decision.tightest().unwrap().policy.name().as_str(), "real");
+        assert_eq!(decision.retry_after(), Duration::ZERO);
+        let names: Vec<&str> = decision
+            .limiting()
+            .map(|p| p.policy.name().as_str())
+            .collect();
+        assert_eq!(names, ["real"]);
+        assert_eq!(decision.shadow_denials().count(), 1);
+    }
 }

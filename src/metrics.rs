@@ -368,4 +368,43 @@ mod tests {
         assert_eq!(bucket("2.5"), "2");
         assert!(text.contains("tollgate_store_latency_seconds_count 3"));
     }
+
+    /// A shadow policy's would-be denial of an admitted request counts in its own family, not
+    /// as a denial it caused; under a real denial it counts in neither.
+    #[test]
+    fn shadow_denials_are_counted_apart() {
+        use crate::algorithm::Outcome;
+        use crate::decision::PolicyDecision;
+        use crate::policy::Policy;
+        use std::sync::Arc;
+
+        let real: Arc<Policy> = Arc::new("real: 5 per 1m".parse().unwrap());
+        let trial: Policy = "trial: 1 per 1m".parse().unwrap();
+        let trial = Arc::new(trial.with_shadow(true));
+        let metrics = Metrics::new(vec![real.name().clone(), trial.name().clone()])
+            .with_shadow(&[trial.name().clone()]);
+        let fits = Outcome::default();
+        let over = Outcome {
+            retry_after_ms: 1_000,
+            ..Outcome::default()
+        };
+        let decision = |allowed: bool, real_outcome: Outcome| Decision {
+            allowed,
+            policies: vec![
+                PolicyDecision::new(real.clone(), real_outcome),
+                PolicyDecision::new(trial.clone(), over),
+            ],
+        };
+        metrics.decided(&decision(true, fits));
+        metrics.decided(&decision(false, over));
+        let text = metrics.render(StoreCounts::default(), "closed");
+        for sample in [
+            "tollgate_shadow_denials_total{policy=\"trial\"} 1",
+            "tollgate_denials_total{policy=\"real\"} 1",
+            "tollgate_denials_total{policy=\"trial\"} 0",
+        ] {
+            assert!(text.lines().any(|l| l == sample), "{sample} in:\n{text}");
+        }
+        assert!(!text.contains("tollgate_shadow_denials_total{policy=\"real\"}"));
+    }
 }
