@@ -22,17 +22,23 @@
 --           refuses it exactly when it would refuse a decision's write (out of memory under
 --           noeviction, a read-only replica, a user without write permission).
 -- ARGV[3 ..] each decision in turn: n, its number of policies (and of keys), then for each of
---           its policies: algorithm, limit, window_ms, cost, emission_us, capacity_us, receipt.
---           Integers are positive; emission_us and capacity_us are used by token_bucket only,
---           receipt by "refund" only.
+--           its policies: algorithm, limit, window_ms, cost, emission_us, capacity_us, receipt,
+--           shadow. Integers are positive; emission_us and capacity_us are used by token_bucket
+--           only, receipt by "refund" only. shadow is 1 for a shadow policy, 0 otherwise: a
+--           shadow policy never denies; in "decide" it consumes its cost when the decision is
+--           admitted and it fits, and nothing otherwise. A refund lists only the policies that
+--           consumed.
 --
 -- Reply: each decision's part in turn,
 --   { allowed, remaining_1, reset_after_ms_1, retry_after_ms_1, receipt_1, ... }
---   allowed           1 when every policy admits (and, in "decide", each then consumes its cost);
---                     0 when any policy denies, and then nothing is written anywhere.
+--   allowed           1 when every policy that is not shadow admits (and, in "decide", each
+--                     policy that fits then consumes its cost, shadow ones included);
+--                     0 when any of them denies, and then nothing is written anywhere.
 --   remaining_i       whole units of quota left in policy i after this call, at least 0.
 --   reset_after_ms_i  milliseconds until policy i's quota is whole again.
---   retry_after_ms_i  0 when policy i admits; otherwise milliseconds until it would.
+--   retry_after_ms_i  0 when policy i admits; otherwise milliseconds until it would (so a
+--                     shadow policy that would have denied an admitted decision says so here,
+--                     and its remaining and reset are as it stands, unconsumed).
 --   receipt_i         what "refund" needs to give the cost back (a window start, or 0).
 -- or, when Redis refused one of its commands (a key of another type, say), the error's text
 -- alone, so one caller's broken key fails only that caller's decision. In "decide" and "peek"
@@ -46,7 +52,8 @@
 --   fits, remaining, reset_after, retry_after, receipt   the policy as it stands, and, when the
 --   write, write_ttl, written_reset_after                cost fits, the value to SET with
 --                                                       PX write_ttl, and the reset after it.
--- A write spends exactly `cost` of what remains. The driver below writes, all or nothing.
+-- A write spends exactly `cost` of what remains. The driver below writes, all or nothing
+-- (a shadow policy that does not fit has no write, and is skipped).
 --
 -- Values travel as arguments and return values, never in tables or closures: the whole script
 -- runs on every call, and Redis's Lua pays for every table, closure and tonumber it makes (see
@@ -86,7 +93,7 @@ local writes = {}
 local function decide_one(k, a, n, r)
   if mode == 'refund' then
     for i = 1, n do
-      local base = a + 7 * (i - 1)
+      local base = a + 8 * (i - 1)
       local algorithm, key = ARGV[base], KEYS[k + i]
       local window_ms, cost = tonumber(ARGV[base + 2]), tonumber(ARGV[base + 3])
       local receipt = tonumber(ARGV[base + 6])
@@ -105,7 +112,7 @@ local function decide_one(k, a, n, r)
   -- The reply as things stand, and in `writes` what each key's write would be.
   local allowed = 1
   for i = 1, n do
-    local base = a + 7 * (i - 1)
+    local base = a + 8 * (i - 1)
     local algorithm, key = ARGV[base], KEYS[k + i]
     local limit, window_ms = tonumber(ARGV[base + 1]), tonumber(ARGV[base + 2])
     local cost = tonumber(ARGV[base + 3])
@@ -123,7 +130,8 @@ local function decide_one(k, a, n, r)
     else
       error('unknown algorithm ' .. tostring(algorithm))
     end
-    if not fits then
+    -- A shadow policy's denial is reported in its retry_after, never in `allowed`.
+    if not fits and ARGV[base + 7] ~= '1' then
       allowed = 0
     end
     local at = r + 1 + 4 * (i - 1)
@@ -143,9 +151,12 @@ local function decide_one(k, a, n, r)
     for i = 1, n do
       local at = r + 1 + 4 * (i - 1)
       local w = 4 * (i - 1)
-      redis.call('SET', KEYS[k + i], writes[w + 1], 'PX', writes[w + 2])
-      reply[at + 1] = reply[at + 1] - writes[w + 4]
-      reply[at + 2] = writes[w + 3]
+      -- Only a shadow policy that does not fit has no write: it consumes nothing.
+      if writes[w + 1] then
+        redis.call('SET', KEYS[k + i], writes[w + 1], 'PX', writes[w + 2])
+        reply[at + 1] = reply[at + 1] - writes[w + 4]
+        reply[at + 2] = writes[w + 3]
+      end
     end
   end
 end
@@ -168,6 +179,6 @@ while a <= last do
     reply[r] = type(failure) == 'table' and tostring(failure.err) or tostring(failure)
   end
   k = k + n
-  a = a + 1 + 7 * n
+  a = a + 1 + 8 * n
 end
 return reply

@@ -9,7 +9,8 @@ use crate::policy::Policy;
 /// The answer for one request, over every policy that applied to it.
 ///
 /// Policies are decided all-or-nothing: either all admit and each consumes its cost, or the
-/// request is denied and nothing is consumed anywhere.
+/// request is denied and nothing is consumed anywhere. Shadow policies only report: one that
+/// does not fit leaves `allowed` as the others make it and consumes nothing.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Decision {
     /// Whether the request may pass.
@@ -50,10 +51,23 @@ impl PolicyDecision {
 }
 
 impl Decision {
-    /// The longest wait among the policies that denied; zero when the request is allowed.
-    pub fn retry_after(&self) -> Duration {
+    /// The policies that limit the request: every one but the shadow policies, which the
+    /// headers, `Retry-After` and the denial cache never cite.
+    pub fn limiting(&self) -> impl Iterator<Item = &PolicyDecision> {
+        self.policies.iter().filter(|p| !p.policy.shadow())
+    }
+
+    /// The shadow policies that would have denied the request had they not been shadow.
+    pub fn shadow_denials(&self) -> impl Iterator<Item = &PolicyDecision> {
         self.policies
             .iter()
+            .filter(|p| p.policy.shadow() && !p.allowed)
+    }
+
+    /// The longest wait among the limiting policies that denied; zero when the request is
+    /// allowed.
+    pub fn retry_after(&self) -> Duration {
+        self.limiting()
             .map(|p| p.retry_after)
             .max()
             .unwrap_or_default()
@@ -61,9 +75,10 @@ impl Decision {
 
     /// The policy closest to exhaustion, the one `X-RateLimit-*` headers describe.
     ///
-    /// Denying policies come first, then the smallest share of quota left, then the later reset.
+    /// Only limiting policies count (see [`Decision::limiting`]). Denying policies come first,
+    /// then the smallest share of quota left, then the later reset.
     pub fn tightest(&self) -> Option<&PolicyDecision> {
-        self.policies.iter().min_by(|a, b| {
+        self.limiting().min_by(|a, b| {
             // remaining/limit compared without division: a.r * b.l vs b.r * a.l.
             let share = |x: &PolicyDecision, y: &PolicyDecision| {
                 u128::from(x.remaining) * u128::from(y.limit)
@@ -115,5 +130,24 @@ mod tests {
         };
         assert_eq!(decision.tightest().unwrap().policy.name().as_str(), "b");
         assert_eq!(decision.retry_after(), Duration::from_millis(2_000));
+    }
+
+    /// A shadow policy is never the tightest nor in `retry_after`, even when it alone denies.
+    #[test]
+    fn shadow_policies_are_never_cited() {
+        let mut trial = decided("trial", 1, 0, 9_000);
+        trial.policy = Arc::new(Policy::clone(&trial.policy).with_shadow(true));
+        let decision = Decision {
+            allowed: true,
+            policies: vec![decided("real", 10, 5, 0), trial],
+        };
+        assert_eq!(decision.tightest().unwrap().policy.name().as_str(), "real");
+        assert_eq!(decision.retry_after(), Duration::ZERO);
+        let names: Vec<&str> = decision
+            .limiting()
+            .map(|p| p.policy.name().as_str())
+            .collect();
+        assert_eq!(names, ["real"]);
+        assert_eq!(decision.shadow_denials().count(), 1);
     }
 }

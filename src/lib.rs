@@ -3,7 +3,8 @@
 //! It is a service you run (`tollgate`) and a tower layer you embed in an axum app.
 //!
 //! # Layout
-//! - [`policy`]: [`Policy`], validated: name, algorithm, limit, window, cost.
+//! - [`policy`]: [`Policy`], validated: name, algorithm, limit, window, cost, and whether it
+//!   is a shadow policy, which only reports what it would have denied.
 //! - [`decision`]: [`Decision`], the one currency from the store to headers and logs.
 //! - [`key`]: the one place that names Redis keys, `<prefix>:{<sha256 hex>}:<policy>`.
 //! - [`algorithm`]: the Rust reference of each algorithm, which the Lua scripts must match.

@@ -5,6 +5,8 @@
 //!   (`allowed`, `denied`).
 //! - `tollgate_denials_total{policy}`: denials each policy caused (over-limit callers, per
 //!   policy, without a label per user).
+//! - `tollgate_shadow_denials_total{policy}`: admitted requests each shadow policy would have
+//!   denied (see [`Policy::shadow`](crate::Policy::shadow)).
 //! - `tollgate_degraded_total{on_error}`: requests the failure mode decided (`allow`, `deny`,
 //!   `local`).
 //! - `tollgate_unidentified_total`: requests refused 401 under `on_missing = "deny"`.
@@ -51,8 +53,10 @@ pub const BREAKER_STATES: [&str; 3] = ["closed", "open", "half_open"];
 #[derive(Debug)]
 pub struct Metrics {
     policies: Vec<PolicyName>,
-    /// Per policy: [allowed, denied, caused the denial].
-    per_policy: Vec<[AtomicU64; 3]>,
+    /// Per policy: [allowed, denied, caused the denial, would have denied as a shadow].
+    per_policy: Vec<[AtomicU64; 4]>,
+    /// Per policy, whether it is shadow: only those have a `tollgate_shadow_denials_total`.
+    shadow: Vec<bool>,
     degraded: [AtomicU64; 3],
     unidentified: AtomicU64,
     cached_denials: AtomicU64,
@@ -69,6 +73,7 @@ impl Metrics {
     pub fn new(policies: Vec<PolicyName>) -> Self {
         Metrics {
             per_policy: policies.iter().map(|_| Default::default()).collect(),
+            shadow: vec![false; policies.len()],
             policies,
             degraded: Default::default(),
             unidentified: AtomicU64::new(0),
@@ -81,7 +86,20 @@ impl Metrics {
         }
     }
 
+    /// Marks the policies named in `shadow` as shadow policies, whose would-be denials are
+    /// counted apart.
+    pub fn with_shadow(mut self, shadow: &[PolicyName]) -> Self {
+        for (name, is_shadow) in self.policies.iter().zip(&mut self.shadow) {
+            *is_shadow = shadow.contains(name);
+        }
+        self
+    }
+
     /// Counts a decision over the policies it lists (a failed peek may leave one out).
+    ///
+    /// A shadow policy never causes a denial; when it would have denied an admitted request,
+    /// that counts in its `tollgate_shadow_denials_total` instead. Under a real denial it
+    /// would change nothing, so it is not counted there.
     pub fn decided(&self, decision: &Decision) {
         for policy in &decision.policies {
             let Some(i) = self.policies.iter().position(|p| p == policy.policy.name()) else {
@@ -90,8 +108,13 @@ impl Metrics {
             let counters = &self.per_policy[i];
             let outcome = if decision.allowed { 0 } else { 1 };
             counters[outcome].fetch_add(1, Ordering::Relaxed);
-            if !policy.allowed {
+            if policy.allowed {
+                continue;
+            }
+            if !policy.policy.shadow() {
                 counters[2].fetch_add(1, Ordering::Relaxed);
+            } else if decision.allowed {
+                counters[3].fetch_add(1, Ordering::Relaxed);
             }
         }
     }
@@ -170,6 +193,20 @@ impl Metrics {
                 out,
                 "tollgate_denials_total{{policy=\"{name}\"}} {}",
                 load(&counters[2])
+            );
+        }
+        family(
+            &mut out,
+            "tollgate_shadow_denials_total",
+            "counter",
+            "Admitted requests each shadow policy would have denied.",
+        );
+        let shadows = self.policies.iter().zip(&self.per_policy).zip(&self.shadow);
+        for ((name, counters), _) in shadows.filter(|(_, &shadow)| shadow) {
+            let _ = writeln!(
+                out,
+                "tollgate_shadow_denials_total{{policy=\"{name}\"}} {}",
+                load(&counters[3])
             );
         }
         family(
@@ -330,5 +367,44 @@ mod tests {
         assert_eq!(bucket("0.005"), "2");
         assert_eq!(bucket("2.5"), "2");
         assert!(text.contains("tollgate_store_latency_seconds_count 3"));
+    }
+
+    /// A shadow policy's would-be denial of an admitted request counts in its own family, not
+    /// as a denial it caused; under a real denial it counts in neither.
+    #[test]
+    fn shadow_denials_are_counted_apart() {
+        use crate::algorithm::Outcome;
+        use crate::decision::PolicyDecision;
+        use crate::policy::Policy;
+        use std::sync::Arc;
+
+        let real: Arc<Policy> = Arc::new("real: 5 per 1m".parse().unwrap());
+        let trial: Policy = "trial: 1 per 1m".parse().unwrap();
+        let trial = Arc::new(trial.with_shadow(true));
+        let metrics = Metrics::new(vec![real.name().clone(), trial.name().clone()])
+            .with_shadow(&[trial.name().clone()]);
+        let fits = Outcome::default();
+        let over = Outcome {
+            retry_after_ms: 1_000,
+            ..Outcome::default()
+        };
+        let decision = |allowed: bool, real_outcome: Outcome| Decision {
+            allowed,
+            policies: vec![
+                PolicyDecision::new(real.clone(), real_outcome),
+                PolicyDecision::new(trial.clone(), over),
+            ],
+        };
+        metrics.decided(&decision(true, fits));
+        metrics.decided(&decision(false, over));
+        let text = metrics.render(StoreCounts::default(), "closed");
+        for sample in [
+            "tollgate_shadow_denials_total{policy=\"trial\"} 1",
+            "tollgate_denials_total{policy=\"real\"} 1",
+            "tollgate_denials_total{policy=\"trial\"} 0",
+        ] {
+            assert!(text.lines().any(|l| l == sample), "{sample} in:\n{text}");
+        }
+        assert!(!text.contains("tollgate_shadow_denials_total{policy=\"real\"}"));
     }
 }

@@ -1,6 +1,6 @@
 //! Differential tests: the Lua scripts against the Rust reference, for each algorithm, on random
 //! sequences of (time, caller, cost). Both must give identical decisions, remaining counts,
-//! resets and retry-afters.
+//! resets and retry-afters, with shadow policies among the others too.
 //!
 //! Failing inputs are kept in `tests/proptest-regressions/` and replayed first on every run.
 
@@ -64,7 +64,7 @@ fn step() -> impl Strategy<Value = Step> {
     })
 }
 
-fn policy(name: &str, algorithm: Algorithm, shape: &Shape, cost: u64) -> Arc<Policy> {
+fn policy(name: &str, algorithm: Algorithm, shape: &Shape, cost: u64, shadow: bool) -> Arc<Policy> {
     let mut policy = Policy::new(
         PolicyName::new(name).unwrap(),
         algorithm,
@@ -77,17 +77,21 @@ fn policy(name: &str, algorithm: Algorithm, shape: &Shape, cost: u64) -> Arc<Pol
     }
     // A cost the policy can hold: a heavier one is refused at configuration time.
     let cost = 1 + (cost - 1) % policy.capacity();
-    Arc::new(policy.with_cost(NonZeroU64::new(cost).unwrap()).unwrap())
+    let policy = policy.with_cost(NonZeroU64::new(cost).unwrap()).unwrap();
+    Arc::new(policy.with_shadow(shadow))
 }
 
 /// Runs random sequences through Redis and memory with `algorithms` as the three policies. With
 /// `global_third`, the third policy is keyed `global`: a second hash tag. Memory decides all at
 /// once, and so does a single Redis, unless `split`: then Redis decides as on a cluster, the
-/// second hash tag in a second call that refunds the first on a denial.
+/// second hash tag in a second call that refunds the first on a denial. With `shadows`, each
+/// policy whose shape has an odd window is a shadow policy: drawn from the shapes, so the
+/// strategy, and with it what the kept regression seeds replay, is the same either way.
 fn lua_matches_rust(
     algorithms: [Algorithm; 3],
     global_third: bool,
     split: bool,
+    shadows: bool,
     regressions: &'static str,
 ) {
     let runtime = tokio::runtime::Builder::new_current_thread()
@@ -130,7 +134,8 @@ fn lua_matches_rust(
                     .filter(|i| step.policies & (1 << i) != 0)
                     .map(|i| {
                         let name = format!("p{i}");
-                        let policy = policy(&name, algorithms[i], &shapes[i], step.cost);
+                        let shadow = shadows && shapes[i].window_s % 2 == 1;
+                        let policy = policy(&name, algorithms[i], &shapes[i], step.cost, shadow);
                         // Another hash tag, shared by the case's callers as `global` would
                         // be, yet unique to the case as the server is shared.
                         let tag = if global_third && i == 2 {
@@ -161,6 +166,7 @@ fn fixed_window_lua_matches_rust() {
         [Algorithm::FixedWindow; 3],
         false,
         false,
+        false,
         "tests/proptest-regressions/fixed_window.txt",
     );
 }
@@ -170,6 +176,7 @@ fn fixed_window_lua_matches_rust() {
 fn sliding_window_lua_matches_rust() {
     lua_matches_rust(
         [Algorithm::SlidingWindow; 3],
+        false,
         false,
         false,
         "tests/proptest-regressions/sliding_window.txt",
@@ -183,6 +190,7 @@ fn token_bucket_lua_matches_rust() {
         [Algorithm::TokenBucket; 3],
         false,
         false,
+        false,
         "tests/proptest-regressions/token_bucket.txt",
     );
 }
@@ -192,6 +200,7 @@ fn token_bucket_lua_matches_rust() {
 fn mixed_algorithms_lua_matches_rust() {
     lua_matches_rust(
         Algorithm::ALL,
+        false,
         false,
         false,
         "tests/proptest-regressions/mixed.txt",
@@ -205,6 +214,7 @@ fn hash_tags_in_one_call_match_rust() {
         Algorithm::ALL,
         true,
         false,
+        false,
         "tests/proptest-regressions/hash_tags_in_one_call.txt",
     );
 }
@@ -217,6 +227,33 @@ fn refunds_across_hash_tags_match_rust() {
         Algorithm::ALL,
         true,
         true,
+        false,
         "tests/proptest-regressions/hash_tags.txt",
+    );
+}
+
+/// Shadow policies among mixed algorithms in one call: Lua and Rust agree on what each shadow
+/// policy would have denied, and consume alike.
+#[test]
+fn shadow_policies_lua_matches_rust() {
+    lua_matches_rust(
+        Algorithm::ALL,
+        true,
+        false,
+        true,
+        "tests/proptest-regressions/shadow.txt",
+    );
+}
+
+/// Shadow policies split by hash tag as on a cluster: a call denied only by shadow policies is
+/// admitted, and refunds give back only what was consumed, exactly as memory's single step.
+#[test]
+fn shadow_policies_across_hash_tags_match_rust() {
+    lua_matches_rust(
+        Algorithm::ALL,
+        true,
+        true,
+        true,
+        "tests/proptest-regressions/shadow_hash_tags.txt",
     );
 }

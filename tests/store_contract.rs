@@ -376,6 +376,7 @@ async fn script(
         if bucket { policy.emission_us() } else { 0 }.to_string(),
         if bucket { policy.capacity_us() } else { 0 }.to_string(),
         receipt.to_string(),
+        u8::from(policy.shadow()).to_string(),
     ];
     conn.eval(tollgate::store::redis::DECIDE_LUA, vec![key], args)
         .await
@@ -458,5 +459,139 @@ async fn sliding_window_refund_follows_the_window_turn() {
     .await;
     let value: String = conn.get("sw").await.unwrap();
     assert!(value.starts_with("1:0:"), "A's cost left prev: {value}");
+    server.assert_every_key_has_ttl().await;
+}
+
+/// `policy` in shadow mode.
+fn shadow(policy: Arc<Policy>) -> Arc<Policy> {
+    Arc::new(Policy::clone(&policy).with_shadow(true))
+}
+
+/// A shadow policy decides nothing: one that does not fit admits all the same and consumes
+/// nothing, the real policy beside it consumes as if it were absent, and a real denial consumes
+/// nothing anywhere, the shadow policy included.
+async fn shadow_policies_report_but_never_deny(store: &dyn Store) {
+    let both = checks(
+        "sam",
+        &[
+            policy("real", 3, 60_000, 1),
+            shadow(policy("trial", 2, 60_000, 1)),
+        ],
+    );
+    for left in [1, 0] {
+        let decision = store.decide(&both, Clock::At(T0)).await.unwrap();
+        assert!(decision.allowed && decision.policies[1].allowed);
+        assert_eq!(decision.policies[1].remaining, left);
+    }
+    let over = store.decide(&both, Clock::At(T0)).await.unwrap();
+    assert!(over.allowed, "the shadow policy alone does not deny");
+    assert!(!over.policies[1].allowed, "it says it would have denied");
+    assert_eq!(over.policies[0].remaining, 0, "the real policy consumed");
+    assert_eq!(
+        over.retry_after(),
+        Duration::ZERO,
+        "no wait for an admission"
+    );
+    assert_eq!(over.tightest().unwrap().policy.name().as_str(), "real");
+    assert_eq!(over.shadow_denials().count(), 1);
+
+    let denied = store.decide(&both, Clock::At(T0)).await.unwrap();
+    assert!(!denied.allowed && !denied.policies[0].allowed);
+    assert_eq!(
+        denied.retry_after(),
+        denied.policies[0].retry_after,
+        "Retry-After is the real policy's"
+    );
+    // The shadow's key, read by a roomier policy of its name: 2 consumed, then this probe's 1.
+    let probe = checks("sam", &[policy("trial", 10, 60_000, 1)]);
+    assert_eq!(remaining_after(store, &probe, T0).await, (true, 7));
+    let real = checks("sam", &[policy("real", 10, 60_000, 1)]);
+    assert_eq!(remaining_after(store, &real, T0).await, (true, 6));
+}
+contract_on_both_stores!(shadow_policies_report_but_never_deny);
+
+/// The script's contract for the shadow flag: a shadow policy that does not fit replies
+/// allowed = 1 with its own wait and remainder, and writes nothing.
+#[tokio::test]
+async fn the_script_admits_past_a_shadow_policy_without_writing() {
+    let server = RedisServer::start().await;
+    let conn = server.client().await;
+    for algorithm in Algorithm::ALL {
+        let name = algorithm.as_str();
+        let policy = shadow(of(algorithm, name, 1, 60_000, 1));
+        let first = script(&conn, name, T0 * 1000, "decide", &policy, 0).await;
+        assert_eq!((first[0], first[1], first[3]), (1, 0, 0), "{name}");
+        let written: String = conn.get(name).await.unwrap();
+        let over = script(&conn, name, T0 * 1000, "decide", &policy, 0).await;
+        assert_eq!(over[0], 1, "{name}: admitted");
+        assert_eq!(over[1], 0, "{name}: nothing remains");
+        assert!(over[3] > 0, "{name}: it would have denied: {over:?}");
+        let after: String = conn.get(name).await.unwrap();
+        assert_eq!(after, written, "{name}: nothing written");
+        let real = of(algorithm, name, 1, 60_000, 1);
+        let denied = script(&conn, name, T0 * 1000, "decide", &real, 0).await;
+        assert_eq!(denied[0], 0, "{name}: the same policy, not shadow, denies");
+    }
+    server.assert_every_key_has_ttl().await;
+}
+
+/// Split by hash tag, as on a cluster: a call denied only by a shadow policy is admitted, with
+/// no refund; and a refund after a real denial gives back only what was consumed, never a
+/// shadow policy's cost that it did not consume.
+#[tokio::test]
+async fn shadow_policies_across_hash_tags() {
+    let server = RedisServer::start().await;
+    let redis = redis_store(&server).await.split_by_hash_tag();
+    let conn = server.client().await;
+    for algorithm in Algorithm::ALL {
+        let name = algorithm.as_str();
+        let user = of(algorithm, &format!("{name}-user"), 5, 60_000, 1);
+        let trial = shadow(of(algorithm, &format!("{name}-all"), 1, 60_000, 1));
+        let real_then_shadow = [
+            Check::new(format!("tollgate:{{joe}}:{name}-user"), user.clone()),
+            Check::new(format!("tollgate:{{global}}:{name}-all"), trial.clone()),
+        ];
+        assert!(
+            redis
+                .decide(&real_then_shadow, Clock::Store)
+                .await
+                .unwrap()
+                .allowed
+        );
+        let calls = server.evalsha_calls().await;
+        let over = redis.decide(&real_then_shadow, Clock::Store).await.unwrap();
+        assert_eq!(server.evalsha_calls().await - calls, 2, "{name}: no refund");
+        assert!(over.allowed, "{name}: denied only by a shadow policy");
+        assert!(!over.policies[1].allowed, "{name}");
+        assert_eq!(
+            over.policies[0].remaining, 3,
+            "{name}: the user was charged"
+        );
+
+        // The shadow policy's call first, where it does not fit; the real one denies after it.
+        let global = of(algorithm, &format!("{name}-cap"), 1, 60_000, 1);
+        let shadow_then_real = [
+            Check::new(format!("tollgate:{{ann}}:{name}-all"), trial.clone()),
+            Check::new(format!("tollgate:{{ann}}:{name}-mine"), user.clone()),
+            Check::new(format!("tollgate:{{global}}:{name}-cap"), global.clone()),
+        ];
+        assert!(
+            redis
+                .decide(&shadow_then_real, Clock::Store)
+                .await
+                .unwrap()
+                .allowed
+        );
+        let trial_key = &shadow_then_real[0].key;
+        let spent: Option<String> = conn.get(trial_key).await.unwrap();
+        let calls = server.evalsha_calls().await;
+        let denied = redis.decide(&shadow_then_real, Clock::Store).await.unwrap();
+        // The first call, the second that denies, and the refund of `mine` alone.
+        assert_eq!(server.evalsha_calls().await - calls, 3, "{name}");
+        assert!(!denied.allowed, "{name}");
+        assert_eq!(denied.policies[1].remaining, 4, "{name}: mine was refunded");
+        let after: Option<String> = conn.get(trial_key).await.unwrap();
+        assert_eq!(after, spent, "{name}: the shadow's count was not refunded");
+    }
     server.assert_every_key_has_ttl().await;
 }

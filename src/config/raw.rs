@@ -109,6 +109,8 @@ pub(super) struct RawPolicy {
     pub(super) costs: BTreeMap<String, u64>,
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub(super) when: BTreeMap<String, String>,
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub(super) shadow: bool,
 }
 
 /// `by = "user"` or `by = ["user", "route"]`.
@@ -176,6 +178,7 @@ impl Default for RawConfig {
                 by: default_by(),
                 costs: BTreeMap::new(),
                 when: BTreeMap::new(),
+                shadow: false,
             }],
             log: RawLog {
                 format: LogFormat::default(),

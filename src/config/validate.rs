@@ -329,12 +329,16 @@ fn validate_policies(raw_policies: &[RawPolicy]) -> Result<Vec<Policy>, ConfigEr
                 Ok((header, value.clone()))
             })
             .collect::<Result<_, _>>()?;
-        policies.push(policy.with_scope(Scope {
-            routes,
-            by,
-            costs,
-            when,
-        }));
+        policies.push(
+            policy
+                .with_scope(Scope {
+                    routes,
+                    by,
+                    costs,
+                    when,
+                })
+                .with_shadow(raw.shadow),
+        );
     }
     Ok(policies)
 }

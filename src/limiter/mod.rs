@@ -18,7 +18,7 @@ use crate::decision::Decision;
 use crate::key::KeyBuilder;
 use crate::log_throttle::LogThrottle;
 use crate::metrics::Metrics;
-use crate::policy::Policy;
+use crate::policy::{Policy, PolicyName};
 use crate::store::MemoryStore;
 use crate::store::{Clock, Store, StoreCounts, StoreError};
 use breaker::{Breaker, BreakerState, Permit};
@@ -79,6 +79,15 @@ pub struct Limiter {
     failure_warnings: LogThrottle,
 }
 
+/// The names of the shadow policies among `policies`.
+fn shadow_names(policies: &[Arc<Policy>]) -> Vec<PolicyName> {
+    policies
+        .iter()
+        .filter(|p| p.shadow())
+        .map(|p| p.name().clone())
+        .collect()
+}
+
 impl std::fmt::Debug for Limiter {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Limiter")
@@ -100,7 +109,8 @@ impl Limiter {
         Limiter {
             store,
             local_policies: policies.clone(),
-            metrics: Metrics::new(policies.iter().map(|p| p.name().clone()).collect()),
+            metrics: Metrics::new(policies.iter().map(|p| p.name().clone()).collect())
+                .with_shadow(&shadow_names(&policies)),
             policies,
             keys: KeyBuilder::new(crate::key::DEFAULT_PREFIX),
             on_error: OnError::default(),
@@ -252,6 +262,16 @@ impl Limiter {
         match decided {
             Ok(decision) => {
                 self.metrics.decided(&decision);
+                if decision.allowed {
+                    // At debug, as denials are: a shadow limit far too low must not flood the logs.
+                    for shadow in decision.shadow_denials() {
+                        tracing::debug!(
+                            policy = %shadow.policy.name(),
+                            retry_after_ms = shadow.retry_after.as_millis() as u64,
+                            "a shadow policy would have denied this request"
+                        );
+                    }
+                }
                 if let (Some(cache), false) = (&self.denials, decision.allowed) {
                     let mut probe = Vec::new();
                     if self.write_probe(facts, &mut probe) {

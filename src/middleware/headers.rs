@@ -90,16 +90,18 @@ impl HeaderMode {
 
 /// Adds the headers every limited response carries, admitted or denied.
 pub fn apply(headers: &mut HeaderMap, decision: &Decision) {
+    // Shadow policies show in no header: with only those, there is no quota to show.
+    let Some(tightest) = decision.tightest() else {
+        return;
+    };
     headers.insert(RATELIMIT_POLICY, policy_list(decision));
     headers.insert(RATELIMIT, quota_list(decision));
-    if let Some(tightest) = decision.tightest() {
-        headers.insert(X_RATELIMIT_LIMIT, limit(tightest));
-        headers.insert(X_RATELIMIT_REMAINING, HeaderValue::from(tightest.remaining));
-        headers.insert(
-            X_RATELIMIT_RESET,
-            HeaderValue::from(secs_ceil(tightest.reset_after)),
-        );
-    }
+    headers.insert(X_RATELIMIT_LIMIT, limit(tightest));
+    headers.insert(X_RATELIMIT_REMAINING, HeaderValue::from(tightest.remaining));
+    headers.insert(
+        X_RATELIMIT_RESET,
+        HeaderValue::from(secs_ceil(tightest.reset_after)),
+    );
 }
 
 /// `X-RateLimit-Degraded: local`: a degraded response, decided by the local fallback because the
@@ -194,34 +196,35 @@ fn secs_ceil(duration: Duration) -> u64 {
     (duration.as_millis() as u64).div_ceil(1000)
 }
 
-/// `"per_minute";q=3;w=60, "per_day";q=1000;w=86400`
+/// `"per_minute";q=3;w=60, "per_day";q=1000;w=86400`, shadow policies left out.
 fn policy_list(decision: &Decision) -> HeaderValue {
+    // A lone policy is not shadow: `apply` shows no header for a decision without a limiting one.
     if let [p] = decision.policies.as_slice() {
         if let Some(item) = Rendered::with(p, |r| r.item.clone()) {
             return item;
         }
     }
-    render_policy_list(&decision.policies)
+    render_policy_list(decision.limiting())
 }
 
-fn render_policy_list(policies: &[PolicyDecision]) -> HeaderValue {
+fn render_policy_list<'a>(policies: impl IntoIterator<Item = &'a PolicyDecision>) -> HeaderValue {
     sf_list(policies, |list, p| {
         write!(list, ";q={};w={}", p.limit, p.policy.quota_window_secs())
             .expect("a String takes any text");
     })
 }
 
-/// `"per_minute";r=0;t=42, "per_day";r=990;t=3600`
+/// `"per_minute";r=0;t=42, "per_day";r=990;t=3600`, shadow policies left out.
 fn quota_list(decision: &Decision) -> HeaderValue {
-    sf_list(&decision.policies, |list, p| {
+    sf_list(decision.limiting(), |list, p| {
         write!(list, ";r={};t={}", p.remaining, secs_ceil(p.reset_after))
             .expect("a String takes any text");
     })
 }
 
 /// A Structured Field list with one item per policy: its name as a string, then `params`.
-fn sf_list(
-    policies: &[PolicyDecision],
+fn sf_list<'a>(
+    policies: impl IntoIterator<Item = &'a PolicyDecision>,
     params: impl Fn(&mut String, &PolicyDecision),
 ) -> HeaderValue {
     let mut list = String::new();

@@ -94,6 +94,8 @@ pub struct Policy {
     burst: Option<NonZeroU64>,
     /// Which requests it counts and who shares a bucket; by default every limited route, by user.
     scope: Scope,
+    /// Decided and counted, but never denies nor shows in headers: a limit being tried out.
+    shadow: bool,
 }
 
 /// The largest limit: Lua numbers are doubles, exact for integers up to 2^53, and the scripts
@@ -134,6 +136,7 @@ impl Policy {
             cost: NonZeroU64::MIN,
             burst: None,
             scope: Scope::default(),
+            shadow: false,
         };
         policy.check_bucket()?;
         Ok(policy)
@@ -262,6 +265,18 @@ impl Policy {
     pub fn with_scope(mut self, scope: Scope) -> Self {
         self.scope = scope;
         self
+    }
+
+    /// The policy in shadow mode (`shadow = true`) or not: a shadow policy is decided and
+    /// consumes as usual, but never denies a request and never shows in the headers.
+    pub fn with_shadow(mut self, shadow: bool) -> Self {
+        self.shadow = shadow;
+        self
+    }
+
+    /// Whether the policy is in shadow mode: it only reports what it would have denied.
+    pub fn shadow(&self) -> bool {
+        self.shadow
     }
 
     /// What a request with `method` and `path` spends of this policy: its route's cost, or the

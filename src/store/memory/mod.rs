@@ -248,7 +248,8 @@ impl MemoryStore {
             evaluation.denied
         };
         let decision = Decision {
-            allowed: evaluation.fits,
+            // A shadow policy that does not fit admits all the same, having consumed nothing.
+            allowed: evaluation.fits || check.policy.shadow(),
             policies: vec![PolicyDecision::new(check.policy.clone(), outcome)],
         };
         (decision, created)
@@ -289,14 +290,20 @@ impl MemoryStore {
                 )
             })
             .collect();
-        let allowed = evaluations.iter().all(|e| e.fits);
+        // Only the policies that are not shadow decide; a shadow policy that does not fit is
+        // left as it stands, and the others consume as if it were absent.
+        let allowed = evaluations
+            .iter()
+            .zip(checks)
+            .all(|(e, check)| e.fits || check.policy.shadow());
         let mut created = false;
         if allowed {
             let untracked = |tables: &[MutexGuard<'_, Table>]| {
                 checks
                     .iter()
                     .zip(&hashes)
-                    .filter(|&(check, &hash)| found(tables, check, hash).is_none())
+                    .zip(&evaluations)
+                    .filter(|&((check, &hash), e)| e.fits && found(tables, check, hash).is_none())
                     .count()
             };
             // A sweep at the cap may remove an expired entry of these very keys, which then
@@ -325,6 +332,9 @@ impl MemoryStore {
             }
             let mut inserted = 0;
             for ((check, &hash), evaluation) in checks.iter().zip(&hashes).zip(&evaluations) {
+                if !evaluation.fits {
+                    continue;
+                }
                 let entry = Entry::after(evaluation, now_us);
                 let table = &mut tables[table_of(hash)];
                 match table.slots.find_mut(hash, |s| *s.key == *check.key) {
@@ -345,7 +355,11 @@ impl MemoryStore {
             .iter()
             .zip(&evaluations)
             .map(|(check, e)| {
-                let outcome = if allowed { e.admitted } else { e.denied };
+                let outcome = if allowed && e.fits {
+                    e.admitted
+                } else {
+                    e.denied
+                };
                 PolicyDecision::new(check.policy.clone(), outcome)
             })
             .collect();

@@ -35,7 +35,10 @@ impl RedisStore {
             if reply.allowed {
                 // Kept for the refunds a later group's denial would need; the last group has none.
                 if g + 1 < groups.len() {
-                    consumed.push((group.clone(), reply.receipts()));
+                    let (members, receipts) = reply.consumed(group);
+                    if !members.is_empty() {
+                        consumed.push((members, receipts));
+                    }
                 }
                 continue;
             }

@@ -95,7 +95,7 @@ impl ScriptRunner {
 pub(super) struct Part {
     /// The key of each of its checks, in KEYS: one per policy.
     pub(super) keys: Vec<Key>,
-    /// Its number of checks, then seven values for each, in ARGV.
+    /// Its number of checks, then eight values for each, in ARGV.
     pub(super) args: Vec<Value>,
 }
 
@@ -165,9 +165,9 @@ fn script_keys(checks: &[Check], members: &[usize]) -> Vec<Key> {
 }
 
 /// One decision's ARGV in the decide script (see lua/decide.lua): the number of checks at
-/// `members`, then seven values for each.
+/// `members`, then eight values for each.
 fn script_args(checks: &[Check], members: &[usize], receipts: Option<&[u64]>) -> Vec<Value> {
-    let mut args: Vec<Value> = Vec::with_capacity(1 + 7 * members.len());
+    let mut args: Vec<Value> = Vec::with_capacity(1 + 8 * members.len());
     args.push(Value::Integer(members.len() as i64));
     for (n, &i) in members.iter().enumerate() {
         let policy = &checks[i].policy;
@@ -180,6 +180,7 @@ fn script_args(checks: &[Check], members: &[usize], receipts: Option<&[u64]>) ->
         args.push(integer(if bucket { policy.emission_us() } else { 0 }));
         args.push(integer(if bucket { policy.capacity_us() } else { 0 }));
         args.push(integer(receipts.map_or(0, |r| r[n])));
+        args.push(integer(u64::from(policy.shadow())));
     }
     args
 }
@@ -261,11 +262,16 @@ impl Reply {
         }
     }
 
-    pub(super) fn receipts(&self) -> Vec<u64> {
-        self.per_policy
+    /// The members at `members` that consumed their cost in an admitted "decide", with their
+    /// receipts: all of them but a shadow policy that did not fit, which consumed nothing and
+    /// so must not be refunded.
+    pub(super) fn consumed(&self, members: &[usize]) -> (Vec<usize>, Vec<u64>) {
+        members
             .iter()
-            .map(|(_, receipt)| *receipt)
-            .collect()
+            .zip(&self.per_policy)
+            .filter(|(_, (outcome, _))| outcome.retry_after_ms == 0)
+            .map(|(&i, (_, receipt))| (i, *receipt))
+            .unzip()
     }
 }
 
