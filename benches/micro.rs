@@ -128,6 +128,7 @@ fn memory_store(c: &mut Criterion) {
         path: "/api/items",
         route: "/api/items",
         headers: &HeaderMap::new(),
+        host: None,
     };
     // Measure admissions only: a denial takes another path (the denial cache).
     runtime.block_on(async {

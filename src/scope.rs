@@ -190,13 +190,24 @@ pub struct Scope {
 }
 
 impl Scope {
-    /// Whether the policy applies to a request with `method`, `path` and `headers`.
-    pub fn applies_to(&self, method: &Method, path: &str, headers: &HeaderMap) -> bool {
+    /// Whether the policy applies to a request with `method`, `path`, `headers` and `host`; a
+    /// `when` on `host` reads `host`, which a proxy's question names in `X-Forwarded-Host`.
+    pub fn applies_to(
+        &self,
+        method: &Method,
+        path: &str,
+        headers: &HeaderMap,
+        host: Option<&str>,
+    ) -> bool {
+        let holds = |(name, value): &(HeaderName, String)| {
+            if name == axum::http::header::HOST {
+                host == Some(value.as_str())
+            } else {
+                headers.get(name).is_some_and(|v| v == value.as_str())
+            }
+        };
         (self.routes.is_empty() || self.routes.iter().any(|r| r.matches(method, path)))
-            && self
-                .when
-                .iter()
-                .all(|(name, value)| headers.get(name).is_some_and(|v| v == value.as_str()))
+            && self.when.iter().all(holds)
     }
 
     /// The cost of a request with `method` and `path`: the largest of its matching route costs,

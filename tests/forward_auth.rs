@@ -205,6 +205,31 @@ async fn a_store_outage_follows_on_error() {
     }
 }
 
+/// A `when` on `host` reads the proxied request's host, `X-Forwarded-Host` (Traefik, Caddy),
+/// not the host the question was sent to.
+async fn a_host_condition_reads_the_forwarded_host(store: &Backend) {
+    let app = store
+        .app(&endpoint(&policy(
+            "api",
+            5,
+            "when = { host = \"api.example.com\" }",
+        )))
+        .await;
+    let to = |host: &'static str| {
+        [
+            ("x-forwarded-method", "GET"),
+            ("x-forwarded-uri", "/a"),
+            ("x-forwarded-host", host),
+        ]
+    };
+    let counted = ask_with(&app, Some("joe"), &to("api.example.com")).await;
+    assert_eq!(remaining(&counted), quotas(&[("api", 4)]));
+    assert_unlimited(&ask_with(&app, Some("joe"), &to("www.example.com")).await);
+    // Without X-Forwarded-Host, the question's own Host (127.0.0.1:port) names no match.
+    assert_unlimited(&ask(&app, Some("joe"), "GET", "/a").await);
+}
+on_both_stores!(a_host_condition_reads_the_forwarded_host);
+
 /// The endpoint answers any method: a proxy may forward the question as it came.
 #[tokio::test]
 async fn any_method_asks() {

@@ -1,6 +1,7 @@
 //! What the limiter knows of one request: who names it, its method, its path and its route.
 
 use axum::extract::MatchedPath;
+use axum::http::header::HOST;
 use axum::http::request::Parts;
 use axum::http::{HeaderMap, HeaderName, HeaderValue, Method};
 
@@ -25,6 +26,9 @@ pub struct RequestFacts<'a> {
     pub route: &'a str,
     /// The request's headers, for policies keyed by a header or conditioned on one.
     pub headers: &'a HeaderMap,
+    /// The host the request was sent to: its `Host` (or HTTP/2 authority), or, for a question
+    /// a trusted proxy asks, `X-Forwarded-Host` before it. A `when` on `host` reads this.
+    pub host: Option<&'a str>,
 }
 
 impl RequestFacts<'_> {
@@ -58,6 +62,11 @@ impl<'a> RequestFacts<'a> {
                 .get::<MatchedPath>()
                 .map_or(path, MatchedPath::as_str),
             headers: &parts.headers,
+            host: parts
+                .headers
+                .get(HOST)
+                .and_then(|host| host.to_str().ok())
+                .or_else(|| parts.uri.host()),
         }
     }
 
@@ -66,7 +75,8 @@ impl<'a> RequestFacts<'a> {
     /// the client address named as for any request.
     ///
     /// The method is `X-Forwarded-Method` (Traefik, Caddy), else `X-Original-Method` (nginx's
-    /// convention); the path is `X-Forwarded-Uri`, else `X-Original-URI`, without its query.
+    /// convention); the path is `X-Forwarded-Uri`, else `X-Original-URI`, without its query; the
+    /// host is `X-Forwarded-Host`, else `Host`.
     pub fn forwarded(
         parts: &'a Parts,
         identity: &Identity,
@@ -94,6 +104,9 @@ impl<'a> RequestFacts<'a> {
             facts.path = path;
             facts.route = path;
         }
+        if let Some(host) = first([X_FORWARDED_HOST, HOST]) {
+            facts.host = Some(host);
+        }
         facts
     }
 }
@@ -102,3 +115,4 @@ const X_FORWARDED_METHOD: HeaderName = HeaderName::from_static("x-forwarded-meth
 const X_ORIGINAL_METHOD: HeaderName = HeaderName::from_static("x-original-method");
 const X_FORWARDED_URI: HeaderName = HeaderName::from_static("x-forwarded-uri");
 const X_ORIGINAL_URI: HeaderName = HeaderName::from_static("x-original-uri");
+const X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");

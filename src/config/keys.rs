@@ -68,6 +68,7 @@ impl Settings {
             path: route.unwrap_or("/"),
             route: route.unwrap_or("/"),
             headers: &headers,
+            host: None,
         };
         limiter
             .policies()

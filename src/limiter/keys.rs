@@ -108,7 +108,7 @@ impl Limiter {
             .filter(|(_, policy)| {
                 policy
                     .scope()
-                    .applies_to(&facts.method, facts.path, facts.headers)
+                    .applies_to(&facts.method, facts.path, facts.headers, facts.host)
             })
             .map(move |(i, policy)| {
                 if unnamed && policy.scope().by.needs_user() {
@@ -195,6 +195,7 @@ mod tests {
             path: "/user",
             route: "/user",
             headers: &HeaderMap::new(),
+            host: None,
         };
         let keys: Vec<String> = limiter
             .checks(&facts)
@@ -274,6 +275,7 @@ mod tests {
                             path,
                             route: path,
                             headers: &HeaderMap::new(),
+                            host: None,
                         };
                         let checks: Vec<_> = match limiter.checks(&facts) {
                             Ok(checks) => checks

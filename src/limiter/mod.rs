@@ -333,6 +333,7 @@ pub(crate) mod tests {
             path: "/user",
             route: "/user",
             headers: &HeaderMap::new(),
+            host: None,
         };
         let runtime = tokio::runtime::Builder::new_current_thread()
             .build()
