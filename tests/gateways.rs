@@ -299,8 +299,17 @@ async fn limits_through(proxy: &Proxy) {
         "{name}: the API saw a denied request"
     );
 
-    // The method and path came from the proxy: an export costs 4 of 10, so the third is denied.
-    let export = || client.post(running.url("/export")).header("x-user", "joe");
+    // The method and path came from the proxy, whatever the client wrote under the names the
+    // proxy uses: an export costs 4 of 10, so the third is denied.
+    let export = || {
+        client
+            .post(running.url("/export"))
+            .header("x-user", "joe")
+            .header("x-forwarded-method", "GET")
+            .header("x-forwarded-uri", "/elsewhere")
+            .header("x-original-method", "GET")
+            .header("x-original-uri", "/elsewhere")
+    };
     assert_eq!(statuses(3, export).await, [200, 200, 429], "{name}");
     assert_eq!(api.saw("/export"), 2, "{name}");
 

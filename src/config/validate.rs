@@ -167,7 +167,10 @@ impl RawForwardAuth {
         let Some(path) = &self.path else {
             return Ok(None);
         };
-        if !path.starts_with('/') || path.contains(['?', '#']) || path.contains(char::is_whitespace)
+        // Braces and `*` would be route parameters to axum, which panics on some at startup.
+        if !path.starts_with('/')
+            || path.contains(['?', '#', '{', '}', '*'])
+            || path.contains(char::is_whitespace)
         {
             return Err(ConfigError::new(
                 "forward_auth.path",
