@@ -261,6 +261,10 @@ fn mistakes_name_their_key() {
             "forward_auth.path",
         ),
         (
+            "[forward_auth]\npath = \"/{id}\"\ntrust_any_peer = true\n",
+            "forward_auth.path",
+        ),
+        (
             "[forward_auth]\npath = \"/check\"\ntrust_any_peer = true\ndeny_status = 200\n",
             "forward_auth.deny_status",
         ),
