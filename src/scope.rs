@@ -175,6 +175,24 @@ impl fmt::Display for RoutePattern {
     }
 }
 
+/// A host as a `when` compares it: without its port or a final dot, so that
+/// `API.example.com:443` and `api.example.com.` are the host `api.example.com` names (the case is
+/// ignored where it is compared).
+pub fn bare_host(host: &str) -> &str {
+    let without_port = match host.rsplit_once(':') {
+        // An IPv6 literal keeps its brackets; only a port after them goes.
+        Some((name, port)) if port.bytes().all(|b| b.is_ascii_digit()) && !name.ends_with(':') => {
+            if host.starts_with('[') && !name.ends_with(']') {
+                host
+            } else {
+                name
+            }
+        }
+        _ => host,
+    };
+    without_port.trim_end_matches('.')
+}
+
 /// Which requests a policy applies to, who shares its buckets, and what routes cost.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Scope {
@@ -201,7 +219,7 @@ impl Scope {
     ) -> bool {
         let holds = |(name, value): &(HeaderName, String)| {
             if name == axum::http::header::HOST {
-                host == Some(value.as_str())
+                host.is_some_and(|host| bare_host(host).eq_ignore_ascii_case(value))
             } else {
                 headers.get(name).is_some_and(|v| v == value.as_str())
             }
@@ -225,6 +243,22 @@ impl Scope {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A host is compared without its port, a final dot or its case; an IPv6 literal keeps
+    /// its brackets.
+    #[test]
+    fn hosts_are_bare() {
+        for (host, bare) in [
+            ("api.example.com", "api.example.com"),
+            ("api.example.com:443", "api.example.com"),
+            ("api.example.com.", "api.example.com"),
+            ("api.example.com.:8080", "api.example.com"),
+            ("[2001:db8::1]:443", "[2001:db8::1]"),
+            ("[2001:db8::1]", "[2001:db8::1]"),
+        ] {
+            assert_eq!(bare_host(host), bare, "{host}");
+        }
+    }
 
     /// A dimension reads the name it writes, `header:<name>` included, and a bad header name
     /// or an unknown word is refused.

@@ -224,6 +224,12 @@ async fn a_host_condition_reads_the_forwarded_host(store: &Backend) {
     };
     let counted = ask_with(&app, Some("joe"), &to("api.example.com")).await;
     assert_eq!(remaining(&counted), quotas(&[("api", 4)]));
+    // The same host with a port, a final dot or capitals is the same host.
+    for host in ["API.example.com:443", "api.example.com.", "Api.Example.Com"] {
+        assert_eq!(ask_with(&app, Some("joe"), &to(host)).await.status(), 200);
+    }
+    let after = ask_with(&app, Some("joe"), &to("api.example.com")).await;
+    assert_eq!(remaining(&after), quotas(&[("api", 0)]));
     assert_unlimited(&ask_with(&app, Some("joe"), &to("www.example.com")).await);
     // Without X-Forwarded-Host, the question's own Host (127.0.0.1:port) names no match.
     assert_unlimited(&ask(&app, Some("joe"), "GET", "/a").await);

@@ -329,7 +329,13 @@ fn validate_policies(raw_policies: &[RawPolicy]) -> Result<Vec<Policy>, ConfigEr
                 let key = format!("policies[{i}].when.{name:?}");
                 let header = HeaderName::from_bytes(name.as_bytes())
                     .map_err(|_| ConfigError::new(&key, "is not a valid HTTP header name"))?;
-                Ok((header, value.clone()))
+                // A host is compared bare: without a port, a final dot or its case.
+                let value = if header == axum::http::header::HOST {
+                    crate::scope::bare_host(value).to_ascii_lowercase()
+                } else {
+                    value.clone()
+                };
+                Ok((header, value))
             })
             .collect::<Result<_, _>>()?;
         policies.push(
