@@ -42,16 +42,17 @@ redis_port=$(free_port)
 "${pin_load[@]}" redis-server --port "$redis_port" --bind 127.0.0.1 --save '' --appendonly no >/dev/null &
 pids+=("$!"); wait_port "$redis_port"
 
-# start_tollgate NAME TOML: a tollgate on a free port; prints the port.
+# start_tollgate NAME TOML: a tollgate on a free port, which it sets in `port`. Not called in
+# $(...): a subshell's pids+= would be lost, and the process left running after the script.
 start_tollgate() {
-  local port; port=$(free_port)
+  port=$(free_port)
   printf 'listen = "127.0.0.1:%s"\n%s\n' "$port" "$2" > "$work/$1.toml"
   RUST_LOG=warn "${pin_service[@]}" "$bin" --config "$work/$1.toml" >"$work/$1.log" 2>&1 &
-  pids+=("$!"); wait_port "$port" "$work/$1.log"; echo "$port"
+  pids+=("$!"); wait_port "$port" "$work/$1.log"
 }
 
 # Every decision admitted, so each request costs the same whichever way it arrives.
-limiter=$(start_tollgate limiter "[redis]
+start_tollgate limiter "[redis]
 url = \"redis://127.0.0.1:$redis_port\"
 [identity]
 trusted_proxies = [\"127.0.0.1/32\"]
@@ -61,22 +62,25 @@ deny_status = 403
 [[policies]]
 name = \"per_user\"
 limit = 1000000000
-window = \"1h\"")
+window = \"1h\""
+limiter=$port
 # The API behind nginx: a tollgate with no policies, whose /user answers at once.
-api=$(start_tollgate api 'policies = []')
+start_tollgate api 'policies = []'
+api=$port
 
-# start_nginx NAME CONF: nginx on CONF (with docs/gateways' addresses moved); prints the port.
+# start_nginx NAME CONF: nginx on CONF (with docs/gateways' addresses moved), on a free port,
+# which it sets in `port`.
 start_nginx() {
-  local port; port=$(free_port); mkdir -p "$work/$1"
+  port=$(free_port); mkdir -p "$work/$1"
   sed -e "s/127.0.0.1:8000/127.0.0.1:$limiter/; s/127.0.0.1:9000/127.0.0.1:$api/; s/127.0.0.1:8080/127.0.0.1:$port/" \
     "$2" > "$work/$1/nginx.conf"
   "${pin_service[@]}" nginx -p "$work/$1" -c "$work/$1/nginx.conf" -g 'daemon off;' >"$work/$1.log" 2>&1 &
-  pids+=("$!"); wait_port "$port" "$work/$1.log"; echo "$port"
+  pids+=("$!"); wait_port "$port" "$work/$1.log"
 }
 # The same server with the auth lines taken out: nginx passing straight to the API.
 grep -v -e 'auth_request' -e 'error_page 403' -e '\$tg_' docs/gateways/nginx-403.conf > "$work/nginx-direct.conf"
-with_auth=$(start_nginx auth docs/gateways/nginx-403.conf)
-direct=$(start_nginx direct "$work/nginx-direct.conf")
+start_nginx auth docs/gateways/nginx-403.conf; with_auth=$port
+start_nginx direct "$work/nginx-direct.conf"; direct=$port
 
 # rps NAME PORT SCRIPT: requests/s of one wrk run; fails unless every response was 200.
 rps() {
