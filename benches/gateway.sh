@@ -20,20 +20,7 @@ for tool in wrk redis-server nginx; do
 done
 cargo build --release --quiet --bins
 bin=${CARGO_TARGET_DIR:-$PWD/target}/release/tollgate
-work=$(mktemp -d)
-pids=()
-cleanup() {
-  for pid in "${pids[@]}"; do kill "$pid" 2>/dev/null || true; done
-  for pid in "${pids[@]}"; do wait "$pid" 2>/dev/null || true; done
-  rm -rf "$work"
-}
-trap cleanup EXIT
-
-free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
-wait_port() {
-  for _ in $(seq 200); do (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null && return 0; sleep 0.05; done
-  echo "benches/gateway.sh: nothing listens on $1" >&2; [ -n "${2:-}" ] && cat "$2" >&2; exit 1
-}
+. benches/lib.sh
 # Two cores: the services under test on CPU 0, wrk and Redis on CPU 1.
 pin_service=(taskset -c 0); pin_load=(taskset -c 1)
 command -v taskset >/dev/null || { pin_service=(); pin_load=(); }

@@ -22,17 +22,7 @@ done
 
 cargo build --release --quiet --bins
 bin=${CARGO_TARGET_DIR:-$PWD/target}/release/tollgate
-work=$(mktemp -d)
-pids=()
-# Waits for what it killed: the Redis servers would otherwise outlive the script as zombies.
-cleanup() {
-  for pid in "${pids[@]}"; do kill "$pid" 2>/dev/null || true; done
-  for pid in "${pids[@]}"; do wait "$pid" 2>/dev/null || true; done
-  rm -rf "$work"
-}
-trap cleanup EXIT
-
-free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+. benches/lib.sh
 # free_cluster_port: a free port P with P + 10000 free too, for a cluster node and its bus
 # (redis-server refuses a cluster port above 55535).
 free_cluster_port() {
@@ -52,13 +42,6 @@ while True:
     finally:
         a.close(); b.close()
 '
-}
-# wait_port PORT [LOG]: waits up to 10 s for a listener, showing LOG if none comes.
-wait_port() {
-  for _ in $(seq 200); do (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null && return 0; sleep 0.05; done
-  echo "benches/load.sh: nothing listens on :$1" >&2
-  [ -n "${2:-}" ] && cat "$2" >&2
-  exit 1
 }
 
 # Two cores: tollgate on CPU 0; wrk, Redis and the cluster's nodes on CPU 1, so the service under

@@ -28,20 +28,7 @@ if [ $# -eq 0 ]; then
   set -- "${CARGO_TARGET_DIR:-$PWD/target}/release/tollgate"
 fi
 
-work=$(mktemp -d)
-pids=()
-cleanup() {
-  for pid in "${pids[@]}"; do kill "$pid" 2>/dev/null || true; done
-  for pid in "${pids[@]}"; do wait "$pid" 2>/dev/null || true; done
-  rm -rf "$work"
-}
-trap cleanup EXIT
-
-free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
-wait_port() {
-  for _ in $(seq 600); do (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null && return 0; sleep 0.1; done
-  echo "benches/request_cost.sh: nothing listens on :$1" >&2; exit 1
-}
+. benches/lib.sh
 
 # send PORT COUNT FIRST STATUS [CALLER]: COUNT requests, callers user-FIRST... in turn over 100
 # (or CALLER each time); fails unless every response has STATUS.
