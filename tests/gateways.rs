@@ -331,8 +331,14 @@ async fn limits_through(proxy: &Proxy) {
     assert_eq!(api.saw("/api/other"), 0, "{name}");
 
     // With tollgate gone, the proxy fails closed: a 5xx, and the API sees nothing.
+    let tollgate_addr = tollgate.addr;
     drop(tollgate);
-    tokio::time::sleep(Duration::from_millis(200)).await;
+    // Stopped once it refuses connections: its shutdown runs on another task.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while tokio::net::TcpStream::connect(tollgate_addr).await.is_ok() {
+        assert!(Instant::now() < deadline, "{name}: tollgate never stopped");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
     let alone = client
         .get(running.url("/api/alone"))
         .header("x-user", "ann")
