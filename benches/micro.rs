@@ -125,8 +125,8 @@ fn memory_store(c: &mut Criterion) {
         user: Some(USER),
         ip: Some("\0ip:192.0.2.1".into()),
         method: Method::GET,
-        path: "/api/items",
-        route: "/api/items",
+        path: "/api/items".into(),
+        route: Some("/api/items"),
         headers: &HeaderMap::new(),
         host: None,
     };

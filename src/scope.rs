@@ -113,6 +113,8 @@ pub struct RoutePattern {
     method: Option<Method>,
     path: String,
     prefix: bool,
+    /// The pattern as written, cleaned of spaces: a forwarded request's route name.
+    text: String,
 }
 
 impl RoutePattern {
@@ -142,14 +144,29 @@ impl RoutePattern {
         if path.contains(char::is_whitespace) {
             return Err(format!("{text:?}: the path has spaces"));
         }
+        let text = match &method {
+            Some(method) => format!("{method} {path}{}", if prefix { "*" } else { "" }),
+            None => format!("{path}{}", if prefix { "*" } else { "" }),
+        };
         Ok(RoutePattern {
             method,
             path,
             prefix,
+            text,
         })
     }
 
+    /// The pattern as written (`POST /export`, `/api/*`), naming the route of a request that no
+    /// router matched, like a proxy's question: so `/api/1` and `/api/2` share one bucket of a
+    /// policy keyed by route on `/api/*`, as they would behind an axum route `/api/{id}`.
+    pub fn text(&self) -> &str {
+        &self.text
+    }
+
     /// Whether a request with `method` and `path` matches.
+    ///
+    /// An exact pattern also matches its path with a final `/`, which many services route alike
+    /// (Express, and FastAPI by redirecting), so that `/export/` cannot dodge `/export`.
     pub fn matches(&self, method: &Method, path: &str) -> bool {
         // HEAD runs the GET handler, so a GET pattern limits it too.
         let same_method = |m: &Method| m == method || (m == Method::GET && method == Method::HEAD);
@@ -158,20 +175,15 @@ impl RoutePattern {
                 path.starts_with(&self.path) && path.len() > self.path.len()
             } else {
                 path == self.path
+                    || (!self.path.ends_with('/')
+                        && path.strip_suffix('/') == Some(self.path.as_str()))
             }
     }
 }
 
 impl fmt::Display for RoutePattern {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        if let Some(method) = &self.method {
-            write!(f, "{method} ")?;
-        }
-        if self.prefix {
-            write!(f, "{}*", self.path)
-        } else {
-            f.write_str(&self.path)
-        }
+        f.write_str(&self.text)
     }
 }
 
@@ -226,6 +238,12 @@ impl Scope {
         };
         (self.routes.is_empty() || self.routes.iter().any(|r| r.matches(method, path)))
             && self.when.iter().all(holds)
+    }
+
+    /// The first of the policy's route patterns that a request with `method` and `path`
+    /// matches, if it has any.
+    pub fn route_of(&self, method: &Method, path: &str) -> Option<&RoutePattern> {
+        self.routes.iter().find(|r| r.matches(method, path))
     }
 
     /// The cost of a request with `method` and `path`: the largest of its matching route costs,
@@ -283,6 +301,15 @@ mod tests {
             "HEAD runs the GET handler"
         );
         assert!(!get_user.matches(&Method::GET, "/user/1"));
+        assert!(get_user.matches(&Method::GET, "/user/"), "a final slash");
+        assert!(!get_user.matches(&Method::GET, "/user//"));
+        assert!(!RoutePattern::parse("/user/")
+            .unwrap()
+            .matches(&Method::GET, "/user"));
+        assert!(RoutePattern::parse("/").unwrap().matches(&Method::GET, "/"));
+        assert!(!RoutePattern::parse("/")
+            .unwrap()
+            .matches(&Method::GET, "//"));
         let api = RoutePattern::parse("/api/*").unwrap();
         assert!(api.matches(&Method::POST, "/api/items"));
         assert!(api.matches(&Method::GET, "/api/items/1"));

@@ -107,6 +107,73 @@ async fn decisions_in_flight_share_one_call_and_keep_their_own_counts() {
     server.assert_every_key_has_ttl().await;
 }
 
+/// Shadow policies in a shared call are decided per decision too: twenty callers at once, each
+/// under a real policy of 10 and a shadow policy of 5, caller i having made i requests. Those
+/// past the shadow limit report a would-be denial and leave the shadow key untouched; those
+/// past the real one are denied too, and charge neither key.
+#[tokio::test]
+async fn shadow_policies_in_a_shared_call_are_decided_per_decision() {
+    let server = RedisServer::start().await;
+    let store = store(&server).await;
+    let (real, shadow) = (
+        per_hour(10),
+        Arc::new(
+            named("shadow", 5, 3_600_000)
+                .as_ref()
+                .clone()
+                .with_shadow(true),
+        ),
+    );
+    let callers: Vec<Vec<Check>> = (0..20)
+        .map(|i| {
+            let caller = format!("caller-{i}");
+            [checks(&caller, &real), checks(&caller, &shadow)].concat()
+        })
+        .collect();
+    for (i, caller) in callers.iter().enumerate() {
+        for _ in 0..i {
+            store.decide(caller, Clock::Store).await.unwrap();
+        }
+    }
+    let counts = |caller: &[Check]| {
+        let keys: Vec<String> = caller.iter().map(|c| c.key.clone()).collect();
+        let client = store.client().clone();
+        async move {
+            let mut counts = Vec::new();
+            for key in keys {
+                let value: Option<String> = client.get(&key).await.unwrap();
+                counts.push(value.map_or(0, |v| v.split(':').next().unwrap().parse().unwrap()));
+            }
+            counts
+        }
+    };
+    let before = join_all(callers.iter().map(|c| counts(c))).await;
+
+    let calls = server.evalsha_calls().await;
+    let decisions = join_all(callers.iter().map(|c| store.decide(c, Clock::Store))).await;
+    assert_eq!(server.evalsha_calls().await - calls, 1);
+
+    let after = join_all(callers.iter().map(|c| counts(c))).await;
+    for (i, decision) in decisions.into_iter().enumerate() {
+        let decision = decision.unwrap();
+        assert_eq!(decision.allowed, i < 10, "caller {i}");
+        let would_deny = i >= 5;
+        assert_eq!(
+            decision.shadow_denials().count(),
+            usize::from(would_deny),
+            "caller {i}"
+        );
+        let charged = [u64::from(i < 10), u64::from(i < 5)];
+        let spent: Vec<u64> = after[i]
+            .iter()
+            .zip(&before[i])
+            .map(|(a, b)| a - b)
+            .collect();
+        assert_eq!(spent, charged, "caller {i}: what each key was charged");
+    }
+    server.assert_every_key_has_ttl().await;
+}
+
 /// Decisions made by different tasks in one turn of the scheduler share one call: the batcher
 /// lets the tasks woken with the first decision run before it sends. One worker thread, as on a
 /// core of its own; the tasks are spawned together, as one wake-up's requests are served. The

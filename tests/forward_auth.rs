@@ -7,7 +7,7 @@
 #[macro_use]
 mod support;
 
-use support::policies::{assert_unlimited, quotas, remaining};
+use support::policies::{assert_unlimited, key_of, quotas, remaining, route_rest, sha256_hex};
 use support::{header, Backend, RedisServer, TestApp, NO_BOUNDARY};
 
 /// `[forward_auth]` on `/check`, believing any peer, beside `toml`.
@@ -103,6 +103,54 @@ async fn routes_and_costs_see_the_forwarded_request(store: &Backend) {
     assert_unlimited(&ask(&app, Some("joe"), "GET", "/export").await);
 }
 on_both_stores!(routes_and_costs_see_the_forwarded_request);
+
+/// A forwarded path is matched as the service behind the proxy routes it: merged slashes, dot
+/// segments, escapes and a final slash all reach `POST /export`, so none of them dodges its
+/// cost; a policy keyed by route counts `/items/1` and `/items/2` in the bucket of the pattern
+/// they matched, `/items/*`, not one bucket per path.
+async fn no_spelling_of_a_path_dodges_its_policy(store: &Backend) {
+    let extra = "routes = [\"POST /export\"]\n[policies.costs]\n\"POST /export\" = 2";
+    let by_route = "by = [\"user\", \"route\"]\nroutes = [\"GET /items/*\"]";
+    let toml = format!(
+        "{}{}",
+        policy("exports", 12, extra),
+        policy("per_route", 3, by_route)
+    );
+    let app = store.app(&endpoint(&toml)).await;
+    let spellings = [
+        "/export",
+        "//export",
+        "/./export",
+        "/x/../export",
+        "/%65xport",
+        "/export/",
+    ];
+    for (i, uri) in spellings.into_iter().enumerate() {
+        let left = 12 - 2 * (i as u64 + 1);
+        let response = ask(&app, Some("joe"), "POST", uri).await;
+        assert_eq!(remaining(&response), quotas(&[("exports", left)]), "{uri}");
+    }
+    for (uri, left) in [("/items/1", 2), ("/items/2", 1), ("/items//3", 0)] {
+        let response = ask(&app, Some("joe"), "GET", uri).await;
+        assert_eq!(
+            remaining(&response),
+            quotas(&[("per_route", left)]),
+            "{uri}"
+        );
+    }
+    assert_eq!(
+        ask(&app, Some("joe"), "GET", "/items/4").await.status(),
+        429
+    );
+    if store.server().is_some() {
+        let route = sha256_hex(&route_rest("GET /items/*"));
+        let per_route = format!("{}:{}", key_of("joe", "per_route"), &route[..16]);
+        store
+            .assert_keys(&[key_of("joe", "exports"), per_route])
+            .await;
+    }
+}
+on_both_stores!(no_spelling_of_a_path_dodges_its_policy);
 
 /// nginx's convention, `X-Original-Method` and `X-Original-URI`, names the request when the
 /// `X-Forwarded-*` pair is absent; when both are sent, `X-Forwarded-*` wins.

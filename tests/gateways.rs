@@ -96,7 +96,8 @@ const HAPROXY: Proxy = Proxy {
 };
 
 /// The policies every proxy is checked with: a user's 3 requests to `/api/*`, exports costing
-/// 4 of 10, 3 requests to `/ip/*` per client address; a request naming nobody is refused.
+/// 4 of 10, 2 requests to `/keyed/*` per API key, 3 requests to `/ip/*` per client address; a
+/// request naming nobody is refused.
 fn tollgate_toml(deny_status: u16) -> String {
     format!(
         r#"
@@ -120,6 +121,13 @@ limit = 10
 window = "{NO_BOUNDARY}"
 routes = ["POST /export"]
 costs = {{ "POST /export" = 4 }}
+
+[[policies]]
+name = "per_key"
+limit = 2
+window = "{NO_BOUNDARY}"
+by = "header:x-api-key"
+routes = ["GET /keyed/*"]
 
 [[policies]]
 name = "per_ip"
@@ -300,18 +308,36 @@ async fn limits_through(proxy: &Proxy) {
     );
 
     // The method and path came from the proxy, whatever the client wrote under the names the
-    // proxy uses: an export costs 4 of 10, so the third is denied.
-    let export = || {
-        client
-            .post(running.url("/export"))
+    // proxy uses, and however the client spelt the path: an export costs 4 of 10, so the third
+    // is denied.
+    let spellings = ["/export", "//export", "/%65xport"];
+    let mut exports = Vec::new();
+    for path in spellings {
+        let export = client
+            .post(running.url(path))
             .header("x-user", "joe")
             .header("x-forwarded-method", "GET")
             .header("x-forwarded-uri", "/elsewhere")
             .header("x-original-method", "GET")
-            .header("x-original-uri", "/elsewhere")
+            .header("x-original-uri", "/elsewhere");
+        exports.push(export.send().await.unwrap().status().as_u16());
+    }
+    assert_eq!(exports, [200, 200, 429], "{name}: {}", stderr());
+    let saw_exports: usize = spellings.iter().map(|path| api.saw(path)).sum();
+    assert_eq!(saw_exports, 2, "{name}");
+
+    // A header a policy keys by reaches tollgate: each API key has its own bucket.
+    let (client, running) = (&client, &running);
+    let keyed = |key: &'static str| {
+        move || {
+            client
+                .get(running.url("/keyed/x"))
+                .header("x-user", "joe")
+                .header("x-api-key", key)
+        }
     };
-    assert_eq!(statuses(3, export).await, [200, 200, 429], "{name}");
-    assert_eq!(api.saw("/export"), 2, "{name}");
+    assert_eq!(statuses(3, keyed("k1")).await, [200, 200, 429], "{name}");
+    assert_eq!(statuses(1, keyed("k2")).await, [200], "{name}");
 
     // A client-written X-Forwarded-For moves nobody to another address's bucket.
     let spoofed = |i: usize| {

@@ -13,17 +13,35 @@ local function passed(name)
     or name:sub(1, 12) == "x-ratelimit-" or name == "x-rate-limit" or name == "content-type"
 end
 
+-- Not passed on: what describes the connection to tollgate rather than the request, and what
+-- only HAProxy may say (the forwarding headers, set below from what HAProxy itself saw).
+local function own(name)
+  return name == "host" or name == "content-length" or name == "transfer-encoding"
+    or name == "connection" or name == "keep-alive" or name == "te" or name == "upgrade"
+    or name == "expect" or name == "forwarded" or name:sub(1, 12) == "x-forwarded-"
+    or name:sub(1, 11) == "x-original-"
+end
+
 core.register_action("tollgate", { "http-req" }, function(txn)
   local request = txn.http:req_get_headers()
-  local headers = {
-    ["x-forwarded-method"] = { txn.sf:method() },
-    ["x-forwarded-uri"] = { txn.sf:pathq() },
-    ["x-forwarded-host"] = { first(request["host"]) or "" },
-    -- HAProxy names the client itself: whatever the client wrote is not sent.
-    ["x-forwarded-for"] = { txn.sf:src() },
-  }
-  local user = first(request["x-user"])
-  if user then headers["x-user"] = { user } end
+  -- Every other header goes, as nginx, Traefik and Caddy send them: a policy may key by one
+  -- (by = "header:x-api-key") or apply only when one has a value (when).
+  local headers = {}
+  for name, values in pairs(request) do
+    local lower = string.lower(name)
+    if not own(lower) then
+      local copy = {}
+      for i = 0, #values do
+        if values[i] then table.insert(copy, values[i]) end
+      end
+      headers[lower] = copy
+    end
+  end
+  headers["x-forwarded-method"] = { txn.sf:method() }
+  headers["x-forwarded-uri"] = { txn.sf:pathq() }
+  headers["x-forwarded-host"] = { first(request["host"]) or "" }
+  -- HAProxy names the client itself: whatever the client wrote is not sent.
+  headers["x-forwarded-for"] = { txn.sf:src() }
   local answer = core.httpclient():get({ url = TOLLGATE, headers = headers, timeout = 1000 })
   if answer == nil or answer.status == nil or answer.status == 0 then
     txn:done(txn:reply({ status = 503, body = "rate limiter unreachable\n" }))

@@ -1,11 +1,13 @@
 //! What the limiter knows of one request: who names it, its method, its path and its route.
 
+use std::borrow::Cow;
+
 use axum::extract::MatchedPath;
 use axum::http::header::HOST;
 use axum::http::request::Parts;
 use axum::http::{HeaderMap, HeaderName, HeaderValue, Method};
 
-use super::{address, peer, Identity};
+use super::{address, path, peer, Identity};
 
 /// What the limiter needs to know about one request, borrowed from its head.
 ///
@@ -20,10 +22,12 @@ pub struct RequestFacts<'a> {
     pub ip: Option<String>,
     /// The request method.
     pub method: Method,
-    /// The request path.
-    pub path: &'a str,
-    /// The matched route pattern (or the path), for policies keyed by route.
-    pub route: &'a str,
+    /// The request path; for a proxy's question, cleaned as [`path::normalize`] says.
+    pub path: Cow<'a, str>,
+    /// The route pattern the router matched, for policies keyed by route; `None` when no
+    /// router matched, as for a proxy's question, where a policy's own matching pattern names
+    /// the route instead.
+    pub route: Option<&'a str>,
     /// The request's headers, for policies keyed by a header or conditioned on one.
     pub headers: &'a HeaderMap,
     /// The host the request was sent to: its `Host` (or HTTP/2 authority), or, for a question
@@ -56,11 +60,13 @@ impl<'a> RequestFacts<'a> {
             user: identity.user(parts),
             ip,
             method: parts.method.clone(),
-            path,
-            route: parts
-                .extensions
-                .get::<MatchedPath>()
-                .map_or(path, MatchedPath::as_str),
+            path: Cow::Borrowed(path),
+            route: Some(
+                parts
+                    .extensions
+                    .get::<MatchedPath>()
+                    .map_or(path, MatchedPath::as_str),
+            ),
             headers: &parts.headers,
             host: parts
                 .headers
@@ -75,8 +81,9 @@ impl<'a> RequestFacts<'a> {
     /// the client address named as for any request.
     ///
     /// The method is `X-Forwarded-Method` (Traefik, Caddy), else `X-Original-Method` (nginx's
-    /// convention); the path is `X-Forwarded-Uri`, else `X-Original-URI`, without its query; the
-    /// host is `X-Forwarded-Host`, else `Host`.
+    /// convention); the path is `X-Forwarded-Uri`, else `X-Original-URI`, without its query and
+    /// cleaned; the host is `X-Forwarded-Host`, else `Host`. No router has matched the forwarded
+    /// path, so it has no route pattern of its own.
     pub fn forwarded(
         parts: &'a Parts,
         identity: &Identity,
@@ -100,9 +107,9 @@ impl<'a> RequestFacts<'a> {
             facts.method = method;
         }
         let uri = first([X_FORWARDED_URI, X_ORIGINAL_URI]);
-        if let Some(path) = uri.and_then(|uri| uri.split(['?', '#']).next()) {
-            facts.path = path;
-            facts.route = path;
+        if let Some(uri) = uri.and_then(|uri| uri.split(['?', '#']).next()) {
+            facts.path = path::normalize(uri);
+            facts.route = None;
         }
         if let Some(host) = first([X_FORWARDED_HOST, HOST]) {
             facts.host = Some(host);

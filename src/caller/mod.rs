@@ -3,6 +3,7 @@
 
 pub mod address;
 mod facts;
+pub mod path;
 
 use std::net::{IpAddr, SocketAddr};
 

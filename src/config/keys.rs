@@ -65,8 +65,8 @@ impl Settings {
             user: Some(user.as_bytes()),
             ip: ip.map(|ip| address::bucket(ip, self.identity.ipv6_prefix)),
             method: Method::GET,
-            path: route.unwrap_or("/"),
-            route: route.unwrap_or("/"),
+            path: route.unwrap_or("/").into(),
+            route: Some(route.unwrap_or("/")),
             headers: &headers,
             host: None,
         };

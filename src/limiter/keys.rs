@@ -22,6 +22,15 @@ fn encode_names<'f>(names: impl Iterator<Item = Option<&'f [u8]>>, out: &mut Vec
     true
 }
 
+/// Whether some of `policies` can use the client address under `on_missing`.
+pub(super) fn address_needed(policies: &[Arc<Policy>], on_missing: OnMissing) -> bool {
+    policies.iter().any(|policy| {
+        let by = policy.scope().by.dimensions();
+        by.contains(&Dimension::Ip)
+            || (on_missing == OnMissing::Ip && by.contains(&Dimension::User))
+    })
+}
+
 impl Limiter {
     /// The key `policy` counts this request under, or `None` when the policy does not apply to it
     /// (its routes do not match, or a name it is keyed by is unknown).
@@ -32,18 +41,14 @@ impl Limiter {
     /// Whether some policy can use the client address: keyed by it, or by a user whose absence
     /// `on_missing = "ip"` fills with it. The middleware builds the address's name only then.
     pub fn needs_address(&self) -> bool {
-        self.policies.iter().any(|policy| {
-            let by = policy.scope().by.dimensions();
-            by.contains(&Dimension::Ip)
-                || (self.on_missing == OnMissing::Ip && by.contains(&Dimension::User))
-        })
+        self.needs_address
     }
 
     /// [`Limiter::key_of`], reusing the last caller tag when this policy's caller is named by the
     /// same bytes, so a user under several policies is hashed once per request.
     fn key_reusing<'f>(
         &self,
-        policy: &Policy,
+        policy: &'f Policy,
         facts: &'f RequestFacts<'_>,
         last: &mut Option<(&'f [u8], CallerTag)>,
     ) -> Option<String> {
@@ -77,11 +82,23 @@ impl Limiter {
         &self,
         policy: &'r Policy,
         facts: &'f RequestFacts<'_>,
-    ) -> impl Iterator<Item = Option<&'f [u8]>> + 'r {
+    ) -> impl Iterator<Item = Option<&'r [u8]>> + 'r {
         // An address's name ("\0ip:<addr>", from caller::address::bucket) is built once per
         // request.
         let address = facts.ip.as_deref().map(str::as_bytes);
-        let (user, route, on_missing) = (facts.user, facts.route, self.on_missing);
+        let (user, on_missing) = (facts.user, self.on_missing);
+        // A request no router matched (a proxy's question) is on the route of the policy's
+        // pattern it matches, else on its path.
+        let route = move || {
+            facts
+                .route
+                .or_else(|| {
+                    let scope = policy.scope();
+                    scope.route_of(&facts.method, &facts.path).map(|r| r.text())
+                })
+                .unwrap_or(&facts.path)
+                .as_bytes()
+        };
         policy.scope().by.dimensions().iter().map(move |d| match d {
             Dimension::Header(name) => facts.header(name),
             Dimension::User => match (user, on_missing) {
@@ -91,7 +108,7 @@ impl Limiter {
             },
             Dimension::Ip => address,
             Dimension::Global => Some(&b"global"[..]),
-            Dimension::Route => Some(route.as_bytes()),
+            Dimension::Route => Some(route()),
         })
     }
 
@@ -108,7 +125,7 @@ impl Limiter {
             .filter(|(_, policy)| {
                 policy
                     .scope()
-                    .applies_to(&facts.method, facts.path, facts.headers, facts.host)
+                    .applies_to(&facts.method, &facts.path, facts.headers, facts.host)
             })
             .map(move |(i, policy)| {
                 if unnamed && policy.scope().by.needs_user() {
@@ -138,7 +155,7 @@ impl Limiter {
                 probe.truncate(start);
                 continue;
             }
-            probe.extend_from_slice(&policy.cost_of(&facts.method, facts.path).to_be_bytes());
+            probe.extend_from_slice(&policy.cost_of(&facts.method, &facts.path).to_be_bytes());
             any = true;
         }
         any
@@ -155,7 +172,7 @@ impl Limiter {
                 checks.push(Check {
                     key,
                     policy: policy.clone(),
-                    cost: policy.cost_of(&facts.method, facts.path),
+                    cost: policy.cost_of(&facts.method, &facts.path),
                 });
             }
         }
@@ -171,7 +188,8 @@ mod tests {
     use crate::key::KeyBuilder;
     use crate::limiter::tests::{policy, policy_on};
     use crate::store::MemoryStore;
-    use axum::http::{HeaderMap, Method};
+    use axum::http::header::HOST;
+    use axum::http::{HeaderMap, HeaderName, HeaderValue, Method};
 
     /// Reusing one caller's tag across policies names every key exactly as `key_of` does alone,
     /// whatever the policies key by and in whatever order.
@@ -192,8 +210,8 @@ mod tests {
             user: Some(b"joe"),
             ip: Some("\0ip:192.0.2.1".into()),
             method: Method::GET,
-            path: "/user",
-            route: "/user",
+            path: "/user".into(),
+            route: Some("/user"),
             headers: &HeaderMap::new(),
             host: None,
         };
@@ -214,7 +232,8 @@ mod tests {
     }
 
     /// Two requests have the same denial cache probe exactly when they make the same checks
-    /// (keys, costs and policies), across users, addresses, routes, methods, costs and the
+    /// (keys, costs and policies), across users, addresses, routes (a router's, or none as for
+    /// a proxy's question), methods, costs, headers keyed by or conditioned on, hosts and the
     /// `on_missing` fallbacks; a request with no checks has no probe.
     #[test]
     fn probes_are_equal_exactly_when_checks_are() {
@@ -225,20 +244,33 @@ mod tests {
             &[("POST /user", 2)],
         );
         let items_only = policy_on("i: 3 per 1h", vec![Dimension::Ip], &["/items/*"], &[]);
+        let items_by_route = policy_on(
+            "ir: 3 per 1h",
+            vec![Dimension::Route, Dimension::User],
+            &["/items/*", "GET /user"],
+            &[],
+        );
+        let api_key = HeaderName::from_static("x-api-key");
+        let plan = HeaderName::from_static("x-plan");
+        let by_key = policy("k: 3 per 1m", vec![Dimension::Header(api_key.clone())]);
+        let when = |text: &str, name: &HeaderName, value: &str| {
+            let policy = policy(text, vec![Dimension::User]);
+            let mut scope = policy.scope().clone();
+            scope.when = vec![(name.clone(), value.into())];
+            policy.with_scope(scope)
+        };
         let policies = vec![
             policy("a: 3 per 1m", vec![Dimension::User]),
             by_route,
             items_only,
+            items_by_route,
             policy("g: 9 per 1m", vec![Dimension::Global]),
+            by_key,
+            when("free: 3 per 1m", &plan, "free"),
+            when("on_api: 3 per 1m", &HOST, "api.example.com"),
         ];
         // ("jo", "/x/user") and ("jo/x", "/user") would meet if names ran together.
-        let users: [Option<&[u8]>; 5] = [
-            Some(b"joe"),
-            Some(b"jo"),
-            Some(b"jo/x"),
-            Some(b"\0ip:192.0.2.1"),
-            None,
-        ];
+        let users: [Option<&[u8]>; 4] = [Some(b"joe"), Some(b"jo"), Some(b"jo/x"), None];
         let ips = [Some("\0ip:192.0.2.1"), Some("\0ip:192.0.2.2"), None];
         let requests = [
             (Method::GET, "/user"),
@@ -247,6 +279,20 @@ mod tests {
             (Method::GET, "/items/1"),
             (Method::GET, "/items/2"),
         ];
+        let headers: Vec<HeaderMap> = [
+            vec![],
+            vec![(&plan, "free"), (&api_key, "k1")],
+            vec![(&plan, "pro"), (&api_key, "k2")],
+        ]
+        .into_iter()
+        .map(|pairs| {
+            pairs
+                .into_iter()
+                .map(|(name, value)| (name.clone(), HeaderValue::from_static(value)))
+                .collect()
+        })
+        .collect();
+        let hosts = [None, Some("api.example.com"), Some("API.example.com:443")];
         // Two policies keyed alike on different routes: only their positions tell them apart.
         let on = |text: &str, route: &str| policy_on(text, vec![Dimension::User], &[route], &[]);
         let alike = vec![
@@ -265,36 +311,76 @@ mod tests {
             // Each request's probe, beside its checks as (key, cost, policy).
             type Made = (Vec<u8>, Vec<(String, u64, String)>);
             let mut seen: Vec<Made> = Vec::new();
-            for user in users {
-                for ip in ips {
-                    for (method, path) in &requests {
-                        let facts = RequestFacts {
-                            user,
-                            ip: ip.map(String::from),
-                            method: method.clone(),
-                            path,
-                            route: path,
-                            headers: &HeaderMap::new(),
-                            host: None,
-                        };
-                        let checks: Vec<_> = match limiter.checks(&facts) {
-                            Ok(checks) => checks
-                                .into_iter()
-                                .map(|c| (c.key, c.cost, c.policy.name().to_string()))
-                                .collect(),
-                            Err(Unidentified) => continue,
-                        };
-                        let mut probe = Vec::new();
-                        let probed = limiter.write_probe(&facts, &mut probe);
-                        assert_eq!(probed, !checks.is_empty(), "{facts:?}");
-                        for (other, other_checks) in &seen {
-                            assert_eq!(*other == probe, *other_checks == checks, "{facts:?}");
-                        }
-                        seen.push((probe, checks));
-                    }
+            let requests = requests.iter().flat_map(|(method, path)| {
+                // Routed by a router (the route is the path here), or not at all.
+                [Some(*path), None].map(|route| (method, *path, route))
+            });
+            for ((method, path, route), user, ip, headers, host) in requests
+                .flat_map(|r| users.map(|u| (r, u)))
+                .flat_map(|(r, u)| ips.map(|ip| (r, u, ip)))
+                .flat_map(|(r, u, ip)| headers.iter().map(move |h| (r, u, ip, h)))
+                .flat_map(|(r, u, ip, h)| hosts.map(|host| (r, u, ip, h, host)))
+            {
+                let facts = RequestFacts {
+                    user,
+                    ip: ip.map(String::from),
+                    method: method.clone(),
+                    path: path.into(),
+                    route,
+                    headers,
+                    host,
+                };
+                let checks: Vec<_> = match limiter.checks(&facts) {
+                    Ok(checks) => checks
+                        .into_iter()
+                        .map(|c| (c.key, c.cost, c.policy.name().to_string()))
+                        .collect(),
+                    Err(Unidentified) => continue,
+                };
+                let mut probe = Vec::new();
+                let probed = limiter.write_probe(&facts, &mut probe);
+                assert_eq!(probed, !checks.is_empty(), "{facts:?}");
+                for (other, other_checks) in &seen {
+                    assert_eq!(*other == probe, *other_checks == checks, "{facts:?}");
                 }
+                seen.push((probe, checks));
             }
         }
+    }
+
+    /// A request no router matched (a proxy's question) is keyed by the route pattern its policy
+    /// matched, so `/items/1` and `/items/2` share the bucket of a policy on `/items/*`; on a
+    /// policy without routes, by its path.
+    #[test]
+    fn unrouted_requests_are_keyed_by_the_pattern_they_matched() {
+        let on_items = policy_on(
+            "ir: 3 per 1h",
+            vec![Dimension::User, Dimension::Route],
+            &["/items/*"],
+            &[],
+        );
+        let everywhere = policy("r: 3 per 1h", vec![Dimension::User, Dimension::Route]);
+        let limiter = Limiter::new(Arc::new(MemoryStore::new()), [on_items, everywhere]);
+        let headers = HeaderMap::new();
+        let key = |path: &'static str, route: Option<&'static str>, i: usize| {
+            let facts = RequestFacts {
+                user: Some(b"joe"),
+                ip: None,
+                method: Method::GET,
+                path: path.into(),
+                route,
+                headers: &headers,
+                host: None,
+            };
+            limiter.key_of(&limiter.policies()[i], &facts).unwrap()
+        };
+        assert_eq!(key("/items/1", None, 0), key("/items/2", None, 0));
+        assert_ne!(key("/items/1", None, 1), key("/items/2", None, 1));
+        assert_ne!(
+            key("/items/1", Some("/items/1"), 0),
+            key("/items/2", Some("/items/2"), 0),
+            "a router's route names its own bucket"
+        );
     }
 
     /// The address is asked for only when a policy is keyed by it or falls back to it.

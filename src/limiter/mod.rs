@@ -64,6 +64,9 @@ pub struct Limiter {
     keys: KeyBuilder,
     on_error: OnError,
     on_missing: OnMissing,
+    /// Whether some policy can use the client address, worked out once: see
+    /// [`Limiter::needs_address`].
+    needs_address: bool,
     /// Keeps a failing store from costing every request the whole deadline.
     breaker: Breaker,
     /// Decides under `on_error = "local"`.
@@ -107,6 +110,7 @@ impl Limiter {
     ) -> Self {
         let policies: Vec<Arc<Policy>> = policies.into_iter().map(Into::into).collect();
         Limiter {
+            needs_address: keys::address_needed(&policies, OnMissing::default()),
             store,
             local_policies: policies.clone(),
             metrics: Metrics::new(policies.iter().map(|p| p.name().clone()).collect())
@@ -187,6 +191,7 @@ impl Limiter {
     /// Sets what happens when a policy keyed by user applies to a request that names nobody.
     pub fn with_on_missing(mut self, on_missing: OnMissing) -> Self {
         self.on_missing = on_missing;
+        self.needs_address = keys::address_needed(&self.policies, on_missing);
         self
     }
 
@@ -330,8 +335,8 @@ pub(crate) mod tests {
             user: Some(b"joe"),
             ip: None,
             method: Method::GET,
-            path: "/user",
-            route: "/user",
+            path: "/user".into(),
+            route: Some("/user"),
             headers: &HeaderMap::new(),
             host: None,
         };

@@ -90,10 +90,14 @@ impl HeaderMode {
 
 /// Adds the headers every limited response carries, admitted or denied.
 pub fn apply(headers: &mut HeaderMap, decision: &Decision) {
+    quota(headers, decision);
+}
+
+/// [`apply`], returning the tightest policy the headers cite, so a denial need not find it
+/// again.
+fn quota<'d>(headers: &mut HeaderMap, decision: &'d Decision) -> Option<&'d PolicyDecision> {
     // Shadow policies show in no header: with only those, there is no quota to show.
-    let Some(tightest) = decision.tightest() else {
-        return;
-    };
+    let tightest = decision.tightest()?;
     headers.insert(RATELIMIT_POLICY, policy_list(decision));
     headers.insert(RATELIMIT, quota_list(decision));
     headers.insert(X_RATELIMIT_LIMIT, limit(tightest));
@@ -102,6 +106,7 @@ pub fn apply(headers: &mut HeaderMap, decision: &Decision) {
         X_RATELIMIT_RESET,
         HeaderValue::from(secs_ceil(tightest.reset_after)),
     );
+    Some(tightest)
 }
 
 /// `X-RateLimit-Degraded: local`: a degraded response, decided by the local fallback because the
@@ -115,9 +120,9 @@ pub fn mark_degraded(headers: &mut HeaderMap) {
 
 /// Adds what a denial carries on top of [`apply`].
 pub fn apply_denial(headers: &mut HeaderMap, decision: &Decision) {
-    apply(headers, decision);
+    let tightest = quota(headers, decision);
     retry_after(headers, decision);
-    if let Some(tightest) = decision.tightest() {
+    if let Some(tightest) = tightest {
         headers.insert(X_RATE_LIMIT, limit(tightest));
     }
 }

@@ -16,7 +16,8 @@
 //! full, it is denied without being tracked: its policies report nothing remaining and a retry
 //! after [`FULL_RETRY_AFTER`], by when the sweeper has visited every shard. A live entry is
 //! never evicted, so a caller already tracked keeps exactly its limit, and no caller can shed
-//! its count by flooding the store with new names.
+//! its count by flooding the store with new names. A shadow policy never denies, so its new
+//! entry takes what room is left or goes untracked, and the other policies decide alone.
 
 use std::hash::{BuildHasher, RandomState};
 use std::num::NonZeroUsize;
@@ -232,13 +233,15 @@ impl MemoryStore {
                 Some(slot) => slot.entry = entry,
                 None => {
                     let held = (std::slice::from_mut(&mut table), &[shard_of(hash)][..]);
-                    if !self.make_room(held, 1, now_us) {
+                    if self.make_room(held, 1, now_us) {
+                        table.insert(shared, hash, &check.key, entry);
+                        created = true;
+                    } else if !check.policy.shadow() {
                         drop(table);
                         let policies = vec![PolicyDecision::new(check.policy.clone(), FULL)];
                         return (self.refused(policies), false);
                     }
-                    table.insert(shared, hash, &check.key, entry);
-                    created = true;
+                    // A shadow policy never denies, so at the cap it goes untracked instead.
                 }
             }
         }
@@ -303,11 +306,14 @@ impl MemoryStore {
                     .iter()
                     .zip(&hashes)
                     .zip(&evaluations)
-                    .filter(|&((check, &hash), e)| e.fits && found(tables, check, hash).is_none())
+                    .filter(|&((check, &hash), e)| {
+                        e.fits && !check.policy.shadow() && found(tables, check, hash).is_none()
+                    })
                     .count()
             };
             // A sweep at the cap may remove an expired entry of these very keys, which then
-            // needs room of its own: count again after it.
+            // needs room of its own: count again after it. Only the policies that decide need
+            // room; a shadow policy's new entry takes what room is left, or goes untracked.
             let mut needed = untracked(&tables);
             let mut room = needed == 0 || self.reserve(needed);
             if !room && self.sweep_when_full((&mut tables, &shards), now_us) {
@@ -321,8 +327,8 @@ impl MemoryStore {
                     .zip(&evaluations)
                     .map(|((check, &hash), e)| {
                         let outcome = match found(&tables, check, hash) {
-                            Some(_) => e.denied,
-                            None => FULL,
+                            None if !check.policy.shadow() => FULL,
+                            _ => e.denied,
                         };
                         PolicyDecision::new(check.policy.clone(), outcome)
                     })
@@ -339,6 +345,12 @@ impl MemoryStore {
                 let table = &mut tables[table_of(hash)];
                 match table.slots.find_mut(hash, |s| *s.key == *check.key) {
                     Some(slot) => slot.entry = entry,
+                    None if check.policy.shadow() => {
+                        if self.reserve(1) {
+                            table.insert(shared, hash, &check.key, entry);
+                            created = true;
+                        }
+                    }
                     None => {
                         table.insert(shared, hash, &check.key, entry);
                         inserted += 1;
@@ -349,7 +361,7 @@ impl MemoryStore {
             if needed > inserted {
                 shared.len.fetch_sub(needed - inserted, Ordering::Relaxed);
             }
-            created = inserted > 0;
+            created |= inserted > 0;
         }
         let policies = checks
             .iter()

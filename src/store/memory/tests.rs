@@ -174,6 +174,44 @@ fn at_the_cap_a_tracked_caller_gets_exactly_its_limit() {
     assert_eq!(store.full_count(), 20);
 }
 
+fn shadow_of(key: &str, policy: &str) -> Check {
+    let policy: Policy = policy.parse().unwrap();
+    Check::new(key.into(), Arc::new(policy.with_shadow(true)))
+}
+
+/// A shadow policy never denies, not even at the cap: its new entry takes what room is left or
+/// goes untracked, so the policies that decide decide alone, and a caller they track gets
+/// exactly its limit.
+#[test]
+fn at_the_cap_a_shadow_policy_goes_untracked_rather_than_deny() {
+    let store = capped(1);
+    let now = 10_000_000;
+    let real = check_of("joe:real", "real: 3 per 1h");
+    let shadow = shadow_of("joe:shadow", "shadow: 1 per 1h");
+    let admitted = (0..5)
+        .filter(|_| {
+            store
+                .decide_at(&[real.clone(), shadow.clone()], now)
+                .allowed
+        })
+        .count();
+    assert_eq!(admitted, 3, "the real policy alone decides");
+    assert_eq!(store.len(), 1);
+    assert_eq!(store.full_count(), 0);
+    // Alone, a shadow policy of a caller the full store cannot track admits too.
+    let alone = store.decide_at(&[shadow_of("ann:shadow", "shadow: 1 per 1h")], now);
+    assert!(alone.allowed);
+    assert_eq!(store.len(), 1);
+    // With room, the shadow policy is tracked again and reports its would-be denial.
+    let roomy = capped(2);
+    for _ in 0..2 {
+        roomy.decide_at(&[real.clone(), shadow.clone()], now);
+    }
+    let second = roomy.decide_at(&[real.clone(), shadow.clone()], now);
+    assert!(second.allowed);
+    assert_eq!(second.shadow_denials().count(), 1);
+}
+
 /// Several policies at the cap stay all-or-nothing: when one key cannot be tracked, the
 /// tracked ones are not charged, and the refusal names the untracked policy.
 #[test]
