@@ -246,7 +246,19 @@ impl Running {
 }
 
 impl Drop for Running {
+    /// Asks the proxy to stop, and kills it only if it has not within two seconds: a killed
+    /// nginx master leaves its workers running, holding the port.
     fn drop(&mut self) {
+        let pid = self.child.id() as libc::pid_t;
+        // SAFETY: kill only sends a signal, to a child this test started and has not reaped.
+        unsafe { libc::kill(pid, libc::SIGTERM) };
+        let deadline = Instant::now() + Duration::from_secs(2);
+        while Instant::now() < deadline {
+            if let Ok(Some(_)) = self.child.try_wait() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
