@@ -1,0 +1,509 @@
+//! envoyproxy/ratelimit's YAML files, read unchanged into [`Domains`] by a [`Loader`].
+//!
+//! Each file is read into a YAML value, its merge keys (`<<`) applied as ratelimit's YAML
+//! library does, then walked by hand, so that each mistake names its file, its path in the file
+//! (`descriptors[0].rate_limit.unit`) and what is wrong. A key ratelimit accepts but tollgate
+//! does not act on is either refused (`quota_mode: true`, which would change decisions) or
+//! counted, for one warning per key (`detailed_metric`, `value_to_metric`, `metadata`).
+
+use std::collections::BTreeMap;
+use std::num::NonZeroU64;
+use std::path::Path;
+
+use serde_yaml::{Mapping, Value};
+
+use super::descriptors::{Domains, Level, Limits, Node, Rule};
+use super::names::{child_path, name_of, segment};
+use super::Unit;
+use crate::policy::{Algorithm, Policy};
+
+/// A mistake in a YAML file: which file, where in it, and what is wrong.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("{file}: {}{reason}", if path.is_empty() { String::new() } else { format!("{path}: ") })]
+pub struct LoadError {
+    /// The file, as it was named to the loader.
+    pub file: String,
+    /// The path in the file, `descriptors[1].rate_limit.unit`; empty for the file as a whole.
+    pub path: String,
+    /// What is wrong.
+    pub reason: String,
+}
+
+/// The keys each place takes, as ratelimit's `validKeys` lists them all.
+const ROOT_KEYS: &[&str] = &["domain", "descriptors"];
+const DESCRIPTOR_KEYS: &[&str] = &[
+    "key",
+    "value",
+    "rate_limit",
+    "descriptors",
+    "shadow_mode",
+    "quota_mode",
+    "detailed_metric",
+    "value_to_metric",
+    "share_threshold",
+    "metadata",
+];
+const RATE_LIMIT_KEYS: &[&str] = &["unit", "requests_per_unit", "unlimited", "name", "replaces"];
+const REPLACES_KEYS: &[&str] = &["name"];
+
+/// Why each key that is accepted but not acted on is ignored.
+const IGNORED: [(&str, &str); 3] = [
+    (
+        "detailed_metric",
+        "tollgate's metrics name a domain and a rule, never a descriptor's values",
+    ),
+    (
+        "value_to_metric",
+        "tollgate's metrics name a domain and a rule, never a descriptor's values",
+    ),
+    ("metadata", "tollgate sends Envoy no dynamic metadata"),
+];
+
+/// Reads ratelimit's YAML files, and tollgate's own rules, into [`Domains`].
+#[derive(Debug, Default)]
+pub struct Loader {
+    domains: Domains,
+    /// ratelimit's `MERGE_DOMAIN_CONFIG`: several files may add to one domain.
+    merge_domains: bool,
+    /// Each ignored key: where it was first seen, and how many times.
+    ignored: BTreeMap<&'static str, (String, usize)>,
+}
+
+impl Loader {
+    /// An empty loader; a domain may be declared by one file only.
+    pub fn new() -> Self {
+        Loader::default()
+    }
+
+    /// Lets several files add descriptors to one domain, as ratelimit's `MERGE_DOMAIN_CONFIG`.
+    pub fn merge_domains(mut self, merge: bool) -> Self {
+        self.merge_domains = merge;
+        self
+    }
+
+    /// Loads a YAML file, or each `*.yaml` and `*.yml` file of a directory in name order (not
+    /// hidden ones, not below it).
+    pub fn load_path(&mut self, path: &Path) -> Result<(), LoadError> {
+        let fail = |file: &Path, reason: String| LoadError {
+            file: file.display().to_string(),
+            path: String::new(),
+            reason,
+        };
+        if !path.is_dir() {
+            let text = std::fs::read_to_string(path)
+                .map_err(|e| fail(path, format!("cannot be read: {e}")))?;
+            return self.load_str(&path.display().to_string(), &text);
+        }
+        let mut files: Vec<_> = std::fs::read_dir(path)
+            .map_err(|e| fail(path, format!("cannot be read: {e}")))?
+            .filter_map(|entry| entry.ok().map(|entry| entry.path()))
+            .filter(|file| {
+                let name = file.file_name().and_then(|n| n.to_str()).unwrap_or(".");
+                let yaml = file.extension().is_some_and(|e| e == "yaml" || e == "yml");
+                yaml && !name.starts_with('.') && file.is_file()
+            })
+            .collect();
+        files.sort();
+        if files.is_empty() {
+            return Err(fail(path, "holds no .yaml or .yml file".into()));
+        }
+        files.iter().try_for_each(|file| self.load_path(file))
+    }
+
+    /// Loads one file's `text`, named `file` in errors.
+    pub fn load_str(&mut self, file: &str, text: &str) -> Result<(), LoadError> {
+        let fail = |reason: String| LoadError {
+            file: file.to_owned(),
+            path: String::new(),
+            reason,
+        };
+        let mut value: Value =
+            serde_yaml::from_str(text).map_err(|e| fail(format!("is not YAML: {e}")))?;
+        value
+            .apply_merge()
+            .map_err(|e| fail(format!("has a bad merge key: {e}")))?;
+        let mut walk = Walk {
+            file,
+            ignored: &mut self.ignored,
+        };
+        let root = walk.mapping(&value, "", ROOT_KEYS)?;
+        let domain = walk.text(root.get("domain"), "domain")?.unwrap_or_default();
+        if domain.is_empty() {
+            return Err(walk.error("domain", "is missing: each file names its domain"));
+        }
+        let merge = self.merge_domains;
+        let level = self.domains.domain(&domain, file, merge).map_err(|first| {
+            walk.error(
+                "domain",
+                format!(
+                    "duplicate domain {domain:?}: {first} declares it too (rls.merge_domains \
+                     = true merges them)"
+                ),
+            )
+        })?;
+        walk.descriptors(root.get("descriptors"), "descriptors", level, "")
+    }
+
+    /// One warning per key that was accepted and ignored, naming where it was first seen.
+    pub fn warnings(&self) -> Vec<String> {
+        self.ignored
+            .iter()
+            .map(|(key, (first, count))| {
+                let why = IGNORED
+                    .iter()
+                    .find(|(k, _)| k == key)
+                    .map_or("", |(_, why)| why);
+                let more = match count {
+                    1 => String::new(),
+                    n => format!(", and {} more", n - 1),
+                };
+                format!("rls.config: {key} is ignored ({first}{more}): {why}")
+            })
+            .collect()
+    }
+
+    /// The domains, for rules to be added to.
+    pub(crate) fn domains_mut(&mut self) -> &mut Domains {
+        &mut self.domains
+    }
+
+    /// The domains loaded.
+    pub fn finish(self) -> Domains {
+        self.domains
+    }
+}
+
+/// One file being read.
+struct Walk<'a> {
+    file: &'a str,
+    ignored: &'a mut BTreeMap<&'static str, (String, usize)>,
+}
+
+/// `parent.key`, or `key` at the top.
+fn field(parent: &str, key: &str) -> String {
+    if parent.is_empty() {
+        key.to_owned()
+    } else {
+        format!("{parent}.{key}")
+    }
+}
+
+impl Walk<'_> {
+    fn error(&self, path: &str, reason: impl Into<String>) -> LoadError {
+        LoadError {
+            file: self.file.to_owned(),
+            path: path.to_owned(),
+            reason: reason.into(),
+        }
+    }
+
+    /// The descriptors at `path`, added to `level`; `parent` is the path of names above.
+    fn descriptors(
+        &mut self,
+        value: Option<&Value>,
+        path: &str,
+        level: &mut Level,
+        parent: &str,
+    ) -> Result<(), LoadError> {
+        let items = match value {
+            None | Some(Value::Null) => return Ok(()),
+            Some(Value::Sequence(items)) => items,
+            Some(other) => {
+                let found = kind(other);
+                return Err(self.error(path, format!("expected a list of descriptors, found {found}")));
+            }
+        };
+        for (i, item) in items.iter().enumerate() {
+            let at = format!("{path}[{i}]");
+            let map = self.mapping(item, &at, DESCRIPTOR_KEYS)?;
+            let key = self.text(map.get("key"), &field(&at, "key"))?;
+            let key = key.filter(|key| !key.is_empty()).ok_or_else(|| {
+                self.error(&at, "descriptor has empty key: every descriptor has a key")
+            })?;
+            if key.contains('*') {
+                return Err(self.error(
+                    &field(&at, "key"),
+                    format!("{key:?}: only a value may hold a '*' wildcard, not a key"),
+                ));
+            }
+            let value = self.text(map.get("value"), &field(&at, "value"))?;
+            let value = value.filter(|value| !value.is_empty());
+            let shadow = self.boolean(map.get("shadow_mode"), &field(&at, "shadow_mode"))?;
+            if self.boolean(map.get("quota_mode"), &field(&at, "quota_mode"))? {
+                return Err(self.error(
+                    &field(&at, "quota_mode"),
+                    "is not supported: a quota descriptor over its limit would deny the \
+                     request here, where ratelimit lets it through",
+                ));
+            }
+            for key in ["detailed_metric", "value_to_metric"] {
+                if self.boolean(map.get(key), &field(&at, key))? {
+                    self.ignore(key, &field(&at, key));
+                }
+            }
+            match map.get("metadata") {
+                None | Some(Value::Null) => {}
+                Some(Value::Mapping(m)) if m.is_empty() => {}
+                Some(Value::Mapping(_)) => self.ignore("metadata", &field(&at, "metadata")),
+                Some(other) => {
+                    let found = kind(other);
+                    return Err(self.error(
+                        &field(&at, "metadata"),
+                        format!("expected a mapping, found {found}"),
+                    ));
+                }
+            }
+            let share = self.boolean(map.get("share_threshold"), &field(&at, "share_threshold"))?;
+            let shared = match (share, &value) {
+                (false, _) => None,
+                (true, Some(value)) if value.contains('*') => Some(value.clone()),
+                (true, _) => {
+                    return Err(self.error(
+                        &field(&at, "share_threshold"),
+                        "can only be used with wildcard values (containing '*')",
+                    ))
+                }
+            };
+            let segment = segment(&key, value.as_deref());
+            let name_path = child_path(parent, &segment);
+            let rule = self.rate_limit(map.get("rate_limit"), &at, &name_path, shadow)?;
+            let source = format!("{}: {at}", self.file);
+            let node = Node::new(rule, shared, source);
+            let node = level.insert(&key, value.as_deref(), node).map_err(|first| {
+                self.error(
+                    &at,
+                    format!("duplicate descriptor {segment:?} at this level: {first} declares it too"),
+                )
+            })?;
+            self.descriptors(
+                map.get("descriptors"),
+                &field(&at, "descriptors"),
+                &mut node.children,
+                &name_path,
+            )?;
+        }
+        Ok(())
+    }
+
+    /// The rule of the descriptor at `at`, if it has a `rate_limit`.
+    fn rate_limit(
+        &mut self,
+        value: Option<&Value>,
+        at: &str,
+        name_path: &str,
+        shadow: bool,
+    ) -> Result<Option<Rule>, LoadError> {
+        let path = field(at, "rate_limit");
+        let map = match value {
+            None | Some(Value::Null) => return Ok(None),
+            Some(value) => self.mapping(value, &path, RATE_LIMIT_KEYS)?,
+        };
+        let unlimited = self.boolean(map.get("unlimited"), &field(&path, "unlimited"))?;
+        let unit_path = field(&path, "unit");
+        let unit = self.text(map.get("unit"), &unit_path)?.filter(|u| !u.is_empty());
+        let per_unit = self.uint32(map.get("requests_per_unit"), &field(&path, "requests_per_unit"))?;
+        let limit_name = self.text(map.get("name"), &field(&path, "name"))?;
+        let limit_name = limit_name.filter(|name| !name.is_empty());
+        let replaces = self.replaces(map.get("replaces"), &field(&path, "replaces"), &limit_name)?;
+        let name = name_of(limit_name.as_deref().unwrap_or(name_path));
+        let limits = if unlimited {
+            if unit.is_some() {
+                return Err(self.error(&unit_path, "should not specify rate limit unit when unlimited"));
+            }
+            Limits::Unlimited
+        } else {
+            let unit = unit.as_deref().unwrap_or_default();
+            let unit = Unit::parse(unit).ok_or_else(|| {
+                self.error(
+                    &unit_path,
+                    format!(
+                        "invalid rate limit unit {unit:?}; use second, minute, hour, day, week, \
+                         month or year"
+                    ),
+                )
+            })?;
+            let per_unit = per_unit.ok_or_else(|| {
+                self.error(
+                    &path,
+                    "requests_per_unit is missing (ratelimit would read 0 and refuse every \
+                     request: write 0 if that is meant)",
+                )
+            })?;
+            match NonZeroU64::new(per_unit.into()) {
+                None => Limits::Block { unit, shadow },
+                Some(per_unit) => {
+                    let policy =
+                        Policy::new(name.clone(), Algorithm::FixedWindow, per_unit, unit.window())
+                            .expect("a u32 per unit of at most a year is a valid fixed window");
+                    Limits::Count(vec![policy.with_shadow(shadow)])
+                }
+            }
+        };
+        let source = format!("{}: {path}", self.file);
+        Ok(Some(
+            Rule::new(name, limits, source).with_replaces(limit_name, replaces),
+        ))
+    }
+
+    /// The names a rate_limit's `replaces` lists: none empty, none its own `name`.
+    fn replaces(
+        &mut self,
+        value: Option<&Value>,
+        path: &str,
+        own: &Option<String>,
+    ) -> Result<Vec<String>, LoadError> {
+        let items = match value {
+            None | Some(Value::Null) => return Ok(Vec::new()),
+            Some(Value::Sequence(items)) => items,
+            Some(other) => {
+                let found = kind(other);
+                return Err(self.error(path, format!("expected a list of {{name: …}}, found {found}")));
+            }
+        };
+        let mut names = Vec::with_capacity(items.len());
+        for (i, item) in items.iter().enumerate() {
+            let at = format!("{path}[{i}]");
+            let map = self.mapping(item, &at, REPLACES_KEYS)?;
+            let name = self.text(map.get("name"), &field(&at, "name"))?;
+            let Some(name) = name.filter(|name| !name.is_empty()) else {
+                return Err(self.error(&field(&at, "name"), "should not be empty: it names the rate_limit replaced"));
+            };
+            if own.as_ref() == Some(&name) {
+                return Err(self.error(
+                    &field(&at, "name"),
+                    format!("{name:?} is this rate_limit's own name: a rule cannot replace itself"),
+                ));
+            }
+            names.push(name);
+        }
+        Ok(names)
+    }
+
+    /// Counts an ignored key, remembering where it was first seen.
+    fn ignore(&mut self, key: &'static str, path: &str) {
+        let file = self.file;
+        self.ignored
+            .entry(key)
+            .or_insert_with(|| (format!("{file}: {path}"), 0))
+            .1 += 1;
+    }
+
+    /// The mapping at `path`, whose keys must be among `allowed`; null is an empty mapping.
+    fn mapping<'v>(
+        &self,
+        value: &'v Value,
+        path: &str,
+        allowed: &[&str],
+    ) -> Result<&'v Mapping, LoadError> {
+        static EMPTY: std::sync::OnceLock<Mapping> = std::sync::OnceLock::new();
+        let map = match value {
+            Value::Mapping(map) => map,
+            Value::Null => EMPTY.get_or_init(Mapping::new),
+            other => {
+                let found = kind(other);
+                let at = if path.is_empty() { "the file" } else { path };
+                return Err(self.error(path, format!("expected a mapping at {at}, found {found}")));
+            }
+        };
+        for key in map.keys() {
+            let Value::String(key) = key else {
+                return Err(self.error(path, format!("a key is not text: {}", scalar(key))));
+            };
+            if !allowed.contains(&key.as_str()) {
+                return Err(self.error(&field(path, key), unknown_key(key, allowed)));
+            }
+        }
+        Ok(map)
+    }
+
+    /// Text, as ratelimit's YAML library reads a scalar into a string: a whole number or a
+    /// boolean as written; `None` for null or absent.
+    fn text(&self, value: Option<&Value>, path: &str) -> Result<Option<String>, LoadError> {
+        match value {
+            None | Some(Value::Null) => Ok(None),
+            Some(Value::String(text)) => Ok(Some(text.clone())),
+            Some(Value::Bool(b)) => Ok(Some(b.to_string())),
+            Some(Value::Number(n)) if n.is_i64() || n.is_u64() => Ok(Some(n.to_string())),
+            Some(Value::Number(n)) => Err(self.error(
+                path,
+                format!("{n} is a number with a fraction, which ratelimit refuses: quote it"),
+            )),
+            Some(other) => {
+                let found = kind(other);
+                Err(self.error(path, format!("expected text, found {found}")))
+            }
+        }
+    }
+
+    /// A boolean, in YAML 1.1's spellings too (`yes`, `on`), as ratelimit's YAML library reads
+    /// them; absent or null is `false`.
+    fn boolean(&self, value: Option<&Value>, path: &str) -> Result<bool, LoadError> {
+        const TRUE: [&str; 11] = ["y", "Y", "yes", "Yes", "YES", "true", "True", "TRUE", "on", "On", "ON"];
+        const FALSE: [&str; 11] = ["n", "N", "no", "No", "NO", "false", "False", "FALSE", "off", "Off", "OFF"];
+        match value {
+            None | Some(Value::Null) => Ok(false),
+            Some(Value::Bool(b)) => Ok(*b),
+            Some(Value::String(s)) if TRUE.contains(&s.as_str()) => Ok(true),
+            Some(Value::String(s)) if FALSE.contains(&s.as_str()) => Ok(false),
+            Some(other) => Err(self.error(
+                path,
+                format!("expected true or false, found {}", scalar(other)),
+            )),
+        }
+    }
+
+    /// A whole number from 0 to 2^32 - 1; `None` for null or absent.
+    fn uint32(&self, value: Option<&Value>, path: &str) -> Result<Option<u32>, LoadError> {
+        match value {
+            None | Some(Value::Null) => Ok(None),
+            Some(Value::Number(n)) if n.as_u64().is_some_and(|n| n <= u32::MAX.into()) => {
+                Ok(n.as_u64().map(|n| n as u32))
+            }
+            Some(other) => Err(self.error(
+                path,
+                format!(
+                    "expected a whole number from 0 to {}, found {}",
+                    u32::MAX,
+                    scalar(other)
+                ),
+            )),
+        }
+    }
+}
+
+/// The reason for an unknown key, saying where it belongs when it is valid elsewhere.
+fn unknown_key(key: &str, allowed: &[&str]) -> String {
+    let places = [
+        (ROOT_KEYS, "at the top of the file"),
+        (DESCRIPTOR_KEYS, "in a descriptor"),
+        (RATE_LIMIT_KEYS, "in a rate_limit"),
+        (REPLACES_KEYS, "in a replaces entry"),
+    ];
+    let mut reason = format!("unknown key {key:?}; expected one of: {}", allowed.join(", "));
+    if let Some((_, place)) = places.iter().find(|(keys, _)| keys.contains(&key)) {
+        reason.push_str(&format!(" ({key} belongs {place}: ratelimit ignores it here)"));
+    }
+    reason
+}
+
+/// What a value is, for an error: `a list`, `a mapping`, or the scalar itself.
+fn kind(value: &Value) -> String {
+    match value {
+        Value::Sequence(_) => "a list".into(),
+        Value::Mapping(_) => "a mapping".into(),
+        other => scalar(other),
+    }
+}
+
+/// A scalar as an error quotes it, short and on one line.
+fn scalar(value: &Value) -> String {
+    match value {
+        Value::Null => "null".into(),
+        Value::Bool(b) => b.to_string(),
+        Value::Number(n) => n.to_string(),
+        Value::String(s) => format!("{:?}", s.chars().take(40).collect::<String>()),
+        Value::Sequence(_) => "a list".into(),
+        Value::Mapping(_) => "a mapping".into(),
+        Value::Tagged(tagged) => format!("a value tagged {}", tagged.tag),
+    }
+}
