@@ -426,7 +426,10 @@ mod tests {
         assert!(!matches("value*", "valu"));
         assert!(matches("/api/*/action", "/api/123/action"));
         assert!(!matches("/api/*/action", "/api/123/other"));
-        assert!(matches("/api/*/resource/*/action", "/api/v1/resource/9/action"));
+        assert!(matches(
+            "/api/*/resource/*/action",
+            "/api/v1/resource/9/action"
+        ));
         assert!(!matches("/api/*/resource/*/action", "/api/v1/action"));
         assert!(matches("*", ""));
         assert!(!matches("ab*ba", "aba"), "prefix and suffix overlap");

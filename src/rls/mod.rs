@@ -5,7 +5,7 @@
 //! - `descriptors`: [`Domains`], the tree of each domain's descriptors, and the match: a map
 //!   lookup per entry, `key_value` first, then a wildcard value, then the key alone.
 //! - `yaml`: [`Loader`], which reads ratelimit's YAML files unchanged, each mistake a
-//!   [`LoadError`] naming the file and the path in it.
+//!   [`LoadError`] naming the file and the path in it; `walk` reads one file's tree.
 //! - `rules`: the `[rls]` section of tollgate's TOML: the YAML files, and rules that apply
 //!   several policies, of any algorithm and window, to one descriptor.
 //! - `bucket`: [`Bucket`], the counter a matched descriptor counts in.
@@ -17,6 +17,7 @@ mod bucket;
 mod descriptors;
 mod names;
 mod rules;
+mod walk;
 mod yaml;
 
 use std::sync::Arc;
@@ -25,8 +26,8 @@ use crate::policy::Window;
 
 pub use bucket::Bucket;
 pub use descriptors::{Domains, Limits, Rule};
-pub use rules::RlsSettings;
 pub(crate) use rules::RawRls;
+pub use rules::RlsSettings;
 pub use yaml::{LoadError, Loader};
 
 /// A rate limit unit, as ratelimit's `unit` and Envoy's `RateLimitUnit` name them.

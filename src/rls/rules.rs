@@ -244,7 +244,10 @@ impl RawRule {
                 } else {
                     format!("rls.policies has: {}", known.join(", "))
                 };
-                return Err(ConfigError::new(at, format!("unknown policy {name:?}; {known}")));
+                return Err(ConfigError::new(
+                    at,
+                    format!("unknown policy {name:?}; {known}"),
+                ));
             };
             if chosen.iter().any(|p| p.name() == policy.name()) {
                 return Err(ConfigError::new(at, format!("names {name:?} twice")));
