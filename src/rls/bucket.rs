@@ -13,7 +13,7 @@ use std::fmt;
 ///
 /// [`KeyBuilder::tag`]: crate::KeyBuilder::tag
 #[derive(Clone, PartialEq, Eq, Hash)]
-pub struct Bucket(Box<[u8]>);
+pub struct Bucket(Vec<u8>);
 
 /// What every bucket's bytes start with.
 const MAGIC: &[u8] = b"\0rls";
@@ -43,7 +43,7 @@ impl Bucket {
             push_field(&mut bytes, key);
             push_field(&mut bytes, value);
         }
-        Bucket(bytes.into_boxed_slice())
+        Bucket(bytes)
     }
 
     /// The bytes that name the bucket, for [`KeyBuilder::tag`](crate::KeyBuilder::tag).
@@ -76,9 +76,20 @@ impl Bucket {
     }
 }
 
-/// Appends `<length>:<bytes>`.
+/// Appends `<length>:<bytes>`, the length in decimal, without allocating for its digits.
 fn push_field(bytes: &mut Vec<u8>, field: &str) {
-    bytes.extend_from_slice(field.len().to_string().as_bytes());
+    let mut digits = [0u8; 20];
+    let mut at = digits.len();
+    let mut len = field.len();
+    loop {
+        at -= 1;
+        digits[at] = b'0' + (len % 10) as u8;
+        len /= 10;
+        if len == 0 {
+            break;
+        }
+    }
+    bytes.extend_from_slice(&digits[at..]);
     bytes.push(b':');
     bytes.extend_from_slice(field.as_bytes());
 }
@@ -115,6 +126,10 @@ mod tests {
         assert_eq!(entries, [("user", "a:b"), ("path", "")]);
         assert_eq!(bucket.to_string(), r#"api: user="a:b", path="""#);
         assert_eq!(bucket.as_bytes(), b"\0rls3:api4:user3:a:b4:path0:");
+        let long = "x".repeat(1234);
+        let bucket = Bucket::new("d", &[("k", long.as_str())]);
+        assert!(bucket.as_bytes().starts_with(b"\0rls1:d1:k1234:x"));
+        assert_eq!(bucket.entries().collect::<Vec<_>>(), [("k", long.as_str())]);
     }
 
     /// Entries that ratelimit's `_`-joined cache key would confuse are different buckets.

@@ -64,7 +64,11 @@ mod tests {
             "remote_address_50.0.0.5"
         );
         let path = name_of("path_/api/*/action");
-        assert_eq!(path.as_str(), "path__api___action-34e42bbf", "as docs/envoy.md shows");
+        assert_eq!(
+            path.as_str(),
+            "path__api___action-34e42bbf",
+            "as docs/envoy.md shows"
+        );
         assert_eq!(path, name_of("path_/api/*/action"), "stable");
         assert_ne!(path, name_of("path_/api/?/action"), "distinct");
         let long = name_of(&"a".repeat(100));
