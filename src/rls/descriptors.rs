@@ -214,18 +214,7 @@ impl Level {
         node: Node,
     ) -> Result<&mut Node, String> {
         let nodes = self.keys.entry(key.into()).or_default();
-        let taken = match value {
-            None => nodes.any.as_deref(),
-            Some(value) => match Pattern::new(value) {
-                Some(_) => nodes
-                    .wildcards
-                    .iter()
-                    .find(|(p, _)| &*p.text == value)
-                    .map(|(_, n)| n),
-                None => nodes.exact.get(value),
-            },
-        };
-        if let Some(taken) = taken {
+        if let Some(taken) = nodes.find(value) {
             return Err(taken.source.to_string());
         }
         Ok(nodes.slot(value, node))
@@ -239,39 +228,17 @@ impl Level {
         make: impl FnOnce() -> Node,
     ) -> &mut Node {
         let nodes = self.keys.entry(key.into()).or_default();
-        let at = match value {
-            None => nodes.any.is_some(),
-            Some(value) => match Pattern::new(value) {
-                Some(_) => nodes.wildcards.iter().any(|(p, _)| &*p.text == value),
-                None => nodes.exact.contains_key(value),
-            },
-        };
-        if at {
-            nodes.get_mut(value)
-        } else {
-            nodes.slot(value, make())
+        if nodes.find(value).is_none() {
+            nodes.slot(value, make());
         }
+        nodes.find(value).expect("just added")
     }
 }
 
 impl KeyNodes {
-    /// Stores `node` for `value`, which has none yet.
-    fn slot(&mut self, value: Option<&str>, node: Node) -> &mut Node {
+    /// The node declared for `value` exactly as written (a wildcard by its text).
+    fn find(&mut self, value: Option<&str>) -> Option<&mut Node> {
         match value {
-            None => self.any.insert(Box::new(node)),
-            Some(value) => match Pattern::new(value) {
-                Some(pattern) => {
-                    self.wildcards.push((pattern, node));
-                    &mut self.wildcards.last_mut().expect("just pushed").1
-                }
-                None => self.exact.entry(value.into()).or_insert(node),
-            },
-        }
-    }
-
-    /// The node for `value`, which exists.
-    fn get_mut(&mut self, value: Option<&str>) -> &mut Node {
-        let found = match value {
             None => self.any.as_deref_mut(),
             Some(value) if value.contains('*') => self
                 .wildcards
@@ -279,8 +246,19 @@ impl KeyNodes {
                 .find(|(p, _)| &*p.text == value)
                 .map(|(_, n)| n),
             Some(value) => self.exact.get_mut(value),
-        };
-        found.expect("checked present")
+        }
+    }
+
+    /// Stores `node` for `value`, which has none yet.
+    fn slot(&mut self, value: Option<&str>, node: Node) -> &mut Node {
+        match value.map(|v| (v, Pattern::new(v))) {
+            None => self.any.insert(Box::new(node)),
+            Some((_, Some(pattern))) => {
+                self.wildcards.push((pattern, node));
+                &mut self.wildcards.last_mut().expect("just pushed").1
+            }
+            Some((value, None)) => self.exact.entry(value.into()).or_insert(node),
+        }
     }
 
     /// The node a request's `value` reaches, and the wildcard that stands for it when shared.
