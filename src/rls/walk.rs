@@ -78,6 +78,7 @@ impl<'a> Walk<'a> {
         self.descriptors(root.get("descriptors"), "descriptors", level, "")
     }
 
+    /// A mistake at `path` in this file.
     fn error(&self, path: &str, reason: impl Into<String>) -> LoadError {
         LoadError {
             file: self.file.to_owned(),
@@ -120,42 +121,7 @@ impl<'a> Walk<'a> {
             }
             let value = self.text(map.get("value"), &field(&at, "value"))?;
             let value = value.filter(|value| !value.is_empty());
-            let shadow = self.boolean(map.get("shadow_mode"), &field(&at, "shadow_mode"))?;
-            if self.boolean(map.get("quota_mode"), &field(&at, "quota_mode"))? {
-                return Err(self.error(
-                    &field(&at, "quota_mode"),
-                    "is not supported: a quota descriptor over its limit would deny the \
-                     request here, where ratelimit lets it through",
-                ));
-            }
-            for key in ["detailed_metric", "value_to_metric"] {
-                if self.boolean(map.get(key), &field(&at, key))? {
-                    self.ignore(key, &field(&at, key));
-                }
-            }
-            match map.get("metadata") {
-                None | Some(Value::Null) => {}
-                Some(Value::Mapping(m)) if m.is_empty() => {}
-                Some(Value::Mapping(_)) => self.ignore("metadata", &field(&at, "metadata")),
-                Some(other) => {
-                    let found = kind(other);
-                    return Err(self.error(
-                        &field(&at, "metadata"),
-                        format!("expected a mapping, found {found}"),
-                    ));
-                }
-            }
-            let share = self.boolean(map.get("share_threshold"), &field(&at, "share_threshold"))?;
-            let shared = match (share, &value) {
-                (false, _) => None,
-                (true, Some(value)) if value.contains('*') => Some(value.clone()),
-                (true, _) => {
-                    return Err(self.error(
-                        &field(&at, "share_threshold"),
-                        "can only be used with wildcard values (containing '*')",
-                    ))
-                }
-            };
+            let (shadow, shared) = self.flags(map, &at, value.as_deref())?;
             let segment = segment(&key, value.as_deref());
             let name_path = child_path(parent, &segment);
             let rule = self.rate_limit(map.get("rate_limit"), &at, &name_path, shadow)?;
@@ -175,6 +141,51 @@ impl<'a> Walk<'a> {
             )?;
         }
         Ok(())
+    }
+
+    /// A descriptor's flags: whether it is in shadow mode, and under `share_threshold` the
+    /// wildcard `value` that stands for its values; the flags it ignores are counted, and
+    /// `quota_mode` is refused.
+    fn flags(
+        &mut self,
+        map: &Mapping,
+        at: &str,
+        value: Option<&str>,
+    ) -> Result<(bool, Option<String>), LoadError> {
+        let shadow = self.boolean(map.get("shadow_mode"), &field(at, "shadow_mode"))?;
+        if self.boolean(map.get("quota_mode"), &field(at, "quota_mode"))? {
+            return Err(self.error(
+                &field(at, "quota_mode"),
+                "is not supported: a quota descriptor over its limit would deny the request \
+                 here, where ratelimit lets it through",
+            ));
+        }
+        for key in ["detailed_metric", "value_to_metric"] {
+            if self.boolean(map.get(key), &field(at, key))? {
+                self.ignore(key, &field(at, key));
+            }
+        }
+        match map.get("metadata") {
+            None | Some(Value::Null) => {}
+            Some(Value::Mapping(m)) if m.is_empty() => {}
+            Some(Value::Mapping(_)) => self.ignore("metadata", &field(at, "metadata")),
+            Some(other) => {
+                let found = kind(other);
+                return Err(self.error(
+                    &field(at, "metadata"),
+                    format!("expected a mapping, found {found}"),
+                ));
+            }
+        }
+        let share = self.boolean(map.get("share_threshold"), &field(at, "share_threshold"))?;
+        match value {
+            _ if !share => Ok((shadow, None)),
+            Some(value) if value.contains('*') => Ok((shadow, Some(value.to_owned()))),
+            _ => Err(self.error(
+                &field(at, "share_threshold"),
+                "can only be used with wildcard values (containing '*')",
+            )),
+        }
     }
 
     /// The rule of the descriptor at `at`, if it has a `rate_limit`.
