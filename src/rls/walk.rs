@@ -190,7 +190,7 @@ impl<'a> Walk<'a> {
 
     /// The rule of the descriptor at `at`, if it has a `rate_limit`.
     fn rate_limit(
-        &mut self,
+        &self,
         value: Option<&Value>,
         at: &str,
         name_path: &str,
@@ -263,7 +263,7 @@ impl<'a> Walk<'a> {
 
     /// The names a rate_limit's `replaces` lists: none empty, none its own `name`.
     fn replaces(
-        &mut self,
+        &self,
         value: Option<&Value>,
         path: &str,
         own: &Option<String>,
