@@ -23,6 +23,9 @@
 //!   client address behind trusted proxies, grouped for IPv6 ([`caller::address`]).
 //! - [`middleware`]: [`RateLimitLayer`], which turns verdicts into 429s and headers.
 //! - [`metrics`]: the counters behind `/metrics`, in Prometheus text.
+//! - [`rls`]: Envoy's rate limit descriptors: envoyproxy/ratelimit's YAML files and
+//!   tollgate's `[rls]` rules, loaded into [`rls::Domains`] and matched to a request's
+//!   descriptors exactly as ratelimit matches them (nothing serves the protocol yet).
 //! - [`setup`]: the store, the limiter and the whole app that [`Settings`] describe, for the
 //!   service and library users.
 //! - [`http`]: the service's router, handlers and server loop, run until a signal.
@@ -46,6 +49,7 @@ mod log_throttle;
 pub mod metrics;
 pub mod middleware;
 pub mod policy;
+pub mod rls;
 pub mod scope;
 pub mod setup;
 pub mod store;

@@ -23,6 +23,12 @@ impl Settings {
                 "# path is not set: there is no forward-auth endpoint".into(),
             ));
         }
+        if !shown.rls.listen_is_set() {
+            notes.push((
+                "rls",
+                "# listen is not set: Envoy's rate limit protocol is not served".into(),
+            ));
+        }
         if shown.server.max_connections.is_none() {
             notes.push((
                 "server",

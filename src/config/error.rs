@@ -14,7 +14,7 @@ pub struct ConfigError {
 impl ConfigError {
     /// A mistake at `key`; a reason spread over several lines is joined into one, and control
     /// characters in a key (an unknown key may be named anything) are escaped.
-    pub(super) fn new(key: impl Into<String>, reason: impl Into<String>) -> Self {
+    pub(crate) fn new(key: impl Into<String>, reason: impl Into<String>) -> Self {
         let key = key.into();
         let key = if key.chars().any(char::is_control) {
             key.escape_default().to_string()

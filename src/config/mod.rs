@@ -37,6 +37,7 @@ use crate::key::KeyBuilder;
 use crate::limiter::OnError;
 use crate::middleware::headers::HeaderMode;
 use crate::policy::Policy;
+use crate::rls::RlsSettings;
 
 pub use error::ConfigError;
 pub use keys::Unkeyed;
@@ -91,12 +92,15 @@ pub struct Settings {
     /// Which responses carry the rate-limit headers.
     pub headers: HeaderMode,
     /// What loading noticed but did not refuse, for the binary to report: each `TOLLGATE_*`
-    /// variable that names no key (a Kubernetes service link excepted), which is ignored.
+    /// variable that names no key (a Kubernetes service link excepted), which is ignored, and
+    /// what `[rls]` accepts without acting on it.
     pub warnings: Vec<String>,
     /// How the server treats connections: timeouts, the connection cap, the shutdown grace.
     pub server: ServerSettings,
     /// The forward-auth endpoint, when `forward_auth.path` turns it on.
     pub forward_auth: Option<ForwardAuth>,
+    /// `[rls]`: Envoy's rate limit descriptors, from ratelimit's YAML and tollgate's rules.
+    pub rls: RlsSettings,
     /// The configuration as it was read, with every derived default filled in and the URL's
     /// secret taken out, for `check-config`.
     effective: RawConfig,
@@ -138,11 +142,12 @@ impl Settings {
             None => layered(Path::new(DEFAULT_FILE)),
         };
         let mut settings = Settings::from_figment(figment)?;
-        settings.warnings = stray_variables()
-            .iter()
-            .filter(|stray| !stray.service_link)
-            .map(StrayVariable::warning)
-            .collect();
+        settings.warnings.extend(
+            stray_variables()
+                .iter()
+                .filter(|stray| !stray.service_link)
+                .map(StrayVariable::warning),
+        );
         Ok(settings)
     }
 

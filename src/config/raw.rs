@@ -14,6 +14,7 @@ use crate::http::{ForwardAuth, ServerSettings};
 use crate::limiter::OnError;
 use crate::middleware::headers::HeaderMode;
 use crate::policy::Algorithm;
+use crate::rls::RawRls;
 use crate::scope::Dimension;
 
 /// The configuration as written, before validation.
@@ -30,6 +31,7 @@ pub(super) struct RawConfig {
     pub(super) log: RawLog,
     pub(super) server: RawServer,
     pub(super) forward_auth: RawForwardAuth,
+    pub(super) rls: RawRls,
 }
 
 /// `[forward_auth]`: setting `path` turns the endpoint on.
@@ -194,6 +196,7 @@ impl Default for RawConfig {
                 max_connections: None,
                 shutdown_grace: format_duration(server.shutdown_grace),
             },
+            rls: RawRls::default(),
         }
     }
 }

@@ -93,7 +93,9 @@ impl RawConfig {
         let policies = validate_policies(&self.policies)?;
         let server = self.server.validate()?;
         let forward_auth = self.forward_auth.validate(&self.identity)?;
+        let (rls, warnings) = self.rls.validate()?;
         let mut effective = self;
+        effective.rls.fill_defaults();
         let (url, url_had_secret) = match effective.redis.url.take() {
             Some(url) => {
                 let (url, had_secret) = strip_userinfo_secret(&url);
@@ -128,9 +130,10 @@ impl RawConfig {
             log_format: effective.log.format,
             denial_cache: effective.denial_cache,
             headers: effective.headers,
-            warnings: Vec::new(),
+            warnings,
             server,
             forward_auth,
+            rls,
             effective,
             url_had_secret,
         })
