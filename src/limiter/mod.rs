@@ -20,7 +20,7 @@ use crate::log_throttle::LogThrottle;
 use crate::metrics::Metrics;
 use crate::policy::{Policy, PolicyName};
 use crate::store::MemoryStore;
-use crate::store::{Clock, Store, StoreCounts, StoreError};
+use crate::store::{Check, Clock, Store, StoreCounts, StoreError};
 use breaker::{Breaker, BreakerState, Permit};
 use denial_cache::DenialCache;
 
@@ -71,7 +71,13 @@ pub struct Limiter {
     breaker: Breaker,
     /// Decides under `on_error = "local"`.
     local: MemoryStore,
-    /// Per policy, the local fallback's version of it (limits divided).
+    /// Policies decided for checks made elsewhere ([`Limiter::decide`]), never matched to a
+    /// request: counted and divided like the others.
+    unscoped: Vec<Arc<Policy>>,
+    /// What the local fallback divides every limit by.
+    local_divisor: u64,
+    /// Per policy, then per unscoped policy, the local fallback's version of it (limits
+    /// divided).
     local_policies: Vec<Arc<Policy>>,
     metrics: Metrics,
     /// Whether the breaker was closed before its last change, to log an outage once.
@@ -82,13 +88,14 @@ pub struct Limiter {
     failure_warnings: LogThrottle,
 }
 
-/// The names of the shadow policies among `policies`.
-fn shadow_names(policies: &[Arc<Policy>]) -> Vec<PolicyName> {
-    policies
+/// Counters for `policies`, the shadow ones marked.
+fn metrics_for(policies: &[Arc<Policy>]) -> Metrics {
+    let shadow: Vec<PolicyName> = policies
         .iter()
         .filter(|p| p.shadow())
         .map(|p| p.name().clone())
-        .collect()
+        .collect();
+    Metrics::new(policies.iter().map(|p| p.name().clone()).collect()).with_shadow(&shadow)
 }
 
 impl std::fmt::Debug for Limiter {
@@ -113,9 +120,10 @@ impl Limiter {
             needs_address: keys::address_needed(&policies, OnMissing::default()),
             store,
             local_policies: policies.clone(),
-            metrics: Metrics::new(policies.iter().map(|p| p.name().clone()).collect())
-                .with_shadow(&shadow_names(&policies)),
+            metrics: metrics_for(&policies),
             policies,
+            unscoped: Vec::new(),
+            local_divisor: 1,
             keys: KeyBuilder::new(crate::key::DEFAULT_PREFIX),
             on_error: OnError::default(),
             on_missing: OnMissing::default(),
@@ -136,12 +144,28 @@ impl Limiter {
     /// Under `on_error = "local"`, divides every limit by `divisor` (the number of instances),
     /// so the fleet as a whole stays near the intended limit while the store is out.
     pub fn with_local_divisor(mut self, divisor: u64) -> Self {
+        self.local_divisor = divisor;
         self.local_policies = self
             .policies
             .iter()
+            .chain(&self.unscoped)
             .map(|p| Arc::new(p.divided(divisor)))
             .collect();
         self
+    }
+
+    /// Adds policies that no request matches, decided only for checks made elsewhere (Envoy's
+    /// descriptors, through [`Limiter::decide`]), so that they share this limiter's breaker,
+    /// denial cache, failure mode and metrics.
+    pub fn with_unscoped<P: Into<Arc<Policy>>>(
+        mut self,
+        policies: impl IntoIterator<Item = P>,
+    ) -> Self {
+        self.unscoped = policies.into_iter().map(Into::into).collect();
+        let all: Vec<Arc<Policy>> = self.policies.iter().chain(&self.unscoped).cloned().collect();
+        self.metrics = metrics_for(&all);
+        let divisor = self.local_divisor;
+        self.with_local_divisor(divisor)
     }
 
     /// Caps the entries of the local fallback's memory store, as `memory.max_callers` does.
@@ -232,9 +256,7 @@ impl Limiter {
         if let Some(cache) = self.denials.as_ref().filter(|cache| !cache.is_empty()) {
             let found = cache.lookup(|probe| self.write_probe(facts, probe), Instant::now());
             if let Some(decision) = found {
-                self.metrics.cached_denial();
-                self.metrics.decided(&decision);
-                return Verdict::Decided(decision);
+                return self.cached(decision);
             }
         }
         let checks = match self.checks(facts) {
@@ -245,6 +267,45 @@ impl Limiter {
                 return Verdict::Unidentified;
             }
         };
+        self.decide_checks(checks, |probe| self.write_probe(facts, probe))
+            .await
+    }
+
+    /// Decides checks made elsewhere, as Envoy's descriptors make them: the denial cache under
+    /// the probe `write_probe` writes (see [`Limiter::check`] for what a probe must name), the
+    /// breaker, the failure mode and the metrics, exactly as for a request. Their policies
+    /// should be among [`Limiter::policies`] or [`Limiter::with_unscoped`]'s, to be counted
+    /// and divided for the local fallback.
+    pub async fn decide(
+        &self,
+        checks: Vec<Check>,
+        write_probe: impl Fn(&mut Vec<u8>) -> bool,
+    ) -> Verdict {
+        if checks.is_empty() {
+            return Verdict::Unlimited;
+        }
+        if let Some(cache) = self.denials.as_ref().filter(|cache| !cache.is_empty()) {
+            if let Some(decision) = cache.lookup(&write_probe, Instant::now()) {
+                return self.cached(decision);
+            }
+        }
+        self.decide_checks(checks, write_probe).await
+    }
+
+    /// A denial served from the denial cache, counted.
+    fn cached(&self, decision: Decision) -> Verdict {
+        self.metrics.cached_denial();
+        self.metrics.decided(&decision);
+        Verdict::Decided(decision)
+    }
+
+    /// Asks the store about `checks` (through the breaker, or the failure mode when it cannot
+    /// answer), and caches a denial under the probe `write_probe` writes.
+    async fn decide_checks(
+        &self,
+        checks: Vec<Check>,
+        write_probe: impl Fn(&mut Vec<u8>) -> bool,
+    ) -> Verdict {
         // From before the call, so that a denial cached from it expires a little early, never
         // late.
         let started = Instant::now();
@@ -279,7 +340,7 @@ impl Limiter {
                 }
                 if let (Some(cache), false) = (&self.denials, decision.allowed) {
                     let mut probe = Vec::new();
-                    if self.write_probe(facts, &mut probe) {
+                    if write_probe(&mut probe) {
                         cache.insert(probe, &decision, started);
                     }
                 }
