@@ -151,8 +151,9 @@ local function decide_one(k, a, n, r)
     for i = 1, n do
       local at = r + 1 + 4 * (i - 1)
       local w = 4 * (i - 1)
-      -- Only a shadow policy that does not fit has no write: it consumes nothing.
-      if writes[w + 1] then
+      -- A shadow policy that does not fit has no write: it consumes nothing. Nor does a
+      -- check that costs 0 (Envoy's check-only descriptor), which must leave no key behind.
+      if writes[w + 1] and writes[w + 4] > 0 then
         redis.call('SET', KEYS[k + i], writes[w + 1], 'PX', writes[w + 2])
         reply[at + 1] = reply[at + 1] - writes[w + 4]
         reply[at + 2] = writes[w + 3]

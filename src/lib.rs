@@ -25,7 +25,8 @@
 //! - [`metrics`]: the counters behind `/metrics`, in Prometheus text.
 //! - [`rls`]: Envoy's rate limit descriptors: envoyproxy/ratelimit's YAML files and
 //!   tollgate's `[rls]` rules, loaded into [`rls::Domains`] and matched to a request's
-//!   descriptors exactly as ratelimit matches them (nothing serves the protocol yet).
+//!   descriptors exactly as ratelimit matches them, decided by the limiter and served over
+//!   gRPC (`service.rs`, `server.rs`).
 //! - [`setup`]: the store, the limiter and the whole app that [`Settings`] describe, for the
 //!   service and library users.
 //! - [`http`]: the service's router, handlers and server loop, run until a signal.

@@ -95,16 +95,25 @@ fn serve(settings: Settings) -> ExitCode {
     }
     let runtime = tokio::runtime::Runtime::new().expect("the tokio runtime starts");
     let served = runtime.block_on(async {
-        let app = tollgate::setup::app(&settings)
+        let services = tollgate::setup::services(&settings)
             .await
             .map_err(|e| format!("cannot start the store: {e}"))?;
         let listener = TcpListener::bind(settings.listen)
             .await
             .map_err(|e| format!("cannot listen on {}: {e}", settings.listen))?;
+        let rls = match services.rls {
+            None => None,
+            Some((listen, service)) => {
+                let listener = TcpListener::bind(listen)
+                    .await
+                    .map_err(|e| format!("cannot listen on {listen} (rls.listen): {e}"))?;
+                Some((listener, service))
+            }
+        };
         // Memory a flood left behind goes back to the system, not only to the allocator.
         #[cfg(feature = "mimalloc")]
         tokio::spawn(give_back_memory());
-        tollgate::http::run_until_signalled(listener, app, settings.server.clone())
+        tollgate::http::run_until_signalled(listener, services.router, settings.server.clone(), rls)
             .await
             .map_err(|e| format!("server error: {e}"))
     });

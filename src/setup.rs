@@ -1,6 +1,7 @@
 //! Building a store and a limiter from [`Settings`]: what the service runs, and what a library
 //! user calls to limit their own routes with the same configuration.
 
+use std::net::SocketAddr;
 use std::sync::Arc;
 
 use axum::Router;
@@ -8,12 +9,29 @@ use axum::Router;
 use crate::config::Settings;
 use crate::http::{router, routes, AppState};
 use crate::limiter::Limiter;
+use crate::policy::Policy;
+use crate::rls::{Limits, RlsService};
 use crate::store::redis::Connections;
 use crate::store::{MemoryStore, RedisStore, Store, StoreError};
 
-/// The whole service for `settings`, ready to serve: here rather than in [`crate::http`], so
-/// that the configuration, which holds the server's settings, need not be imported back.
+/// What the service serves: its HTTP routes and, when `rls.listen` is set, Envoy's rate limit
+/// service, both deciding with one limiter.
+#[derive(Debug)]
+pub struct Services {
+    /// The HTTP routes: `/user`, forward-auth, `/healthz`, `/readyz`, `/metrics`.
+    pub router: Router,
+    /// Envoy's rate limit service, and where to serve it.
+    pub rls: Option<(SocketAddr, RlsService)>,
+}
+
+/// The whole HTTP service for `settings`, ready to serve.
 pub async fn app(settings: &Settings) -> Result<Router, StoreError> {
+    Ok(services(settings).await?.router)
+}
+
+/// Everything the service serves for `settings`: here rather than in [`crate::http`], so that
+/// the configuration, which holds the server's settings, need not be imported back.
+pub async fn services(settings: &Settings) -> Result<Services, StoreError> {
     match &settings.forward_auth {
         // Proxies may ask about any route, so no pattern is unserved.
         Some(forward_auth) => tracing::info!(
@@ -23,13 +41,29 @@ pub async fn app(settings: &Settings) -> Result<Router, StoreError> {
         ),
         None => routes::warn_of_unserved_patterns(&settings.policies),
     }
+    let limiter = Arc::new(limiter(settings).await?);
+    let rls = settings.rls.listen.map(|listen| {
+        let domains = settings.rls.domains.clone();
+        tracing::info!(
+            %listen,
+            domains = domains.names().count(),
+            rules = domains.rules().len(),
+            "serving Envoy's rate limit service"
+        );
+        let service = RlsService::new(limiter.clone(), domains, settings.headers);
+        (listen, service)
+    });
     let state = AppState {
-        limiter: Arc::new(limiter(settings).await?),
+        limiter,
         identity: Arc::new(settings.identity.clone()),
         header_mode: settings.headers,
         forward_auth: settings.forward_auth.clone().map(Arc::new),
+        rls_metrics: rls.as_ref().map(|(_, service)| service.metrics()),
     };
-    Ok(router(state))
+    Ok(Services {
+        router: router(state),
+        rls,
+    })
 }
 
 /// Builds the store and limiter that `settings` describe.
@@ -68,7 +102,20 @@ pub async fn limiter(settings: &Settings) -> Result<Limiter, StoreError> {
     if settings.policies.is_empty() {
         tracing::warn!("no [[policies]] are configured: nothing is limited");
     }
+    // Envoy's descriptors are decided by the same limiter: one breaker, one denial cache, one
+    // set of metrics, whichever way a request arrives.
+    let mut descriptor_policies: Vec<Arc<Policy>> = Vec::new();
+    for (_, rule) in settings.rls.domains.rules() {
+        if let Limits::Count(policies) = rule.limits() {
+            for policy in policies {
+                if !descriptor_policies.iter().any(|p| Arc::ptr_eq(p, policy)) {
+                    descriptor_policies.push(policy.clone());
+                }
+            }
+        }
+    }
     Ok(Limiter::new(store, settings.policies.clone())
+        .with_unscoped(descriptor_policies)
         .with_keys(settings.key_builder())
         .with_on_error(settings.on_error)
         .with_on_missing(settings.on_missing)

@@ -65,7 +65,9 @@ burst = 50
 #[test]
 fn a_rule_applies_several_policies() {
     let text = format!(
-        r#"{POLICIES}
+        r#"[rls]
+listen = "127.0.0.1:8081"
+{POLICIES}
 [[rls.rules]]
 domain = "api"
 descriptor = [{{ key = "user" }}]
@@ -211,22 +213,31 @@ fn mistakes_name_their_key() {
     }
 }
 
-/// What `[rls]` accepts without acting on is a warning: each ignored YAML key once, a
-/// `listen` that nothing serves yet.
+/// What `[rls]` accepts without acting on is a warning: each ignored YAML key once, domains
+/// that nothing serves, and a service with no domain to decide.
 #[test]
 fn accepted_but_ignored_is_warned_about() {
     let text = format!(
-        "[rls]\nlisten = \"127.0.0.1:8081\"\nconfig = [{}, {}]\n",
+        "[rls]\nconfig = [{}, {}]\n",
         fixture("readme_example8.yaml"),
         fixture("readme_example10.yaml")
     );
     let settings = Settings::from_toml(&text).unwrap();
-    assert_eq!(settings.rls.listen, Some("127.0.0.1:8081".parse().unwrap()));
     let warnings = settings.warnings.join("\n");
     assert_eq!(settings.warnings.len(), 3, "{warnings}");
     assert!(
-        warnings.contains("rls.listen is set, but this build does not serve"),
+        warnings.contains("but rls.listen is not set: nothing serves"),
         "{warnings}"
+    );
+    let empty = Settings::from_toml("[rls]\nlisten = \"127.0.0.1:8081\"\n").unwrap();
+    assert_eq!(empty.rls.listen, Some("127.0.0.1:8081".parse().unwrap()));
+    assert!(
+        empty
+            .warnings
+            .join("\n")
+            .contains("no domain is configured"),
+        "{:?}",
+        empty.warnings
     );
     assert!(
         warnings.contains("rls.config: detailed_metric is ignored (")

@@ -114,6 +114,67 @@ async fn denials_consume_nothing(store: &dyn Store) {
 }
 contract_on_both_stores!(denials_consume_nothing);
 
+/// A check that costs 0 (Envoy's check-only descriptor) reports each algorithm's state and
+/// changes nothing: it spends nothing, and on a caller never seen it leaves no key behind (the
+/// Redis run's end checks that every key left has a TTL; this one checks there is none).
+async fn a_check_that_costs_nothing_changes_nothing(store: &dyn Store) {
+    for algorithm in [
+        Algorithm::FixedWindow,
+        Algorithm::SlidingWindow,
+        Algorithm::TokenBucket,
+    ] {
+        let name = format!("free_{}", algorithm.as_str());
+        let free = |caller: &str| {
+            let mut checks = checks(caller, &[of(algorithm, &name, 3, 60_000, 1)]);
+            checks[0].cost = 0;
+            checks
+        };
+        let paid = checks("ann", &[of(algorithm, &name, 3, 60_000, 1)]);
+        for _ in 0..3 {
+            assert_eq!(
+                remaining_after(store, &free("new"), T0).await,
+                (true, 3),
+                "{name}"
+            );
+        }
+        assert_eq!(remaining_after(store, &paid, T0).await, (true, 2), "{name}");
+        assert_eq!(
+            remaining_after(store, &free("ann"), T0).await,
+            (true, 2),
+            "{name}"
+        );
+        assert_eq!(remaining_after(store, &paid, T0).await, (true, 1), "{name}");
+        // Beside a policy that spends, in one call, the free one still spends nothing.
+        let bob = format!("bob_{name}");
+        let mixed = [free(&bob), checks(&bob, &[policy("paid", 3, 60_000, 1)])].concat();
+        let decision = store.decide(&mixed, Clock::At(T0)).await.unwrap();
+        assert!(decision.allowed);
+        assert_eq!(decision.policies[0].remaining, 3, "{name}");
+        assert_eq!(decision.policies[1].remaining, 2, "{name}");
+    }
+}
+contract_on_both_stores!(a_check_that_costs_nothing_changes_nothing);
+
+/// On Redis, a check that costs 0 writes no key for a caller never seen.
+#[tokio::test]
+async fn a_check_that_costs_nothing_writes_no_key() {
+    let server = RedisServer::start().await;
+    let redis = redis_store(&server).await;
+    let mut free = checks("new", &[policy("free", 3, 60_000, 1)]);
+    free[0].cost = 0;
+    let two = [
+        free.clone(),
+        checks("other", &[policy("free", 3, 60_000, 1)]),
+    ]
+    .concat();
+    for checks in [&free, &two] {
+        redis.decide(checks, Clock::At(T0)).await.unwrap();
+    }
+    let keys = server.keys().await;
+    assert_eq!(keys.len(), 1, "only the paid check's key: {keys:?}");
+    assert!(!keys.contains(&free[0].key));
+}
+
 /// Several policies are decided all-or-nothing: a denial by one consumes nothing in the others.
 async fn policies_are_all_or_nothing(store: &dyn Store) {
     let both = checks(

@@ -46,11 +46,14 @@ pub async fn readyz(State(state): State<AppState>) -> (StatusCode, Json<Value>) 
 
 /// Prometheus text: decisions, store latency and errors, the breaker.
 pub async fn metrics(State(state): State<AppState>) -> impl IntoResponse {
-    (
-        [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
-        state.limiter.metrics().render(
+    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], {
+        let mut text = state.limiter.metrics().render(
             state.limiter.counts(),
             state.limiter.breaker_state().as_str(),
-        ),
-    )
+        );
+        if let Some(rls) = &state.rls_metrics {
+            rls.render(&mut text);
+        }
+        text
+    })
 }

@@ -19,6 +19,7 @@ use crate::caller::Identity;
 use crate::limiter::Limiter;
 use crate::middleware::headers::HeaderMode;
 use crate::middleware::RateLimitLayer;
+use crate::rls::metrics::RlsMetrics;
 
 pub use forward_auth::ForwardAuth;
 pub use routes::SERVICE_PATHS;
@@ -36,6 +37,8 @@ pub struct AppState {
     pub header_mode: HeaderMode,
     /// The forward-auth endpoint, when configured.
     pub forward_auth: Option<Arc<ForwardAuth>>,
+    /// Envoy's rate limit service's counters, when it is served.
+    pub rls_metrics: Option<Arc<RlsMetrics>>,
 }
 
 /// The service's routes: `/user` behind the limiter, with the rate-limit headers on the

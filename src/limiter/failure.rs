@@ -73,7 +73,8 @@ impl Limiter {
 
     /// The local fallback's version of `policy`, one of this limiter's own.
     fn local_policy(&self, policy: &Arc<Policy>) -> Arc<Policy> {
-        let position = (self.policies.iter().chain(&self.unscoped)).position(|p| Arc::ptr_eq(p, policy));
+        let position =
+            (self.policies.iter().chain(&self.unscoped)).position(|p| Arc::ptr_eq(p, policy));
         position.map_or_else(|| policy.clone(), |i| self.local_policies[i].clone())
     }
 

@@ -38,6 +38,12 @@ impl Limiter {
         self.key_reusing(policy, facts, &mut None)
     }
 
+    /// The key `policy` counts a caller named `name` under: for checks made elsewhere, like
+    /// Envoy's descriptors, whose bucket names the caller.
+    pub fn key_for(&self, name: &[u8], policy: &Policy) -> String {
+        self.keys.key(&self.keys.tag(name), policy.name())
+    }
+
     /// Whether some policy can use the client address: keyed by it, or by a user whose absence
     /// `on_missing = "ip"` fills with it. The middleware builds the address's name only then.
     pub fn needs_address(&self) -> bool {

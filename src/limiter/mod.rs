@@ -88,14 +88,21 @@ pub struct Limiter {
     failure_warnings: LogThrottle,
 }
 
-/// Counters for `policies`, the shadow ones marked.
+/// Counters for `policies`, one per name (policies of one name, like Envoy's rules of one
+/// path in two domains, share theirs), the shadow ones marked.
 fn metrics_for(policies: &[Arc<Policy>]) -> Metrics {
+    let mut names: Vec<PolicyName> = Vec::with_capacity(policies.len());
+    for policy in policies {
+        if !names.contains(policy.name()) {
+            names.push(policy.name().clone());
+        }
+    }
     let shadow: Vec<PolicyName> = policies
         .iter()
         .filter(|p| p.shadow())
         .map(|p| p.name().clone())
         .collect();
-    Metrics::new(policies.iter().map(|p| p.name().clone()).collect()).with_shadow(&shadow)
+    Metrics::new(names).with_shadow(&shadow)
 }
 
 impl std::fmt::Debug for Limiter {
@@ -162,7 +169,12 @@ impl Limiter {
         policies: impl IntoIterator<Item = P>,
     ) -> Self {
         self.unscoped = policies.into_iter().map(Into::into).collect();
-        let all: Vec<Arc<Policy>> = self.policies.iter().chain(&self.unscoped).cloned().collect();
+        let all: Vec<Arc<Policy>> = self
+            .policies
+            .iter()
+            .chain(&self.unscoped)
+            .cloned()
+            .collect();
         self.metrics = metrics_for(&all);
         let divisor = self.local_divisor;
         self.with_local_divisor(divisor)

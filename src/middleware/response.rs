@@ -23,6 +23,12 @@ pub fn denied(decision: &Decision, header_mode: HeaderMode, status: StatusCode) 
     response
 }
 
+/// A denial's JSON body, `{"detail":"User Rate Limit Exceeded"}`, for answers that are not
+/// HTTP responses (Envoy's `raw_body`).
+pub fn denied_body() -> Bytes {
+    DENIED.json().clone()
+}
+
 /// 503 with a JSON reason and `Retry-After: 1`, when the store failed under `on_error = "deny"`.
 pub fn store_unavailable() -> Response {
     let mut response = UNAVAILABLE.response(StatusCode::SERVICE_UNAVAILABLE);
@@ -55,14 +61,18 @@ impl Detail {
         }
     }
 
-    /// The response with this body and its JSON content type.
-    fn response(&self, status: StatusCode) -> Response {
-        let json = self.json.get_or_init(|| {
+    /// The JSON body, `{"detail": TEXT}`.
+    fn json(&self) -> &Bytes {
+        self.json.get_or_init(|| {
             serde_json::to_vec(&serde_json::json!({ "detail": self.text }))
                 .expect("a string serializes")
                 .into()
-        });
-        let mut response = Response::new(Body::from(json.clone()));
+        })
+    }
+
+    /// The response with this body and its JSON content type.
+    fn response(&self, status: StatusCode) -> Response {
+        let mut response = Response::new(Body::from(self.json().clone()));
         *response.status_mut() = status;
         response.headers_mut().insert(
             header::CONTENT_TYPE,

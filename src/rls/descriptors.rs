@@ -19,7 +19,7 @@ use crate::policy::{Algorithm, Policy, PolicyName};
 pub enum Limits {
     /// Counted under each policy, decided together: one fixed window for a YAML rate_limit,
     /// any number of any algorithm for a rule of tollgate's own.
-    Count(Vec<Policy>),
+    Count(Vec<Arc<Policy>>),
     /// `requests_per_unit: 0`: every request is over the limit, and nothing is counted.
     Block {
         /// The unit written beside the 0, which Envoy is told.
@@ -103,13 +103,15 @@ impl Rule {
                 unit: limit.unit,
                 shadow: false,
             },
-            Some(per_unit) => Limits::Count(vec![Policy::new(
-                name.clone(),
-                Algorithm::FixedWindow,
-                per_unit,
-                limit.unit.window(),
-            )
-            .expect("a u32 per unit of at most a year is a valid fixed window")]),
+            Some(per_unit) => Limits::Count(vec![Arc::new(
+                Policy::new(
+                    name.clone(),
+                    Algorithm::FixedWindow,
+                    per_unit,
+                    limit.unit.window(),
+                )
+                .expect("a u32 per unit of at most a year is a valid fixed window"),
+            )]),
         };
         Rule::new(name, limits, "Envoy's limit override")
     }
@@ -305,6 +307,30 @@ impl Domains {
             source: source.into(),
         });
         Ok(&mut entry.root)
+    }
+
+    /// Every configured rule, with its domain, in no particular order.
+    pub fn rules(&self) -> Vec<(&str, &Arc<Rule>)> {
+        fn walk<'a>(domain: &'a str, level: &'a Level, out: &mut Vec<(&'a str, &'a Arc<Rule>)>) {
+            for nodes in level.keys.values() {
+                let any = nodes.any.as_deref();
+                let all = nodes
+                    .exact
+                    .values()
+                    .chain(nodes.wildcards.iter().map(|(_, n)| n));
+                for node in all.chain(any) {
+                    if let Some(rule) = &node.rule {
+                        out.push((domain, rule));
+                    }
+                    walk(domain, &node.children, out);
+                }
+            }
+        }
+        let mut out = Vec::new();
+        for (domain, tree) in &self.domains {
+            walk(domain, &tree.root, &mut out);
+        }
+        out
     }
 
     /// Whether no domain is configured.

@@ -15,8 +15,12 @@
 
 mod bucket;
 mod descriptors;
+pub mod metrics;
 mod names;
+mod plan;
 mod rules;
+mod server;
+mod service;
 mod walk;
 mod yaml;
 
@@ -28,6 +32,8 @@ pub use bucket::Bucket;
 pub use descriptors::{Domains, Limits, Rule};
 pub(crate) use rules::RawRls;
 pub use rules::RlsSettings;
+pub use server::serve;
+pub use service::RlsService;
 pub use yaml::{LoadError, Loader};
 
 /// A rate limit unit, as ratelimit's `unit` and Envoy's `RateLimitUnit` name them.

@@ -35,7 +35,7 @@ use crate::policy::{Algorithm, Policy, PolicyName, Window};
 /// The validated `[rls]` section.
 #[derive(Clone, Debug, Default)]
 pub struct RlsSettings {
-    /// `rls.listen`: where Envoy's rate limit service is to listen; nothing serves it yet.
+    /// `rls.listen`: where Envoy's rate limit service listens, when it is served.
     pub listen: Option<SocketAddr>,
     /// Every domain, from the YAML files and the rules.
     pub domains: Arc<Domains>,
@@ -127,13 +127,6 @@ impl RawRls {
                 })
             })
             .transpose()?;
-        if listen.is_some() {
-            warnings.push(
-                "rls.listen is set, but this build does not serve Envoy's rate limit protocol \
-                 yet: nothing listens there"
-                    .to_owned(),
-            );
-        }
         let policies = self.policies()?;
         let mut loader = Loader::new().merge_domains(self.merge_domains);
         for (i, path) in self.config.iter().enumerate() {
@@ -155,12 +148,25 @@ impl RawRls {
             }
         }
         let domains = Arc::new(loader.finish());
+        match (listen, domains.is_empty()) {
+            (Some(_), true) => warnings.push(
+                "rls.listen is set, but no domain is configured (rls.config, rls.rules): every \
+                 descriptor Envoy sends will be answered OK"
+                    .to_owned(),
+            ),
+            (None, false) => warnings.push(
+                "rls.config or rls.rules configure domains, but rls.listen is not set: nothing \
+                 serves Envoy's rate limit protocol"
+                    .to_owned(),
+            ),
+            _ => {}
+        }
         Ok((RlsSettings { listen, domains }, warnings))
     }
 
     /// `[[rls.policies]]`, validated as `[[policies]]` are.
-    fn policies(&self) -> Result<Vec<Policy>, ConfigError> {
-        let mut policies: Vec<Policy> = Vec::with_capacity(self.policies.len());
+    fn policies(&self) -> Result<Vec<Arc<Policy>>, ConfigError> {
+        let mut policies: Vec<Arc<Policy>> = Vec::with_capacity(self.policies.len());
         for (i, raw) in self.policies.iter().enumerate() {
             let key = |field: &str| format!("rls.policies[{i}].{field}");
             let name = PolicyName::new(&raw.name).map_err(|r| ConfigError::new(key("name"), r))?;
@@ -183,7 +189,7 @@ impl RawRls {
                     .with_burst(burst)
                     .map_err(|r| ConfigError::new(key("burst"), r))?;
             }
-            policies.push(policy.with_shadow(raw.shadow));
+            policies.push(Arc::new(policy.with_shadow(raw.shadow)));
         }
         Ok(policies)
     }
@@ -194,7 +200,7 @@ impl RawRule {
     fn add_to(
         &self,
         i: usize,
-        policies: &[Policy],
+        policies: &[Arc<Policy>],
         domains: &mut Domains,
         used: &mut HashSet<PolicyName>,
     ) -> Result<(), ConfigError> {
@@ -234,7 +240,7 @@ impl RawRule {
                 "must name at least one of rls.policies",
             ));
         }
-        let mut chosen: Vec<Policy> = Vec::with_capacity(self.policies.len());
+        let mut chosen: Vec<Arc<Policy>> = Vec::with_capacity(self.policies.len());
         for (k, name) in self.policies.iter().enumerate() {
             let at = format!("rls.rules[{i}].policies[{k}]");
             let Some(policy) = policies.iter().find(|p| p.name().as_str() == name) else {

@@ -4,6 +4,7 @@
 
 use std::collections::BTreeMap;
 use std::num::NonZeroU64;
+use std::sync::Arc;
 
 use serde_yaml::{Mapping, Value};
 
@@ -251,7 +252,7 @@ impl<'a> Walk<'a> {
                         unit.window(),
                     )
                     .expect("a u32 per unit of at most a year is a valid fixed window");
-                    Limits::Count(vec![policy.with_shadow(shadow)])
+                    Limits::Count(vec![Arc::new(policy.with_shadow(shadow))])
                 }
             }
         };

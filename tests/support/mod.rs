@@ -286,13 +286,16 @@ pub fn free_port() -> u16 {
 pub struct TestApp {
     /// Where it listens.
     pub addr: SocketAddr,
-    shutdown: Option<oneshot::Sender<()>>,
+    /// Where Envoy's rate limit service listens, when `rls.listen` is set (on a free port,
+    /// whatever it says).
+    pub rls_addr: Option<SocketAddr>,
+    shutdown: Vec<oneshot::Sender<()>>,
 }
 
 impl TestApp {
     /// Serves the service that `settings` describe.
     pub async fn spawn(settings: &Settings) -> Self {
-        let router = tollgate::setup::app(settings)
+        let services = tollgate::setup::services(settings)
             .await
             .expect("the app builds");
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -300,15 +303,30 @@ impl TestApp {
         let (tx, rx) = oneshot::channel::<()>();
         tokio::spawn(tollgate::http::run_with(
             listener,
-            router,
+            services.router,
             settings.server.clone(),
             async {
                 let _ = rx.await;
             },
         ));
+        let mut shutdown = vec![tx];
+        let rls_addr = match services.rls {
+            None => None,
+            Some((_, service)) => {
+                let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+                let rls_addr = listener.local_addr().unwrap();
+                let (tx, rx) = oneshot::channel::<()>();
+                tokio::spawn(tollgate::rls::serve(listener, service, async {
+                    let _ = rx.await;
+                }));
+                shutdown.push(tx);
+                Some(rls_addr)
+            }
+        };
         TestApp {
             addr,
-            shutdown: Some(tx),
+            rls_addr,
+            shutdown,
         }
     }
 
@@ -353,7 +371,7 @@ impl TestApp {
 
 impl Drop for TestApp {
     fn drop(&mut self) {
-        if let Some(tx) = self.shutdown.take() {
+        for tx in self.shutdown.drain(..) {
             let _ = tx.send(());
         }
     }

@@ -227,7 +227,8 @@ impl MemoryStore {
             .map(|slot| &slot.entry.state);
         let evaluation = algorithm::evaluate(&check.policy, check.cost, stored, now_us);
         let mut created = false;
-        if evaluation.fits {
+        // A check that costs 0 (Envoy's check-only descriptor) reports and writes nothing.
+        if evaluation.fits && check.cost > 0 {
             let entry = Entry::after(&evaluation, now_us);
             match slot {
                 Some(slot) => slot.entry = entry,
@@ -307,7 +308,10 @@ impl MemoryStore {
                     .zip(&hashes)
                     .zip(&evaluations)
                     .filter(|&((check, &hash), e)| {
-                        e.fits && !check.policy.shadow() && found(tables, check, hash).is_none()
+                        e.fits
+                            && check.cost > 0
+                            && !check.policy.shadow()
+                            && found(tables, check, hash).is_none()
                     })
                     .count()
             };
@@ -338,7 +342,7 @@ impl MemoryStore {
             }
             let mut inserted = 0;
             for ((check, &hash), evaluation) in checks.iter().zip(&hashes).zip(&evaluations) {
-                if !evaluation.fits {
+                if !evaluation.fits || check.cost == 0 {
                     continue;
                 }
                 let entry = Entry::after(evaluation, now_us);

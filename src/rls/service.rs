@@ -1,0 +1,367 @@
+//! `envoy.service.ratelimit.v3.RateLimitService/ShouldRateLimit`: a request's descriptors
+//! matched to rules, decided all or nothing by the limiter, and answered with a status per
+//! descriptor, the rate-limit headers and, over the limit, `Retry-After` and the JSON body.
+
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use axum::http::{header, HeaderMap, HeaderValue};
+use envoy_types::pb::envoy::config::core::v3::HeaderValue as EnvoyHeader;
+use envoy_types::pb::envoy::extensions::common::ratelimit::v3::RateLimitDescriptor;
+use envoy_types::pb::envoy::r#type::v3::RateLimitUnit;
+use envoy_types::pb::envoy::service::ratelimit::v3::rate_limit_response::{
+    rate_limit, Code, DescriptorStatus, RateLimit,
+};
+use envoy_types::pb::envoy::service::ratelimit::v3::rate_limit_service_server::RateLimitService;
+use envoy_types::pb::envoy::service::ratelimit::v3::{RateLimitRequest, RateLimitResponse};
+use envoy_types::pb::google::protobuf::Duration as ProtoDuration;
+use tonic::{Request, Response, Status};
+
+use super::metrics::{self, RlsMetrics};
+use super::plan::{Plan, Planned};
+use super::{Descriptor, Domains, Override, Unit};
+use crate::decision::{Decision, PolicyDecision};
+use crate::limiter::{Degraded, Limiter, Verdict};
+use crate::middleware::headers::{self as rate_headers, HeaderMode};
+use crate::middleware::response;
+
+/// Envoy's rate limit service over one limiter and the configured domains.
+#[derive(Clone, Debug)]
+pub struct RlsService {
+    limiter: Arc<Limiter>,
+    domains: Arc<Domains>,
+    header_mode: HeaderMode,
+    metrics: Arc<RlsMetrics>,
+}
+
+impl RlsService {
+    /// The service deciding `domains`' descriptors with `limiter`, whose unscoped policies must
+    /// include theirs; its answers carry the headers `header_mode` shows.
+    pub fn new(limiter: Arc<Limiter>, domains: Arc<Domains>, header_mode: HeaderMode) -> Self {
+        RlsService {
+            metrics: Arc::new(RlsMetrics::new(&domains)),
+            limiter,
+            domains,
+            header_mode,
+        }
+    }
+
+    /// Its counters, for `/metrics`.
+    pub fn metrics(&self) -> Arc<RlsMetrics> {
+        self.metrics.clone()
+    }
+
+    /// Decides one request, as `ShouldRateLimit` answers it.
+    pub async fn decide(&self, request: RateLimitRequest) -> Result<RateLimitResponse, Status> {
+        if request.domain.is_empty() {
+            return Err(Status::invalid_argument("domain must not be empty"));
+        }
+        if request.descriptors.is_empty() {
+            return Err(Status::invalid_argument("descriptors must not be empty"));
+        }
+        let descriptors = request
+            .descriptors
+            .iter()
+            .enumerate()
+            .map(|(i, d)| descriptor(i, d))
+            .collect::<Result<Vec<_>, _>>()?;
+        // Envoy's hits_addend: 0, the default, is 1; a descriptor's own, even 0, wins.
+        let request_cost = u64::from(request.hits_addend.max(1));
+        let costs: Vec<u64> = request
+            .descriptors
+            .iter()
+            .map(|d| d.hits_addend.map_or(request_cost, |hits| hits.value))
+            .collect();
+        let matched = self.domains.limits(&request.domain, &descriptors);
+        let plan = Plan::new(&self.limiter, matched, &costs);
+        let verdict = if plan.blocked() {
+            None
+        } else {
+            Some(
+                self.limiter
+                    .decide(plan.checks.clone(), |probe| plan.write_probe(probe))
+                    .await,
+            )
+        };
+        let answer = self.answer(&plan, verdict)?;
+        self.count(&request.domain, &plan, &answer);
+        Ok(answer)
+    }
+
+    /// The answer to `plan`, decided as `verdict` (`None` for a block, never asked).
+    fn answer(&self, plan: &Plan, verdict: Option<Verdict>) -> Result<RateLimitResponse, Status> {
+        let (decision, degraded) = match verdict {
+            None => return Ok(blocked(plan)),
+            Some(Verdict::Decided(decision)) => (Some(decision), false),
+            Some(Verdict::Degraded(Degraded::Local(decision))) => (Some(decision), true),
+            Some(Verdict::Degraded(Degraded::Deny)) => {
+                // Envoy's failure_mode_deny decides, as for any failure of this service.
+                return Err(Status::unavailable(response::UNAVAILABLE_DETAIL));
+            }
+            Some(
+                Verdict::Degraded(Degraded::Allow) | Verdict::Unlimited | Verdict::Unidentified,
+            ) => (None, false),
+        };
+        let statuses = plan
+            .descriptors
+            .iter()
+            .map(|planned| status(planned, decision.as_ref()))
+            .collect();
+        let mut answer = RateLimitResponse {
+            overall_code: Code::Ok as i32,
+            statuses,
+            ..RateLimitResponse::default()
+        };
+        let Some(decision) = decision else {
+            return Ok(answer);
+        };
+        let mut headers = HeaderMap::new();
+        if decision.allowed {
+            self.header_mode.admitted(&mut headers, &decision);
+        } else {
+            answer.overall_code = Code::OverLimit as i32;
+            self.header_mode.denied(&mut headers, &decision);
+            headers.insert(header::CONTENT_TYPE, JSON);
+            answer.raw_body = response::denied_body().to_vec();
+        }
+        if degraded {
+            rate_headers::mark_degraded(&mut headers);
+        }
+        answer.response_headers_to_add = envoy_headers(&headers);
+        Ok(answer)
+    }
+
+    /// Counts each descriptor's code under its domain and rule.
+    fn count(&self, domain: &str, plan: &Plan, answer: &RateLimitResponse) {
+        for (planned, status) in plan.descriptors.iter().zip(&answer.statuses) {
+            let code = if status.code == Code::OverLimit as i32 {
+                metrics::Code::OverLimit
+            } else {
+                metrics::Code::Ok
+            };
+            match planned {
+                Planned::Unmatched => self.metrics.unmatched(),
+                Planned::Unlimited(rule)
+                | Planned::Blocked { rule, .. }
+                | Planned::Counted { rule, .. } => {
+                    self.metrics.answered(domain, rule.name().as_str(), code);
+                }
+            }
+        }
+    }
+}
+
+#[tonic::async_trait]
+impl RateLimitService for RlsService {
+    async fn should_rate_limit(
+        &self,
+        request: Request<RateLimitRequest>,
+    ) -> Result<Response<RateLimitResponse>, Status> {
+        self.decide(request.into_inner()).await.map(Response::new)
+    }
+}
+
+const JSON: HeaderValue = HeaderValue::from_static("application/json");
+
+/// Descriptor `i` of a request, as the rules are matched to it.
+fn descriptor(i: usize, descriptor: &RateLimitDescriptor) -> Result<Descriptor, Status> {
+    if descriptor.is_negative_hits {
+        return Err(Status::invalid_argument(format!(
+            "descriptors[{i}]: is_negative_hits (a refund) is not supported"
+        )));
+    }
+    let limit = match &descriptor.limit {
+        None => None,
+        Some(limit) => {
+            let unit = RateLimitUnit::try_from(limit.unit)
+                .ok()
+                .and_then(unit_of)
+                .ok_or_else(|| {
+                    Status::invalid_argument(format!(
+                        "descriptors[{i}].limit.unit: {} is not a unit of time",
+                        limit.unit
+                    ))
+                })?;
+            Some(Override {
+                requests_per_unit: limit.requests_per_unit,
+                unit,
+            })
+        }
+    };
+    Ok(Descriptor {
+        entries: descriptor
+            .entries
+            .iter()
+            .map(|entry| (entry.key.clone(), entry.value.clone()))
+            .collect(),
+        limit,
+    })
+}
+
+/// A unit of Envoy's override as tollgate's; `UNKNOWN` is none.
+fn unit_of(unit: RateLimitUnit) -> Option<Unit> {
+    Some(match unit {
+        RateLimitUnit::Unknown => return None,
+        RateLimitUnit::Second => Unit::Second,
+        RateLimitUnit::Minute => Unit::Minute,
+        RateLimitUnit::Hour => Unit::Hour,
+        RateLimitUnit::Day => Unit::Day,
+        RateLimitUnit::Month => Unit::Month,
+        RateLimitUnit::Year => Unit::Year,
+    })
+}
+
+/// The unit Envoy is told of, for a window of `millis`: the unit that long, else `UNKNOWN` (a
+/// window of tollgate's own, like 90 s, has no unit in Envoy's protocol).
+fn unit_of_window(millis: u64) -> rate_limit::Unit {
+    let unit = Unit::ALL.into_iter().find(|u| u.seconds() * 1000 == millis);
+    match unit {
+        None => rate_limit::Unit::Unknown,
+        Some(Unit::Second) => rate_limit::Unit::Second,
+        Some(Unit::Minute) => rate_limit::Unit::Minute,
+        Some(Unit::Hour) => rate_limit::Unit::Hour,
+        Some(Unit::Day) => rate_limit::Unit::Day,
+        Some(Unit::Week) => rate_limit::Unit::Week,
+        Some(Unit::Month) => rate_limit::Unit::Month,
+        Some(Unit::Year) => rate_limit::Unit::Year,
+    }
+}
+
+/// One descriptor's status: its tightest policy that is not shadow (a shadow policy never shows
+/// a denial), or OK with no limit when there is none or nothing was decided.
+fn status(planned: &Planned, decision: Option<&Decision>) -> DescriptorStatus {
+    let ok = DescriptorStatus {
+        code: Code::Ok as i32,
+        ..DescriptorStatus::default()
+    };
+    match planned {
+        Planned::Unmatched => ok,
+        Planned::Unlimited(_) => DescriptorStatus {
+            // As ratelimit answers an unlimited descriptor.
+            limit_remaining: u32::MAX,
+            ..ok
+        },
+        Planned::Blocked { rule, unit, shadow } => DescriptorStatus {
+            code: if *shadow { Code::Ok } else { Code::OverLimit } as i32,
+            current_limit: Some(RateLimit {
+                name: rule.name().to_string(),
+                requests_per_unit: 0,
+                unit: unit_of_window(unit.seconds() * 1000) as i32,
+            }),
+            limit_remaining: 0,
+            duration_until_reset: Some(proto_duration(until_window_end(*unit))),
+            ..DescriptorStatus::default()
+        },
+        Planned::Counted { rule, checks } => {
+            let Some(decision) = decision else {
+                return ok;
+            };
+            let tightest = checks
+                .iter()
+                .filter_map(|&i| decision.policies.get(i))
+                .filter(|p| !p.policy.shadow())
+                .min_by(tighter);
+            let Some(tightest) = tightest else {
+                return ok;
+            };
+            DescriptorStatus {
+                code: if tightest.allowed {
+                    Code::Ok
+                } else {
+                    Code::OverLimit
+                } as i32,
+                current_limit: Some(RateLimit {
+                    name: rule.name().to_string(),
+                    requests_per_unit: u32::try_from(tightest.limit).unwrap_or(u32::MAX),
+                    unit: unit_of_window(tightest.policy.window().as_millis()) as i32,
+                }),
+                limit_remaining: u32::try_from(tightest.remaining).unwrap_or(u32::MAX),
+                duration_until_reset: Some(proto_duration(tightest.reset_after)),
+                ..DescriptorStatus::default()
+            }
+        }
+    }
+}
+
+/// Orders a descriptor's policies tightest first: a denial, then the least share remaining.
+fn tighter(a: &&PolicyDecision, b: &&PolicyDecision) -> std::cmp::Ordering {
+    let share =
+        |x: &PolicyDecision, y: &PolicyDecision| u128::from(x.remaining) * u128::from(y.limit);
+    a.allowed
+        .cmp(&b.allowed)
+        .then(share(a, b).cmp(&share(b, a)))
+}
+
+/// The answer when a block applies: over the limit with nothing spent, `Retry-After` the end
+/// of the blocking unit's window, and the JSON body; other descriptors are not asked about,
+/// and say OK with no limit.
+fn blocked(plan: &Plan) -> RateLimitResponse {
+    let statuses: Vec<DescriptorStatus> = plan
+        .descriptors
+        .iter()
+        .map(|planned| match planned {
+            Planned::Blocked { .. } => status(planned, None),
+            _ => DescriptorStatus {
+                code: Code::Ok as i32,
+                ..DescriptorStatus::default()
+            },
+        })
+        .collect();
+    let wait = plan
+        .descriptors
+        .iter()
+        .filter_map(|planned| match planned {
+            Planned::Blocked {
+                unit,
+                shadow: false,
+                ..
+            } => Some(until_window_end(*unit)),
+            _ => None,
+        })
+        .max()
+        .unwrap_or_default();
+    let mut headers = HeaderMap::new();
+    headers.insert(
+        header::RETRY_AFTER,
+        HeaderValue::from(rate_headers::retry_after_secs(wait)),
+    );
+    headers.insert(header::CONTENT_TYPE, JSON);
+    RateLimitResponse {
+        overall_code: Code::OverLimit as i32,
+        statuses,
+        response_headers_to_add: envoy_headers(&headers),
+        raw_body: response::denied_body().to_vec(),
+        ..RateLimitResponse::default()
+    }
+}
+
+/// The time left in the current window of `unit`, aligned to the Unix epoch as the windows
+/// are.
+fn until_window_end(unit: Unit) -> Duration {
+    let now = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap_or_default()
+        .as_millis() as u64;
+    let window = unit.seconds() * 1000;
+    Duration::from_millis(window - now % window)
+}
+
+/// A duration as protobuf writes one.
+fn proto_duration(duration: Duration) -> ProtoDuration {
+    ProtoDuration {
+        seconds: duration.as_secs() as i64,
+        nanos: duration.subsec_nanos() as i32,
+    }
+}
+
+/// Headers as Envoy adds them: name and text value.
+fn envoy_headers(headers: &HeaderMap) -> Vec<EnvoyHeader> {
+    headers
+        .iter()
+        .map(|(name, value)| EnvoyHeader {
+            key: name.as_str().to_owned(),
+            value: String::from_utf8_lossy(value.as_bytes()).into_owned(),
+            ..EnvoyHeader::default()
+        })
+        .collect()
+}

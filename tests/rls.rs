@@ -1,0 +1,520 @@
+//! Envoy's rate limit service end to end over gRPC, with envoy-types' own client: descriptors
+//! matched as ratelimit matches them, decided all or nothing, answered with a status per
+//! descriptor, the headers and the body; on both stores. `tests/gateways.rs` runs a real Envoy.
+//!
+//! No window boundary falls inside a test: YAML limits are per year, TOML ones [`NO_BOUNDARY`].
+
+#[macro_use]
+mod support;
+
+use std::io::Write;
+use std::time::{Duration, Instant};
+
+use envoy_types::pb::envoy::extensions::common::ratelimit::v3::rate_limit_descriptor::{
+    Entry, RateLimitOverride,
+};
+use envoy_types::pb::envoy::extensions::common::ratelimit::v3::RateLimitDescriptor;
+use envoy_types::pb::envoy::service::ratelimit::v3::rate_limit_response::{
+    rate_limit, Code, DescriptorStatus,
+};
+use envoy_types::pb::envoy::service::ratelimit::v3::rate_limit_service_client::RateLimitServiceClient;
+use envoy_types::pb::envoy::service::ratelimit::v3::{RateLimitRequest, RateLimitResponse};
+use envoy_types::pb::google::protobuf::UInt64Value;
+use support::{Backend, RedisServer, TestApp, NO_BOUNDARY};
+use tonic::transport::Channel;
+
+/// ratelimit's YAML: per user 3 a year, a `premium` plan 5 a year below a user, a shadow limit
+/// of 1 on `shadowed`, a block on `blocked`, an unlimited `internal`.
+const YAML: &str = r#"
+domain: api
+descriptors:
+  - key: user
+    rate_limit: {unit: year, requests_per_unit: 3}
+  - key: plan
+    value: premium
+    descriptors:
+      - key: user
+        rate_limit: {unit: year, requests_per_unit: 5, name: premium_user}
+  - key: shadowed
+    shadow_mode: true
+    rate_limit: {unit: year, requests_per_unit: 1}
+  - key: blocked
+    rate_limit: {unit: year, requests_per_unit: 0}
+  - key: internal
+    rate_limit: {unlimited: true}
+  - key: remote_address
+    rate_limit: {unit: year, requests_per_unit: 2}
+"#;
+
+/// The `[rls]` section serving [`YAML`] (written to a file kept for the test's life), with
+/// `extra` TOML after it.
+fn rls_toml(extra: &str) -> (tempfile::NamedTempFile, String) {
+    let mut file = tempfile::Builder::new().suffix(".yaml").tempfile().unwrap();
+    file.write_all(YAML.as_bytes()).unwrap();
+    let toml = format!(
+        "[rls]\nlisten = \"127.0.0.1:0\"\nconfig = [{:?}]\n{extra}",
+        file.path().display().to_string()
+    );
+    (file, toml)
+}
+
+async fn client(app: &TestApp) -> RateLimitServiceClient<Channel> {
+    let addr = app.rls_addr.expect("rls.listen is set");
+    RateLimitServiceClient::connect(format!("http://{addr}"))
+        .await
+        .expect("the service accepts gRPC")
+}
+
+/// A descriptor of `entries`.
+fn descriptor(entries: &[(&str, &str)]) -> RateLimitDescriptor {
+    RateLimitDescriptor {
+        entries: entries
+            .iter()
+            .map(|(key, value)| Entry {
+                key: (*key).into(),
+                value: (*value).into(),
+            })
+            .collect(),
+        ..RateLimitDescriptor::default()
+    }
+}
+
+/// A request in `domain` for `descriptors`.
+fn request(domain: &str, descriptors: Vec<RateLimitDescriptor>) -> RateLimitRequest {
+    RateLimitRequest {
+        domain: domain.into(),
+        descriptors,
+        hits_addend: 0,
+    }
+}
+
+async fn ask(
+    client: &mut RateLimitServiceClient<Channel>,
+    request: RateLimitRequest,
+) -> RateLimitResponse {
+    client
+        .should_rate_limit(request)
+        .await
+        .expect("the service answers")
+        .into_inner()
+}
+
+/// Each status as (code, limit, remaining), `None` for a status with no limit.
+fn statuses(response: &RateLimitResponse) -> Vec<(Code, Option<u32>, u32)> {
+    response
+        .statuses
+        .iter()
+        .map(|s: &DescriptorStatus| {
+            (
+                Code::try_from(s.code).unwrap(),
+                s.current_limit.as_ref().map(|l| l.requests_per_unit),
+                s.limit_remaining,
+            )
+        })
+        .collect()
+}
+
+fn overall(response: &RateLimitResponse) -> Code {
+    Code::try_from(response.overall_code).unwrap()
+}
+
+/// The value of response header `name`, if Envoy is asked to add it.
+fn header<'r>(response: &'r RateLimitResponse, name: &str) -> Option<&'r str> {
+    response
+        .response_headers_to_add
+        .iter()
+        .find(|h| h.key == name)
+        .map(|h| h.value.as_str())
+}
+
+/// A user's descriptor goes OK, OK, OK, then OVER_LIMIT with a status naming the limit,
+/// `Retry-After`, the RateLimit headers and the JSON body; another user has a bucket of
+/// their own.
+async fn a_user_is_limited_like_ratelimit_says(store: &Backend) {
+    let (_yaml, toml) = rls_toml("");
+    let app = store.app(&toml).await;
+    let mut client = client(&app).await;
+    let joe = || request("api", vec![descriptor(&[("user", "joe")])]);
+    for left in [2, 1, 0] {
+        let answer = ask(&mut client, joe()).await;
+        assert_eq!(overall(&answer), Code::Ok);
+        assert_eq!(statuses(&answer), [(Code::Ok, Some(3), left)]);
+        assert!(answer.raw_body.is_empty());
+    }
+    let denied = ask(&mut client, joe()).await;
+    assert_eq!(overall(&denied), Code::OverLimit);
+    assert_eq!(statuses(&denied), [(Code::OverLimit, Some(3), 0)]);
+    let limit = denied.statuses[0].current_limit.as_ref().unwrap();
+    assert_eq!(limit.unit, rate_limit::Unit::Year as i32);
+    assert_eq!(limit.name, "user");
+    assert!(denied.statuses[0].duration_until_reset.unwrap().seconds > 0);
+    let retry_after: u64 = header(&denied, "retry-after").unwrap().parse().unwrap();
+    assert!(retry_after >= 1);
+    assert_eq!(header(&denied, "content-type"), Some("application/json"));
+    assert!(header(&denied, "ratelimit").unwrap().contains("r=0"));
+    assert_eq!(
+        String::from_utf8(denied.raw_body).unwrap(),
+        r#"{"detail":"User Rate Limit Exceeded"}"#
+    );
+    let ann = ask(
+        &mut client,
+        request("api", vec![descriptor(&[("user", "ann")])]),
+    )
+    .await;
+    assert_eq!(statuses(&ann), [(Code::Ok, Some(3), 2)]);
+}
+on_both_stores!(a_user_is_limited_like_ratelimit_says);
+
+/// Statuses come in the request's order; a descriptor no rule matches, a deeper descriptor than
+/// any rule and an unknown domain are OK with no limit; an exact value's rule wins.
+async fn statuses_follow_the_descriptors(store: &Backend) {
+    let (_yaml, toml) = rls_toml("");
+    let app = store.app(&toml).await;
+    let mut client = client(&app).await;
+    let answer = ask(
+        &mut client,
+        request(
+            "api",
+            vec![
+                descriptor(&[("nothing", "x")]),
+                descriptor(&[("plan", "premium"), ("user", "joe")]),
+                descriptor(&[("user", "joe"), ("extra", "1")]),
+                descriptor(&[("user", "joe")]),
+                descriptor(&[("internal", "x")]),
+            ],
+        ),
+    )
+    .await;
+    assert_eq!(overall(&answer), Code::Ok);
+    assert_eq!(
+        statuses(&answer),
+        [
+            (Code::Ok, None, 0),
+            (Code::Ok, Some(5), 4),
+            (Code::Ok, None, 0),
+            (Code::Ok, Some(3), 2),
+            (Code::Ok, None, u32::MAX),
+        ]
+    );
+    let unknown = ask(
+        &mut client,
+        request("elsewhere", vec![descriptor(&[("user", "joe")])]),
+    )
+    .await;
+    assert_eq!(overall(&unknown), Code::Ok);
+    assert_eq!(statuses(&unknown), [(Code::Ok, None, 0)]);
+}
+on_both_stores!(statuses_follow_the_descriptors);
+
+/// A request's descriptors are decided all or nothing: when one is over its limit, none is
+/// spent, and the other's next answer shows it untouched.
+async fn descriptors_are_all_or_nothing(store: &Backend) {
+    let (_yaml, toml) = rls_toml("");
+    let app = store.app(&toml).await;
+    let mut client = client(&app).await;
+    let address = || descriptor(&[("remote_address", "192.0.2.1")]);
+    for _ in 0..2 {
+        ask(&mut client, request("api", vec![address()])).await;
+    }
+    let both = ask(
+        &mut client,
+        request("api", vec![descriptor(&[("user", "joe")]), address()]),
+    )
+    .await;
+    assert_eq!(overall(&both), Code::OverLimit);
+    assert_eq!(
+        statuses(&both),
+        [(Code::Ok, Some(3), 3), (Code::OverLimit, Some(2), 0)],
+        "the user's descriptor would fit, and was not charged"
+    );
+    let alone = ask(
+        &mut client,
+        request("api", vec![descriptor(&[("user", "joe")])]),
+    )
+    .await;
+    assert_eq!(statuses(&alone), [(Code::Ok, Some(3), 2)]);
+    if let Some(keys) = store.keys().await {
+        assert_eq!(keys.len(), 2, "the user's key and the address's: {keys:?}");
+    }
+}
+on_both_stores!(descriptors_are_all_or_nothing);
+
+/// The cost: the request's `hits_addend` (0 is 1), a descriptor's own over it, and a
+/// descriptor's 0 checks without spending.
+async fn hits_addend_is_the_cost(store: &Backend) {
+    let (_yaml, toml) = rls_toml("");
+    let app = store.app(&toml).await;
+    let mut client = client(&app).await;
+    let mut two = request(
+        "api",
+        vec![descriptor(&[("plan", "premium"), ("user", "joe")])],
+    );
+    two.hits_addend = 2;
+    assert_eq!(
+        statuses(&ask(&mut client, two).await),
+        [(Code::Ok, Some(5), 3)]
+    );
+    let with_own = |hits: u64| {
+        let mut d = descriptor(&[("plan", "premium"), ("user", "joe")]);
+        d.hits_addend = Some(UInt64Value { value: hits });
+        let mut r = request("api", vec![d]);
+        r.hits_addend = 2;
+        r
+    };
+    assert_eq!(
+        statuses(&ask(&mut client, with_own(0)).await),
+        [(Code::Ok, Some(5), 3)],
+        "0 checks without spending"
+    );
+    assert_eq!(
+        statuses(&ask(&mut client, with_own(3)).await),
+        [(Code::Ok, Some(5), 0)]
+    );
+    let over = ask(&mut client, with_own(1)).await;
+    assert_eq!(overall(&over), Code::OverLimit);
+    // A check costing 0 of a user never seen leaves nothing in Redis.
+    let mut fresh = descriptor(&[("user", "new")]);
+    fresh.hits_addend = Some(UInt64Value { value: 0 });
+    assert_eq!(
+        statuses(&ask(&mut client, request("api", vec![fresh])).await),
+        [(Code::Ok, Some(3), 3)]
+    );
+    if let Some(keys) = store.keys().await {
+        assert_eq!(keys.len(), 1, "{keys:?}");
+    }
+}
+on_both_stores!(hits_addend_is_the_cost);
+
+/// Envoy's limit override replaces the configured limit for its descriptor, even one no rule
+/// matches.
+async fn an_override_replaces_the_limit(store: &Backend) {
+    let (_yaml, toml) = rls_toml("");
+    let app = store.app(&toml).await;
+    let mut client = client(&app).await;
+    let overridden = || {
+        let mut d = descriptor(&[("anything", "x")]);
+        d.limit = Some(RateLimitOverride {
+            requests_per_unit: 1,
+            unit: envoy_types::pb::envoy::r#type::v3::RateLimitUnit::Year as i32,
+        });
+        request("api", vec![d])
+    };
+    assert_eq!(
+        statuses(&ask(&mut client, overridden()).await),
+        [(Code::Ok, Some(1), 0)]
+    );
+    assert_eq!(
+        overall(&ask(&mut client, overridden()).await),
+        Code::OverLimit
+    );
+}
+on_both_stores!(an_override_replaces_the_limit);
+
+/// `shadow_mode` is decided and counted but answers OK; `requests_per_unit: 0` is over the
+/// limit with nothing spent anywhere.
+async fn shadow_answers_ok_and_zero_blocks(store: &Backend) {
+    let (_yaml, toml) = rls_toml("");
+    let app = store.app(&toml).await;
+    let mut client = client(&app).await;
+    for _ in 0..3 {
+        let answer = ask(
+            &mut client,
+            request("api", vec![descriptor(&[("shadowed", "x")])]),
+        )
+        .await;
+        assert_eq!(overall(&answer), Code::Ok);
+    }
+    let metrics = app.metrics().await;
+    assert!(
+        metrics.contains("tollgate_shadow_denials_total{policy=\"shadowed\"} 2"),
+        "{metrics}"
+    );
+    let blocked = ask(
+        &mut client,
+        request(
+            "api",
+            vec![
+                descriptor(&[("user", "joe")]),
+                descriptor(&[("blocked", "x")]),
+            ],
+        ),
+    )
+    .await;
+    assert_eq!(overall(&blocked), Code::OverLimit);
+    assert_eq!(statuses(&blocked)[1].0, Code::OverLimit);
+    assert!(header(&blocked, "retry-after").is_some());
+    let joe = ask(
+        &mut client,
+        request("api", vec![descriptor(&[("user", "joe")])]),
+    )
+    .await;
+    assert_eq!(
+        statuses(&joe),
+        [(Code::Ok, Some(3), 2)],
+        "the block spent nothing"
+    );
+}
+on_both_stores!(shadow_answers_ok_and_zero_blocks);
+
+/// tollgate's own rules: several policies of any algorithm on one descriptor, decided together,
+/// and metrics by domain and rule, never by a descriptor's value.
+async fn several_policies_on_one_descriptor(store: &Backend) {
+    let (_yaml, toml) = rls_toml(&format!(
+        r#"
+[[rls.policies]]
+name = "burst"
+algorithm = "token_bucket"
+limit = 2
+window = "{NO_BOUNDARY}"
+
+[[rls.policies]]
+name = "steady"
+algorithm = "sliding_window"
+limit = 3
+window = "{NO_BOUNDARY}"
+
+[[rls.rules]]
+domain = "api"
+descriptor = [{{ key = "tenant" }}]
+policies = ["burst", "steady"]
+"#
+    ));
+    let app = store.app(&toml).await;
+    let mut client = client(&app).await;
+    let tenant = || request("api", vec![descriptor(&[("tenant", "acme")])]);
+    assert_eq!(overall(&ask(&mut client, tenant()).await), Code::Ok);
+    assert_eq!(overall(&ask(&mut client, tenant()).await), Code::Ok);
+    let third = ask(&mut client, tenant()).await;
+    assert_eq!(overall(&third), Code::OverLimit, "the bucket of 2 is empty");
+    let metrics = app.metrics().await;
+    assert!(
+        metrics.contains(
+            "tollgate_rls_descriptors_total{domain=\"api\",rule=\"tenant\",code=\"ok\"} 2"
+        ),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains(
+            "tollgate_rls_descriptors_total{domain=\"api\",rule=\"tenant\",code=\"over_limit\"} 1"
+        ),
+        "{metrics}"
+    );
+    assert!(
+        !metrics.contains("acme"),
+        "no descriptor value in the metrics"
+    );
+}
+on_both_stores!(several_policies_on_one_descriptor);
+
+/// A request Envoy could not have meant is an error, which Envoy's failure mode handles.
+#[tokio::test]
+async fn malformed_requests_are_refused() {
+    let (_yaml, toml) = rls_toml("");
+    let app = TestApp::with_toml(&toml).await;
+    let mut client = client(&app).await;
+    for (bad, expected) in [
+        (request("", vec![descriptor(&[("user", "joe")])]), "domain"),
+        (request("api", vec![]), "descriptors"),
+        (
+            {
+                let mut d = descriptor(&[("user", "joe")]);
+                d.is_negative_hits = true;
+                request("api", vec![d])
+            },
+            "is_negative_hits",
+        ),
+    ] {
+        let status = client.should_rate_limit(bad).await.unwrap_err();
+        assert_eq!(status.code(), tonic::Code::InvalidArgument);
+        assert!(status.message().contains(expected), "{}", status.message());
+    }
+}
+
+/// With Redis gone, each failure mode answers as documented: `allow` OK, `deny` UNAVAILABLE
+/// (Envoy's failure_mode_deny decides), `local` the local fallback's decision.
+#[tokio::test]
+async fn a_store_outage_follows_on_error() {
+    let mut server = RedisServer::start().await;
+    let url = server.url();
+    server.stop();
+    for (on_error, expected) in [
+        ("allow", Some(Code::Ok)),
+        ("deny", None),
+        ("local", Some(Code::Ok)),
+    ] {
+        let (_yaml, toml) = rls_toml(&format!(
+            "[redis]\nurl = \"{url}\"\non_error = \"{on_error}\"\ntimeout = \"100ms\"\n"
+        ));
+        let app = TestApp::with_toml(&toml).await;
+        let mut client = client(&app).await;
+        let joe = || request("api", vec![descriptor(&[("user", "joe")])]);
+        let answer = client.should_rate_limit(joe()).await;
+        match expected {
+            Some(code) => assert_eq!(overall(&answer.unwrap().into_inner()), code, "{on_error}"),
+            None => assert_eq!(answer.unwrap_err().code(), tonic::Code::Unavailable),
+        }
+        if on_error == "local" {
+            let answer = ask(&mut client, joe()).await;
+            assert_eq!(header(&answer, "x-ratelimit-degraded"), Some("local"));
+        }
+    }
+}
+
+/// Envoy's deadline is kept: with Redis paused and a store timeout of 10 s, a call sent with a
+/// 200 ms `grpc-timeout` ends within a second, not after the store's timeout.
+#[tokio::test]
+async fn envoys_deadline_is_kept() {
+    let server = RedisServer::start().await;
+    let (_yaml, toml) = rls_toml(&format!(
+        "[redis]\nurl = \"{}\"\non_error = \"deny\"\ntimeout = \"10s\"\n",
+        server.url()
+    ));
+    let app = TestApp::with_toml(&toml).await;
+    let mut client = client(&app).await;
+    server
+        .command(&["CLIENT", "PAUSE", "3000", "ALL"])
+        .await
+        .unwrap();
+    let mut call = tonic::Request::new(request("api", vec![descriptor(&[("user", "joe")])]));
+    call.set_timeout(Duration::from_millis(200));
+    let started = Instant::now();
+    let status = client.should_rate_limit(call).await.unwrap_err();
+    assert!(
+        started.elapsed() < Duration::from_secs(1),
+        "{:?}",
+        started.elapsed()
+    );
+    assert!(
+        matches!(
+            status.code(),
+            tonic::Code::Cancelled | tonic::Code::DeadlineExceeded
+        ),
+        "{status:?}"
+    );
+}
+
+/// The standard gRPC health service answers SERVING beside the rate limit service.
+#[tokio::test]
+async fn the_health_service_answers() {
+    use tonic_health::pb::health_check_response::ServingStatus;
+    use tonic_health::pb::health_client::HealthClient;
+    use tonic_health::pb::HealthCheckRequest;
+    let (_yaml, toml) = rls_toml("");
+    let app = TestApp::with_toml(&toml).await;
+    let channel = Channel::from_shared(format!("http://{}", app.rls_addr.unwrap()))
+        .unwrap()
+        .connect()
+        .await
+        .unwrap();
+    let mut health = HealthClient::new(channel);
+    for service in ["", "envoy.service.ratelimit.v3.RateLimitService"] {
+        let answer = health
+            .check(HealthCheckRequest {
+                service: service.into(),
+            })
+            .await
+            .unwrap()
+            .into_inner();
+        assert_eq!(answer.status, ServingStatus::Serving as i32, "{service:?}");
+    }
+}
