@@ -465,10 +465,15 @@ async fn readyz_breaker_open() {
 }
 
 /// Every metric family `/metrics` serves is in a documented metrics table, so a new one cannot
-/// go unexplained.
+/// go unexplained: Envoy's rate limit service on, so that its families are served too.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_metric_is_documented() {
-    let app = TestApp::with_toml("").await;
+    let app = TestApp::with_toml(
+        "[rls]\nlisten = \"127.0.0.1:0\"\n[[rls.policies]]\nname = \"p\"\nlimit = 1\n\
+         window = \"1m\"\n[[rls.rules]]\ndomain = \"d\"\ndescriptor = [{ key = \"k\" }]\n\
+         policies = [\"p\"]\n",
+    )
+    .await;
     let text = app.metrics().await;
     let documented: String = documents().into_iter().map(|(_, text)| text).collect();
     let families: Vec<&str> = text
