@@ -518,3 +518,99 @@ async fn the_health_service_answers() {
         assert_eq!(answer.status, ServingStatus::Serving as i32, "{service:?}");
     }
 }
+
+/// The HTTP service's machinery serves Envoy too: descriptors asked at once share one
+/// EVALSHA, and a denial repeated is served by the denial cache, without a call.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shared_calls_and_the_denial_cache_apply() {
+    let server = RedisServer::start().await;
+    let (_yaml, toml) = rls_toml(&format!(
+        "[redis]\nurl = \"{}\"\non_error = \"deny\"\ntimeout = \"10s\"\n",
+        server.url()
+    ));
+    let app = TestApp::with_toml(&toml).await;
+    let client = client(&app).await;
+    let before = server.evalsha_calls().await;
+    let calls = (0..40).map(|i| {
+        let mut client = client.clone();
+        async move {
+            let user = format!("user-{i}");
+            ask(
+                &mut client,
+                request("api", vec![descriptor(&[("user", &user)])]),
+            )
+            .await
+        }
+    });
+    let answers = futures::future::join_all(calls).await;
+    assert!(answers.iter().all(|a| overall(a) == Code::Ok));
+    let used = server.evalsha_calls().await - before;
+    assert!(used < 40, "40 decisions at once took {used} calls");
+
+    let mut client = client.clone();
+    let joe = || request("api", vec![descriptor(&[("user", "joe")])]);
+    for _ in 0..4 {
+        ask(&mut client, joe()).await;
+    }
+    let before = server.evalsha_calls().await;
+    for _ in 0..5 {
+        assert_eq!(overall(&ask(&mut client, joe()).await), Code::OverLimit);
+    }
+    assert_eq!(
+        server.evalsha_calls().await,
+        before,
+        "denials served from the cache"
+    );
+    assert!(app
+        .metrics()
+        .await
+        .contains("tollgate_cached_denials_total 5"));
+    server.assert_every_key_has_ttl().await;
+}
+
+/// ratelimit's README, Example 2, loaded unchanged: 5 marketing messages a day to a number and
+/// 100 messages a day to it in all. Its sixth marketing message is over the limit, and, where
+/// ratelimit would still count it against the 100, tollgate spends nothing.
+#[tokio::test]
+async fn readme_example_two_behaves_as_its_readme_says() {
+    let fixture = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/tests/fixtures/ratelimit/readme_example2.yaml"
+    );
+    let app = TestApp::with_toml(&format!(
+        "[rls]\nlisten = \"127.0.0.1:0\"\nconfig = [{fixture:?}]\n"
+    ))
+    .await;
+    let mut client = client(&app).await;
+    let marketing = || {
+        request(
+            "messaging",
+            vec![
+                descriptor(&[("message_type", "marketing"), ("to_number", "2061111111")]),
+                descriptor(&[("to_number", "2061111111")]),
+            ],
+        )
+    };
+    for left in (0..5).rev() {
+        let answer = ask(&mut client, marketing()).await;
+        assert_eq!(
+            statuses(&answer),
+            [(Code::Ok, Some(5), left), (Code::Ok, Some(100), 95 + left)]
+        );
+    }
+    let sixth = ask(&mut client, marketing()).await;
+    assert_eq!(overall(&sixth), Code::OverLimit);
+    assert_eq!(
+        statuses(&sixth),
+        [(Code::OverLimit, Some(5), 0), (Code::Ok, Some(100), 95)]
+    );
+    let other = ask(
+        &mut client,
+        request(
+            "messaging",
+            vec![descriptor(&[("to_number", "2061111111")])],
+        ),
+    )
+    .await;
+    assert_eq!(statuses(&other), [(Code::Ok, Some(100), 94)]);
+}
