@@ -59,12 +59,6 @@ impl RlsService {
         if request.descriptors.is_empty() {
             return Err(Status::invalid_argument("descriptors must not be empty"));
         }
-        let descriptors = request
-            .descriptors
-            .iter()
-            .enumerate()
-            .map(|(i, d)| descriptor(i, d))
-            .collect::<Result<Vec<_>, _>>()?;
         // Envoy's hits_addend: 0, the default, is 1; a descriptor's own, even 0, wins.
         let request_cost = u64::from(request.hits_addend.max(1));
         let costs: Vec<u64> = request
@@ -72,6 +66,12 @@ impl RlsService {
             .iter()
             .map(|d| d.hits_addend.map_or(request_cost, |hits| hits.value))
             .collect();
+        let descriptors = request
+            .descriptors
+            .into_iter()
+            .enumerate()
+            .map(|(i, d)| descriptor(i, d))
+            .collect::<Result<Vec<_>, _>>()?;
         let matched = self.domains.limits(&request.domain, &descriptors);
         let plan = Plan::new(&self.limiter, matched, &costs);
         let verdict = if plan.blocked() {
@@ -164,7 +164,7 @@ impl RateLimitService for RlsService {
 const JSON: HeaderValue = HeaderValue::from_static("application/json");
 
 /// Descriptor `i` of a request, as the rules are matched to it.
-fn descriptor(i: usize, descriptor: &RateLimitDescriptor) -> Result<Descriptor, Status> {
+fn descriptor(i: usize, descriptor: RateLimitDescriptor) -> Result<Descriptor, Status> {
     if descriptor.is_negative_hits {
         return Err(Status::invalid_argument(format!(
             "descriptors[{i}]: is_negative_hits (a refund) is not supported"
@@ -191,8 +191,8 @@ fn descriptor(i: usize, descriptor: &RateLimitDescriptor) -> Result<Descriptor, 
     Ok(Descriptor {
         entries: descriptor
             .entries
-            .iter()
-            .map(|entry| (entry.key.clone(), entry.value.clone()))
+            .into_iter()
+            .map(|entry| (entry.key, entry.value))
             .collect(),
         limit,
     })
