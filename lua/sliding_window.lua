@@ -32,7 +32,7 @@ local function sliding_window_retry(curr, prev, elapsed, limit, w, cost)
   -- after next, where nothing weighs.
   local need = 0
   if curr > 0 then
-    need = math.max(0, w - math.floor((limit - cost) * w / curr))
+    need = math.max(0, w - math.floor(math.max(0, limit - cost) * w / curr))
   end
   return (w - elapsed) + need
 end

@@ -36,6 +36,15 @@ struct Step {
     caller: u8,
     cost: u64,
     policies: u8,
+    /// Sometimes a cost only Envoy can ask: 0 (check only) or one above the capacity.
+    odd_cost: OddCost,
+}
+
+#[derive(Clone, Copy, Debug)]
+enum OddCost {
+    None,
+    Zero,
+    AboveCapacity,
 }
 
 fn shape() -> impl Strategy<Value = Shape> {
@@ -56,12 +65,20 @@ fn step() -> impl Strategy<Value = Step> {
         200..5_000u64,
         5_000..120_000u64,
     ];
-    (after_ms, 0..3u8, 1..=4u64, 1..8u8).prop_map(|(after_ms, caller, cost, policies)| Step {
-        after_ms,
-        caller,
-        cost,
-        policies,
-    })
+    let odd_cost = prop_oneof![
+        8 => Just(OddCost::None),
+        1 => Just(OddCost::Zero),
+        1 => Just(OddCost::AboveCapacity),
+    ];
+    (after_ms, 0..3u8, 1..=4u64, 1..8u8, odd_cost).prop_map(
+        |(after_ms, caller, cost, policies, odd_cost)| Step {
+            after_ms,
+            caller,
+            cost,
+            policies,
+            odd_cost,
+        },
+    )
 }
 
 fn policy(name: &str, algorithm: Algorithm, shape: &Shape, cost: u64, shadow: bool) -> Arc<Policy> {
@@ -143,7 +160,13 @@ fn lua_matches_rust(
                         } else {
                             tag.clone()
                         };
-                        Check::new(keys.key(&tag, policy.name()), policy)
+                        let mut check = Check::new(keys.key(&tag, policy.name()), policy);
+                        check.cost = match step.odd_cost {
+                            OddCost::None => check.cost,
+                            OddCost::Zero => 0,
+                            OddCost::AboveCapacity => check.policy.capacity() + 1,
+                        };
+                        check
                     })
                     .collect();
                 let from_lua = redis.decide(&checks, Clock::At(now)).await.unwrap();

@@ -423,6 +423,17 @@ async fn malformed_requests_are_refused() {
             },
             "is_negative_hits",
         ),
+        (
+            request(
+                "api",
+                (0..65).map(|_| descriptor(&[("user", "joe")])).collect(),
+            ),
+            "at most 64",
+        ),
+        (
+            request("api", vec![descriptor(&[("k", "v"); 33])]),
+            "at most 32",
+        ),
     ] {
         let status = client.should_rate_limit(bad).await.unwrap_err();
         assert_eq!(status.code(), tonic::Code::InvalidArgument);

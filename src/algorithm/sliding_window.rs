@@ -85,8 +85,10 @@ fn retry_after(curr: u64, prev: u64, elapsed: u64, limit: u64, cost: u64, w: u64
     }
     // In the next window the current count becomes the previous one; `need` = w is the window
     // after next, where nothing weighs.
+    // A cost above the limit (only Envoy can ask one) never fits: its wait is that of a cost
+    // of exactly the limit.
     let need = if curr > 0 {
-        w - ((limit - cost) * w128 / curr as u128).min(w128) as u64
+        w - (limit.saturating_sub(cost) * w128 / curr as u128).min(w128) as u64
     } else {
         0
     };

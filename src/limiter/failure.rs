@@ -71,11 +71,15 @@ impl Limiter {
         }
     }
 
-    /// The local fallback's version of `policy`, one of this limiter's own.
+    /// The local fallback's version of `policy`: one of this limiter's own, divided once; or
+    /// one made for a single request (Envoy's override), divided now.
     fn local_policy(&self, policy: &Arc<Policy>) -> Arc<Policy> {
         let position =
             (self.policies.iter().chain(&self.unscoped)).position(|p| Arc::ptr_eq(p, policy));
-        position.map_or_else(|| policy.clone(), |i| self.local_policies[i].clone())
+        position.map_or_else(
+            || Arc::new(policy.divided(self.local_divisor)),
+            |i| self.local_policies[i].clone(),
+        )
     }
 
     /// Logs and counts a breaker state change, once per change.

@@ -81,16 +81,19 @@ impl Plan {
     /// Adds a check of `policy` under `key`, or adds `cost` to the check already there, and
     /// returns its position.
     fn add(&mut self, key: String, policy: &Arc<Policy>, cost: u64) -> usize {
-        let same = |check: &Check| check.key == key && Arc::ptr_eq(&check.policy, policy);
-        if let Some(at) = self.checks.iter().position(same) {
+        // Any cost above the capacity is denied alike: capped, no client-chosen cost can wrap
+        // an integer in the store or make a retry time too large to read.
+        let most = policy.capacity().saturating_add(1);
+        // By key alone: two overrides of one unit on the same entries are one counter.
+        if let Some(at) = self.checks.iter().position(|check| check.key == key) {
             let check = &mut self.checks[at];
-            check.cost = check.cost.saturating_add(cost);
+            check.cost = check.cost.saturating_add(cost).min(most);
             return at;
         }
         self.checks.push(Check {
             key,
             policy: policy.clone(),
-            cost,
+            cost: cost.min(most),
         });
         self.checks.len() - 1
     }

@@ -59,6 +59,12 @@ impl RlsService {
         if request.descriptors.is_empty() {
             return Err(Status::invalid_argument("descriptors must not be empty"));
         }
+        if request.descriptors.len() > MAX_DESCRIPTORS {
+            return Err(Status::invalid_argument(format!(
+                "{} descriptors: at most {MAX_DESCRIPTORS} are decided in one request",
+                request.descriptors.len()
+            )));
+        }
         // Envoy's hits_addend: 0, the default, is 1; a descriptor's own, even 0, wins.
         let request_cost = u64::from(request.hits_addend.max(1));
         let costs: Vec<u64> = request
@@ -163,8 +169,21 @@ impl RateLimitService for RlsService {
 
 const JSON: HeaderValue = HeaderValue::from_static("application/json");
 
+/// The most descriptors one request may carry: an Envoy route sends one per `rate_limits`
+/// entry, a handful, while a client of the port could send thousands for one store call.
+pub const MAX_DESCRIPTORS: usize = 64;
+
+/// The most entries one descriptor may carry: one per action of a `rate_limits` entry.
+pub const MAX_ENTRIES: usize = 32;
+
 /// Descriptor `i` of a request, as the rules are matched to it.
 fn descriptor(i: usize, descriptor: RateLimitDescriptor) -> Result<Descriptor, Status> {
+    if descriptor.entries.len() > MAX_ENTRIES {
+        return Err(Status::invalid_argument(format!(
+            "descriptors[{i}]: {} entries: at most {MAX_ENTRIES}",
+            descriptor.entries.len()
+        )));
+    }
     if descriptor.is_negative_hits {
         return Err(Status::invalid_argument(format!(
             "descriptors[{i}]: is_negative_hits (a refund) is not supported"
