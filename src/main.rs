@@ -107,7 +107,7 @@ fn serve(settings: Settings) -> ExitCode {
                 let listener = TcpListener::bind(listen)
                     .await
                     .map_err(|e| format!("cannot listen on {listen} (rls.listen): {e}"))?;
-                Some((listener, service))
+                Some((listener, tollgate::rls::router(service).await))
             }
         };
         // Memory a flood left behind goes back to the system, not only to the allocator.

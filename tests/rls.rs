@@ -472,7 +472,8 @@ async fn a_store_outage_follows_on_error() {
 }
 
 /// Envoy's deadline is kept: with Redis paused and a store timeout of 10 s, a call sent with a
-/// 200 ms `grpc-timeout` ends within a second, not after the store's timeout.
+/// 200 ms `grpc-timeout` is answered by the failure mode (`deny`: UNAVAILABLE) before the
+/// deadline, not after the store's timeout.
 #[tokio::test]
 async fn envoys_deadline_is_kept() {
     let server = RedisServer::start().await;
@@ -490,18 +491,13 @@ async fn envoys_deadline_is_kept() {
     call.set_timeout(Duration::from_millis(200));
     let started = Instant::now();
     let status = client.should_rate_limit(call).await.unwrap_err();
-    assert!(
-        started.elapsed() < Duration::from_secs(1),
-        "{:?}",
-        started.elapsed()
-    );
-    assert!(
-        matches!(
-            status.code(),
-            tonic::Code::Cancelled | tonic::Code::DeadlineExceeded
-        ),
-        "{status:?}"
-    );
+    let took = started.elapsed();
+    assert!(took < Duration::from_millis(200), "{took:?}");
+    assert_eq!(status.code(), tonic::Code::Unavailable, "{status:?}");
+    assert!(app
+        .metrics()
+        .await
+        .contains("tollgate_store_errors_total{kind=\"timeout\"} 1"));
 }
 
 /// The standard gRPC health service answers SERVING beside the rate limit service.

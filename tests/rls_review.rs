@@ -168,31 +168,6 @@ fn overall(response: &RateLimitResponse) -> Code {
     Code::try_from(response.overall_code).unwrap()
 }
 
-/// Runs `async fn test(backend: &Backend)` on both stores, ignored for `reason`.
-macro_rules! on_both_stores_ignored {
-    ($test:ident, $reason:literal) => {
-        mod $test {
-            #[doc = concat!("`", stringify!($test), "` against the memory store.")]
-            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-            #[ignore = $reason]
-            async fn memory() {
-                let backend = crate::support::Backend::Memory;
-                super::$test(&backend).await;
-                backend.finish().await;
-            }
-
-            #[doc = concat!("`", stringify!($test), "` against Redis.")]
-            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-            #[ignore = $reason]
-            async fn redis() {
-                let backend = crate::support::Backend::redis().await;
-                super::$test(&backend).await;
-                backend.finish().await;
-            }
-        }
-    };
-}
-
 /// A descriptor's `hits_addend` that no policy could ever admit (above the limit, above 2^53,
 /// at and above 2^63) is over the limit and spends nothing, under every algorithm: it never
 /// wraps into an admission, a panic or a reply the store cannot read.
@@ -280,7 +255,6 @@ async fn a_huge_cost_never_opens_the_breaker_for_others() {
 /// deadline (here `on_error = "allow"`: OK), rather than every call running out of time, which
 /// leaves Envoy's own failure mode to decide and never opens the breaker.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "finding 3: the store's deadline ignores Envoy's; a dropped call records no failure"]
 async fn a_store_slower_than_envoys_deadline_ends_in_the_failure_mode() {
     let server = RedisServer::start().await;
     let (_yaml, toml) = rls_toml(&format!(
@@ -419,7 +393,6 @@ fn binary_config(rls_port: u16, extra: &str) -> tempfile::TempDir {
 /// the HTTP port from answering nor make accepting fail, as 100 to the HTTP port do not
 /// (`tests/shutdown.rs`): the gRPC server has a cap and a timer for them too.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "finding 7: the gRPC server has no connection cap, no handshake or idle timeout"]
 async fn silent_connections_to_the_rate_limit_port_starve_nothing() {
     let rls_port = support::free_port();
     let dir = binary_config(rls_port, "");
@@ -463,7 +436,6 @@ async fn silent_connections_to_the_rate_limit_port_starve_nothing() {
 /// `server.shutdown_grace`, as an HTTP request is, and the process exits soon after it rather
 /// than when the store's timeout ends the call.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "finding 8: serve() waits for every call in flight, with no grace"]
 async fn a_stuck_grpc_call_cannot_hold_shutdown_past_the_grace() {
     let server = RedisServer::start().await;
     let rls_port = support::free_port();

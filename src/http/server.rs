@@ -120,6 +120,18 @@ pub async fn serve(
     settings: ServerSettings,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> io::Result<()> {
+    serve_all(listener, router, None, settings, shutdown).await
+}
+
+/// [`serve`], and `beside` (another listener and its router, like Envoy's rate limit service)
+/// under the same connection cap, timers and grace: the cap is sized for the whole process.
+pub async fn serve_all(
+    listener: TcpListener,
+    router: Router,
+    beside: Option<(TcpListener, Router)>,
+    settings: ServerSettings,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> io::Result<()> {
     let cap = settings
         .max_connections
         .unwrap_or_else(default_max_connections);
@@ -140,78 +152,27 @@ pub async fn serve(
     builder.http2().timer(TokioTimer::new());
     let builder = Arc::new(builder);
     let graceful = GracefulShutdown::new();
-    let mut accept_failing = false;
-    tokio::pin!(shutdown);
-    loop {
-        // Past the cap the listener is not polled, so new connections wait in the kernel's
-        // backlog, costing the process nothing.
-        let permit = tokio::select! {
-            permit = permits.clone().acquire_owned() => permit.expect("the semaphore is never closed"),
-            () = &mut shutdown => break,
-        };
-        let (stream, peer) = tokio::select! {
-            accepted = listener.accept() => match accepted {
-                Ok(accepted) => {
-                    accept_failing = false;
-                    accepted
-                }
-                Err(error) if is_connection_error(&error) => continue,
-                Err(error) => {
-                    // Out of descriptors or memory: say so once, not once per retry, and give
-                    // open connections time to close.
-                    if !accept_failing {
-                        tracing::warn!(%error, "cannot accept connections; retrying every second");
-                    }
-                    accept_failing = true;
-                    tokio::select! {
-                        () = tokio::time::sleep(Duration::from_secs(1)) => continue,
-                        () = &mut shutdown => break,
-                    }
-                }
-            },
-            () = &mut shutdown => break,
-        };
-        let _ = stream.set_nodelay(true);
-        let activity = Arc::new(Activity::new());
-        let io = TokioIo::new(Watched {
-            inner: stream,
-            activity: activity.clone(),
-        });
-        let service = hyper::service::service_fn({
-            let router = router.clone();
-            let activity = activity.clone();
-            move |request: hyper::Request<Incoming>| {
-                let mut request = request.map(Body::new);
-                // As axum::serve does: policies keyed by ip and trusted proxies read the peer.
-                request.extensions_mut().insert(ConnectInfo(peer));
-                let in_flight = activity.begin();
-                let router = router.clone();
-                async move {
-                    let response = router.oneshot(request).await;
-                    drop(in_flight);
-                    response
-                }
-            }
-        });
-        let connection = builder.serve_connection(io, service).into_owned();
-        let connection = graceful.watch(connection);
-        let (header_timeout, idle_timeout) = (settings.header_timeout, settings.idle_timeout);
-        tokio::spawn(async move {
-            tokio::select! {
-                served = connection => {
-                    if let Err(error) = served {
-                        tracing::debug!(%peer, %error, "connection ended");
-                    }
-                }
-                () = activity.silent_for(header_timeout, idle_timeout) => {
-                    tracing::debug!(%peer, "connection closed: idle");
-                }
-            }
-            drop(permit);
-        });
+    let (stop, stopped) = tokio::sync::watch::channel(false);
+    tokio::spawn(async move {
+        shutdown.await;
+        let _ = stop.send(true);
+    });
+    let accepting = Accepting {
+        settings: &settings,
+        permits: &permits,
+        builder: &builder,
+        graceful: &graceful,
+        stopped,
+    };
+    match beside {
+        None => accepting.accept(listener, router).await,
+        Some((other, other_router)) => {
+            tokio::join!(
+                accepting.accept(listener, router),
+                accepting.accept(other, other_router)
+            );
+        }
     }
-    // Refuse new connections at once rather than leave them in the backlog.
-    drop(listener);
     let grace = settings.shutdown_grace;
     tokio::select! {
         () = graceful.shutdown() => Ok(()),
@@ -219,6 +180,98 @@ pub async fn serve(
             tracing::warn!(?grace, "open requests did not finish; exiting");
             Ok(())
         }
+    }
+}
+
+/// What every listener's accept loop shares.
+struct Accepting<'a> {
+    settings: &'a ServerSettings,
+    permits: &'a Arc<Semaphore>,
+    builder: &'a Arc<auto::Builder<TokioExecutor>>,
+    graceful: &'a GracefulShutdown,
+    stopped: tokio::sync::watch::Receiver<bool>,
+}
+
+impl Accepting<'_> {
+    /// Accepts connections on `listener` for `router` until shutdown, each under a permit.
+    async fn accept(&self, listener: TcpListener, router: Router) {
+        let mut stopped = self.stopped.clone();
+        let shutdown = async move {
+            let _ = stopped.wait_for(|stop| *stop).await;
+        };
+        tokio::pin!(shutdown);
+        let mut accept_failing = false;
+        loop {
+            // Past the cap the listener is not polled, so new connections wait in the kernel's
+            // backlog, costing the process nothing.
+            let permit = tokio::select! {
+                permit = self.permits.clone().acquire_owned() => permit.expect("the semaphore is never closed"),
+                () = &mut shutdown => break,
+            };
+            let (stream, peer) = tokio::select! {
+                accepted = listener.accept() => match accepted {
+                    Ok(accepted) => {
+                        accept_failing = false;
+                        accepted
+                    }
+                    Err(error) if is_connection_error(&error) => continue,
+                    Err(error) => {
+                        // Out of descriptors or memory: say so once, not once per retry, and
+                        // give open connections time to close.
+                        if !accept_failing {
+                            tracing::warn!(%error, "cannot accept connections; retrying every second");
+                        }
+                        accept_failing = true;
+                        tokio::select! {
+                            () = tokio::time::sleep(Duration::from_secs(1)) => continue,
+                            () = &mut shutdown => break,
+                        }
+                    }
+                },
+                () = &mut shutdown => break,
+            };
+            let _ = stream.set_nodelay(true);
+            let activity = Arc::new(Activity::new());
+            let io = TokioIo::new(Watched {
+                inner: stream,
+                activity: activity.clone(),
+            });
+            let service = hyper::service::service_fn({
+                let router = router.clone();
+                let activity = activity.clone();
+                move |request: hyper::Request<Incoming>| {
+                    let mut request = request.map(Body::new);
+                    // As axum::serve does: policies keyed by ip and trusted proxies read the peer.
+                    request.extensions_mut().insert(ConnectInfo(peer));
+                    let in_flight = activity.begin();
+                    let router = router.clone();
+                    async move {
+                        let response = router.oneshot(request).await;
+                        drop(in_flight);
+                        response
+                    }
+                }
+            });
+            let connection = self.builder.serve_connection(io, service).into_owned();
+            let connection = self.graceful.watch(connection);
+            let (header_timeout, idle_timeout) =
+                (self.settings.header_timeout, self.settings.idle_timeout);
+            tokio::spawn(async move {
+                tokio::select! {
+                    served = connection => {
+                        if let Err(error) = served {
+                            tracing::debug!(%peer, %error, "connection ended");
+                        }
+                    }
+                    () = activity.silent_for(header_timeout, idle_timeout) => {
+                        tracing::debug!(%peer, "connection closed: idle");
+                    }
+                }
+                drop(permit);
+            });
+        }
+        // Refuse new connections at once rather than leave them in the backlog.
+        drop(listener);
     }
 }
 

@@ -5,47 +5,26 @@ use std::future::Future;
 
 use axum::Router;
 use tokio::net::TcpListener;
-use tokio::sync::watch;
 
-use super::{run_with, ServerSettings};
-use crate::rls::RlsService;
+use super::{server, ServerSettings};
 
 /// The target of these logs: the binary logged them under its own name, which operators' log
 /// filters may use.
 const LOG_TARGET: &str = "tollgate";
 
-/// Serves `router` on `listener` under `settings`, and Envoy's rate limit service on its own
-/// listener when given, until a SIGINT or SIGTERM (ctrl-c elsewhere), then drains open requests
-/// for at most the grace; a second signal ends serving at once, so an operator who insists is
-/// not made to wait out the grace.
+/// Serves `router` on `listener` under `settings`, and `beside` (Envoy's rate limit service on
+/// its own listener) when given, until a SIGINT or SIGTERM (ctrl-c elsewhere), then drains open
+/// requests for at most the grace; a second signal ends serving at once, so an operator who
+/// insists is not made to wait out the grace.
 pub async fn run_until_signalled(
     listener: TcpListener,
     router: Router,
     settings: ServerSettings,
-    rls: Option<(TcpListener, RlsService)>,
+    beside: Option<(TcpListener, Router)>,
 ) -> std::io::Result<()> {
     let (first, second) = signals();
-    // Both servers stop on the first signal.
-    let (stop_tx, stop_rx) = watch::channel(false);
-    tokio::spawn(async move {
-        first.await;
-        let _ = stop_tx.send(true);
-    });
-    let stopped = |mut rx: watch::Receiver<bool>| async move {
-        let _ = rx.wait_for(|stop| *stop).await;
-    };
-    let http = run_with(listener, router, settings, stopped(stop_rx.clone()));
-    let served = async {
-        let Some((listener, service)) = rls else {
-            return http.await;
-        };
-        let grpc = crate::rls::serve(listener, service, stopped(stop_rx));
-        let (http, grpc) = tokio::join!(http, grpc);
-        http?;
-        grpc.map_err(std::io::Error::other)
-    };
     tokio::select! {
-        served = served => served,
+        served = server::serve_all(listener, router, beside, settings, first) => served,
         () = second => {
             tracing::warn!(
                 target: LOG_TARGET,

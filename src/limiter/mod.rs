@@ -279,7 +279,7 @@ impl Limiter {
                 return Verdict::Unidentified;
             }
         };
-        self.decide_checks(checks, |probe| self.write_probe(facts, probe))
+        self.decide_checks(checks, |probe| self.write_probe(facts, probe), None)
             .await
     }
 
@@ -288,10 +288,15 @@ impl Limiter {
     /// breaker, the failure mode and the metrics, exactly as for a request. Their policies
     /// should be among [`Limiter::policies`] or [`Limiter::with_unscoped`]'s, to be counted
     /// and divided for the local fallback.
+    ///
+    /// A store that has not answered within `budget` (the caller's own deadline, when shorter
+    /// than the store's) is a timeout like any other: the breaker and the metrics count it, and
+    /// the failure mode answers in time.
     pub async fn decide(
         &self,
         checks: Vec<Check>,
         write_probe: impl Fn(&mut Vec<u8>) -> bool,
+        budget: Option<Duration>,
     ) -> Verdict {
         if checks.is_empty() {
             return Verdict::Unlimited;
@@ -301,7 +306,7 @@ impl Limiter {
                 return self.cached(decision);
             }
         }
-        self.decide_checks(checks, write_probe).await
+        self.decide_checks(checks, write_probe, budget).await
     }
 
     /// A denial served from the denial cache, counted.
@@ -317,6 +322,7 @@ impl Limiter {
         &self,
         checks: Vec<Check>,
         write_probe: impl Fn(&mut Vec<u8>) -> bool,
+        budget: Option<Duration>,
     ) -> Verdict {
         // From before the call, so that a denial cached from it expires a little early, never
         // late.
@@ -330,7 +336,14 @@ impl Limiter {
                 if permit == Permit::Reject {
                     return self.degrade(checks).await;
                 }
-                let decided = self.store.decide(&checks, Clock::Store).await;
+                let decided = match budget {
+                    None => self.store.decide(&checks, Clock::Store).await,
+                    Some(budget) => {
+                        tokio::time::timeout(budget, self.store.decide(&checks, Clock::Store))
+                            .await
+                            .unwrap_or(Err(StoreError::Timeout(budget)))
+                    }
+                };
                 self.metrics
                     .store_call(started.elapsed(), decided.as_ref().err());
                 self.breaker_changed(self.breaker.record(permit, decided.is_ok()));

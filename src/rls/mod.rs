@@ -32,7 +32,7 @@ pub use bucket::Bucket;
 pub use descriptors::{Domains, Limits, Rule};
 pub(crate) use rules::RawRls;
 pub use rules::RlsSettings;
-pub use server::serve;
+pub use server::router;
 pub use service::RlsService;
 pub use yaml::{LoadError, Loader};
 

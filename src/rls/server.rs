@@ -1,35 +1,23 @@
-//! Serving Envoy's rate limit service on its own port, over HTTP/2 cleartext, with the
-//! standard gRPC health service beside it.
+//! Envoy's rate limit service as routes, with the standard gRPC health service beside it, for
+//! the service's own server loop: HTTP/2 cleartext on its own port, under the same connection
+//! cap, timers and shutdown grace as the HTTP port.
 
-use std::future::Future;
-
+use axum::Router;
 use envoy_types::pb::envoy::service::ratelimit::v3::rate_limit_service_server::RateLimitServiceServer;
-use tokio::net::TcpListener;
-use tonic::transport::server::TcpIncoming;
-use tonic::transport::Server;
+use tonic::service::Routes;
 
 use super::RlsService;
 
-/// Serves `service` on `listener` until `shutdown` completes, then lets the calls in flight
-/// finish.
+/// The gRPC routes of `service` and of the health service, which says it is serving.
 ///
-/// Envoy's deadline (`grpc-timeout`, 20 ms unless its filter says otherwise) is tonic's to keep:
-/// a call still deciding when it passes is dropped, and a decision dropped before its store
-/// call is never counted.
-pub async fn serve(
-    listener: TcpListener,
-    service: RlsService,
-    shutdown: impl Future<Output = ()> + Send,
-) -> Result<(), tonic::transport::Error> {
+/// Envoy's deadline (`grpc-timeout`, 20 ms unless its filter says otherwise) is the service's
+/// to keep: see [`RlsService::decide`].
+pub async fn router(service: RlsService) -> Router {
     let (reporter, health) = tonic_health::server::health_reporter();
     reporter
         .set_serving::<RateLimitServiceServer<RlsService>>()
         .await;
-    Server::builder()
-        // Envoy's questions are small and many: sent at once, not held back to fill a packet.
-        .tcp_nodelay(true)
-        .add_service(health)
+    Routes::new(health)
         .add_service(RateLimitServiceServer::new(service))
-        .serve_with_incoming_shutdown(TcpIncoming::from(listener), shutdown)
-        .await
+        .into_axum_router()
 }

@@ -51,8 +51,13 @@ impl RlsService {
         self.metrics.clone()
     }
 
-    /// Decides one request, as `ShouldRateLimit` answers it.
-    pub async fn decide(&self, request: RateLimitRequest) -> Result<RateLimitResponse, Status> {
+    /// Decides one request, as `ShouldRateLimit` answers it, within `deadline` when the caller
+    /// gave one.
+    pub async fn decide(
+        &self,
+        request: RateLimitRequest,
+        deadline: Option<Duration>,
+    ) -> Result<RateLimitResponse, Status> {
         if request.domain.is_empty() {
             return Err(Status::invalid_argument("domain must not be empty"));
         }
@@ -85,7 +90,11 @@ impl RlsService {
         } else {
             Some(
                 self.limiter
-                    .decide(plan.checks.clone(), |probe| plan.write_probe(probe))
+                    .decide(
+                        plan.checks.clone(),
+                        |probe| plan.write_probe(probe),
+                        deadline.map(store_budget),
+                    )
                     .await,
             )
         };
@@ -163,8 +172,40 @@ impl RateLimitService for RlsService {
         &self,
         request: Request<RateLimitRequest>,
     ) -> Result<Response<RateLimitResponse>, Status> {
-        self.decide(request.into_inner()).await.map(Response::new)
+        let deadline = request
+            .metadata()
+            .get("grpc-timeout")
+            .and_then(|value| value.to_str().ok())
+            .and_then(grpc_timeout);
+        self.decide(request.into_inner(), deadline)
+            .await
+            .map(Response::new)
     }
+}
+
+/// A `grpc-timeout` value: at most 8 digits and a unit, `H`, `M`, `S`, `m`, `u` or `n`.
+fn grpc_timeout(text: &str) -> Option<Duration> {
+    let (digits, unit) = text.split_at(text.len().checked_sub(1)?);
+    if digits.is_empty() || digits.len() > 8 {
+        return None;
+    }
+    let n: u64 = digits.parse().ok()?;
+    Some(match unit {
+        "H" => Duration::from_secs(n * 3600),
+        "M" => Duration::from_secs(n * 60),
+        "S" => Duration::from_secs(n),
+        "m" => Duration::from_millis(n),
+        "u" => Duration::from_micros(n),
+        "n" => Duration::from_nanos(n),
+        _ => return None,
+    })
+}
+
+/// What the store is given of the caller's `deadline`: most of it, so that the failure mode
+/// still answers before the caller gives up (a fifth is kept, from 1 to 10 ms).
+fn store_budget(deadline: Duration) -> Duration {
+    let kept = (deadline / 5).clamp(Duration::from_millis(1), Duration::from_millis(10));
+    deadline.saturating_sub(kept)
 }
 
 const JSON: HeaderValue = HeaderValue::from_static("application/json");
@@ -383,4 +424,41 @@ fn envoy_headers(headers: &HeaderMap) -> Vec<EnvoyHeader> {
             ..EnvoyHeader::default()
         })
         .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// `grpc-timeout` reads as gRPC writes it; anything else is no deadline.
+    #[test]
+    fn grpc_timeouts_read_as_written() {
+        assert_eq!(grpc_timeout("20m"), Some(Duration::from_millis(20)));
+        assert_eq!(grpc_timeout("19999u"), Some(Duration::from_micros(19_999)));
+        assert_eq!(grpc_timeout("1S"), Some(Duration::from_secs(1)));
+        assert_eq!(grpc_timeout("2M"), Some(Duration::from_secs(120)));
+        assert_eq!(grpc_timeout("1H"), Some(Duration::from_secs(3600)));
+        assert_eq!(grpc_timeout("5n"), Some(Duration::from_nanos(5)));
+        for bad in ["", "m", "20", "20x", "123456789m", "-1m", "1.5S"] {
+            assert_eq!(grpc_timeout(bad), None, "{bad:?}");
+        }
+    }
+
+    /// The store gets most of the deadline, and the failure mode keeps time to answer.
+    #[test]
+    fn the_store_gets_most_of_the_deadline() {
+        assert_eq!(
+            store_budget(Duration::from_millis(20)),
+            Duration::from_millis(16)
+        );
+        assert_eq!(
+            store_budget(Duration::from_millis(2)),
+            Duration::from_millis(1)
+        );
+        assert_eq!(
+            store_budget(Duration::from_secs(1)),
+            Duration::from_millis(990)
+        );
+        assert_eq!(store_budget(Duration::from_micros(500)), Duration::ZERO);
+    }
 }

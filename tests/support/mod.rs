@@ -293,40 +293,39 @@ pub struct TestApp {
 }
 
 impl TestApp {
-    /// Serves the service that `settings` describe.
+    /// Serves the service that `settings` describe, Envoy's rate limit service beside it on a
+    /// port of its own when `rls.listen` is set, as the binary does.
     pub async fn spawn(settings: &Settings) -> Self {
         let services = tollgate::setup::services(settings)
             .await
             .expect("the app builds");
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
+        let (beside, rls_addr) = match services.rls {
+            None => (None, None),
+            Some((_, service)) => {
+                let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+                let rls_addr = listener.local_addr().unwrap();
+                (
+                    Some((listener, tollgate::rls::router(service).await)),
+                    Some(rls_addr),
+                )
+            }
+        };
         let (tx, rx) = oneshot::channel::<()>();
-        tokio::spawn(tollgate::http::run_with(
+        tokio::spawn(tollgate::http::server::serve_all(
             listener,
             services.router,
+            beside,
             settings.server.clone(),
             async {
                 let _ = rx.await;
             },
         ));
-        let mut shutdown = vec![tx];
-        let rls_addr = match services.rls {
-            None => None,
-            Some((_, service)) => {
-                let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-                let rls_addr = listener.local_addr().unwrap();
-                let (tx, rx) = oneshot::channel::<()>();
-                tokio::spawn(tollgate::rls::serve(listener, service, async {
-                    let _ = rx.await;
-                }));
-                shutdown.push(tx);
-                Some(rls_addr)
-            }
-        };
         TestApp {
             addr,
             rls_addr,
-            shutdown,
+            shutdown: vec![tx],
         }
     }
 
