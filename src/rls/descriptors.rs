@@ -333,6 +333,11 @@ impl Domains {
         out
     }
 
+    /// Whether `domain` is configured.
+    pub fn has_domain(&self, domain: &str) -> bool {
+        self.domains.contains_key(domain)
+    }
+
     /// Whether no domain is configured.
     pub fn is_empty(&self) -> bool {
         self.domains.is_empty()

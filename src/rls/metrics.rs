@@ -8,7 +8,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use super::{Domains, Unit};
 
 /// The codes a descriptor is answered with, as labelled.
-const CODES: [&str; 2] = ["ok", "over_limit"];
+const CODES: [&str; 3] = ["ok", "over_limit", "shadow_over_limit"];
 
 /// A descriptor's code, as counted.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -17,6 +17,8 @@ pub enum Code {
     Ok,
     /// Over the limit.
     OverLimit,
+    /// Answered OK, though a shadow limit would have denied it.
+    ShadowOverLimit,
 }
 
 /// Per domain and rule, how many descriptors were answered with each code.
@@ -26,9 +28,11 @@ pub struct RlsMetrics {
     rows: HashMap<Box<str>, HashMap<Box<str>, usize>>,
     /// Domain and rule of each row, in the order they render.
     labels: Vec<(Box<str>, Box<str>)>,
-    counts: Vec<[AtomicU64; 2]>,
-    /// Descriptors of a domain no configuration names, and descriptors no rule matched.
+    counts: Vec<[AtomicU64; 3]>,
+    /// Descriptors no rule matched, in a known domain or not.
     unmatched: AtomicU64,
+    /// Requests for a domain no configuration names: a typo in Envoy's `domain` limits nothing.
+    unknown_domain: AtomicU64,
 }
 
 impl RlsMetrics {
@@ -55,6 +59,7 @@ impl RlsMetrics {
             counts: labels.iter().map(|_| Default::default()).collect(),
             labels,
             unmatched: AtomicU64::new(0),
+            unknown_domain: AtomicU64::new(0),
         }
     }
 
@@ -65,6 +70,7 @@ impl RlsMetrics {
             let i = match code {
                 Code::Ok => 0,
                 Code::OverLimit => 1,
+                Code::ShadowOverLimit => 2,
             };
             self.counts[row][i].fetch_add(1, Ordering::Relaxed);
         }
@@ -73,6 +79,11 @@ impl RlsMetrics {
     /// Counts a descriptor that no rule matched.
     pub fn unmatched(&self) {
         self.unmatched.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Counts a request for a domain no configuration names.
+    pub fn unknown_domain(&self) {
+        self.unknown_domain.fetch_add(1, Ordering::Relaxed);
     }
 
     /// The counters in Prometheus text.
@@ -97,6 +108,13 @@ impl RlsMetrics {
              (answered OK, with no limit).\n# TYPE tollgate_rls_unmatched_descriptors_total \
              counter\ntollgate_rls_unmatched_descriptors_total {}",
             self.unmatched.load(Ordering::Relaxed)
+        );
+        let _ = writeln!(
+            out,
+            "# HELP tollgate_rls_unknown_domain_total Requests for a domain no configuration names \
+             (answered OK, with no limit).\n# TYPE tollgate_rls_unknown_domain_total \
+             counter\ntollgate_rls_unknown_domain_total {}",
+            self.unknown_domain.load(Ordering::Relaxed)
         );
     }
 }

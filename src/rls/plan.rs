@@ -1,7 +1,8 @@
 //! From a request's matched descriptors to the checks the limiter decides together, and back
 //! from each check to the descriptor it came from.
 
-use std::sync::Arc;
+use std::hash::{BuildHasher, RandomState};
+use std::sync::{Arc, OnceLock};
 
 use super::{Limits, Matched, Unit};
 use crate::limiter::Limiter;
@@ -106,12 +107,14 @@ impl Plan {
             .any(|d| matches!(d, Planned::Blocked { shadow: false, .. }))
     }
 
-    /// What the denial cache keys this request's checks by: each key, cost, limit and window,
-    /// so that an override's limit, which keeps the key, never meets another's.
+    /// What the denial cache keys this request's checks by: each key's digest, its cost, limit
+    /// and window, so that an override's limit, which keeps the key, never meets another's.
+    ///
+    /// A digest, not the key: keys run to about 110 bytes, and a probe over the cache's bound
+    /// is never cached, which would leave a route of five descriptors without the cache.
     pub fn write_probe(&self, probe: &mut Vec<u8>) -> bool {
         for check in &self.checks {
-            probe.extend_from_slice(&(check.key.len() as u64).to_be_bytes());
-            probe.extend_from_slice(check.key.as_bytes());
+            probe.extend_from_slice(&digest(&check.key));
             for number in [
                 check.cost,
                 check.policy.limit(),
@@ -122,4 +125,15 @@ impl Plan {
         }
         !self.checks.is_empty()
     }
+}
+
+/// 128 bits of a key, under two hashers keyed at random for this process, so that no client can
+/// choose descriptors whose keys meet in the denial cache.
+fn digest(key: &str) -> [u8; 16] {
+    static HASHERS: OnceLock<(RandomState, RandomState)> = OnceLock::new();
+    let (a, b) = HASHERS.get_or_init(|| (RandomState::new(), RandomState::new()));
+    let mut out = [0; 16];
+    out[..8].copy_from_slice(&a.hash_one(key).to_be_bytes());
+    out[8..].copy_from_slice(&b.hash_one(key).to_be_bytes());
+    out
 }

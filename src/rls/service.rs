@@ -24,6 +24,7 @@ use crate::decision::{Decision, PolicyDecision};
 use crate::limiter::{Degraded, Limiter, Verdict};
 use crate::middleware::headers::{self as rate_headers, HeaderMode};
 use crate::middleware::response;
+use crate::store::Check;
 
 /// Envoy's rate limit service over one limiter and the configured domains.
 #[derive(Clone, Debug)]
@@ -98,13 +99,21 @@ impl RlsService {
                     .await,
             )
         };
-        let answer = self.answer(&plan, verdict)?;
-        self.count(&request.domain, &plan, &answer);
+        let (answer, codes) = self.answer(&plan, verdict)?;
+        if !self.domains.has_domain(&request.domain) {
+            self.metrics.unknown_domain();
+        }
+        self.count(&request.domain, &plan, &codes);
         Ok(answer)
     }
 
-    /// The answer to `plan`, decided as `verdict` (`None` for a block, never asked).
-    fn answer(&self, plan: &Plan, verdict: Option<Verdict>) -> Result<RateLimitResponse, Status> {
+    /// The answer to `plan`, decided as `verdict` (`None` for a block, never asked), and each
+    /// descriptor's code as counted (`None` for one not decided).
+    fn answer(
+        &self,
+        plan: &Plan,
+        verdict: Option<Verdict>,
+    ) -> Result<(RateLimitResponse, Vec<Option<metrics::Code>>), Status> {
         let (decision, degraded) = match verdict {
             None => return Ok(blocked(plan)),
             Some(Verdict::Decided(decision)) => (Some(decision), false),
@@ -117,10 +126,31 @@ impl RlsService {
                 Verdict::Degraded(Degraded::Allow) | Verdict::Unlimited | Verdict::Unidentified,
             ) => (None, false),
         };
-        let statuses = plan
+        let outcomes = decision
+            .as_ref()
+            .map(|decision| aligned(&plan.checks, decision));
+        let statuses: Vec<DescriptorStatus> = plan
             .descriptors
             .iter()
-            .map(|planned| status(planned, decision.as_ref()))
+            .map(|planned| status(planned, outcomes.as_deref()))
+            .collect();
+        let codes = plan
+            .descriptors
+            .iter()
+            .zip(&statuses)
+            .map(|(planned, status)| {
+                let shadow_over = match planned {
+                    Planned::Counted { checks, .. } => checks.iter().any(|&i| {
+                        let outcome = outcomes
+                            .as_deref()
+                            .and_then(|o| o.get(i).copied().flatten());
+                        outcome.is_some_and(|p| p.policy.shadow() && !p.allowed)
+                    }),
+                    Planned::Blocked { shadow, .. } => *shadow,
+                    _ => false,
+                };
+                Some(counted(status, shadow_over))
+            })
             .collect();
         let mut answer = RateLimitResponse {
             overall_code: Code::Ok as i32,
@@ -128,7 +158,7 @@ impl RlsService {
             ..RateLimitResponse::default()
         };
         let Some(decision) = decision else {
-            return Ok(answer);
+            return Ok((answer, codes));
         };
         let mut headers = HeaderMap::new();
         if decision.allowed {
@@ -143,24 +173,21 @@ impl RlsService {
             rate_headers::mark_degraded(&mut headers);
         }
         answer.response_headers_to_add = envoy_headers(&headers);
-        Ok(answer)
+        Ok((answer, codes))
     }
 
     /// Counts each descriptor's code under its domain and rule.
-    fn count(&self, domain: &str, plan: &Plan, answer: &RateLimitResponse) {
-        for (planned, status) in plan.descriptors.iter().zip(&answer.statuses) {
-            let code = if status.code == Code::OverLimit as i32 {
-                metrics::Code::OverLimit
-            } else {
-                metrics::Code::Ok
-            };
-            match planned {
-                Planned::Unmatched => self.metrics.unmatched(),
-                Planned::Unlimited(rule)
-                | Planned::Blocked { rule, .. }
-                | Planned::Counted { rule, .. } => {
-                    self.metrics.answered(domain, rule.name().as_str(), code);
-                }
+    fn count(&self, domain: &str, plan: &Plan, codes: &[Option<metrics::Code>]) {
+        for (planned, code) in plan.descriptors.iter().zip(codes) {
+            match (planned, code) {
+                (Planned::Unmatched, _) => self.metrics.unmatched(),
+                (
+                    Planned::Unlimited(rule)
+                    | Planned::Blocked { rule, .. }
+                    | Planned::Counted { rule, .. },
+                    Some(code),
+                ) => self.metrics.answered(domain, rule.name().as_str(), *code),
+                (_, None) => {}
             }
         }
     }
@@ -289,7 +316,31 @@ fn unit_of_window(millis: u64) -> rate_limit::Unit {
 
 /// One descriptor's status: its tightest policy that is not shadow (a shadow policy never shows
 /// a denial), or OK with no limit when there is none or nothing was decided.
-fn status(planned: &Planned, decision: Option<&Decision>) -> DescriptorStatus {
+/// Each check's outcome in `decision`, which leaves out those it does not know (a failed peek
+/// on a cluster). Matched by policy when it left some out; where two checks share a policy, which
+/// one is missing cannot be told, and neither is reported.
+fn aligned<'d>(checks: &[Check], decision: &'d Decision) -> Vec<Option<&'d PolicyDecision>> {
+    if decision.policies.len() == checks.len() {
+        return decision.policies.iter().map(Some).collect();
+    }
+    let shared = |i: usize| {
+        let policy = &checks[i].policy;
+        checks
+            .iter()
+            .filter(|c| Arc::ptr_eq(&c.policy, policy))
+            .count()
+            > 1
+    };
+    let mut known = decision.policies.iter().peekable();
+    (0..checks.len())
+        .map(|i| {
+            let next = known.next_if(|p| Arc::ptr_eq(&p.policy, &checks[i].policy))?;
+            (!shared(i)).then_some(next)
+        })
+        .collect()
+}
+
+fn status(planned: &Planned, outcomes: Option<&[Option<&PolicyDecision>]>) -> DescriptorStatus {
     let ok = DescriptorStatus {
         code: Code::Ok as i32,
         ..DescriptorStatus::default()
@@ -313,12 +364,12 @@ fn status(planned: &Planned, decision: Option<&Decision>) -> DescriptorStatus {
             ..DescriptorStatus::default()
         },
         Planned::Counted { rule, checks } => {
-            let Some(decision) = decision else {
+            let Some(outcomes) = outcomes else {
                 return ok;
             };
             let tightest = checks
                 .iter()
-                .filter_map(|&i| decision.policies.get(i))
+                .filter_map(|&i| outcomes.get(i).copied().flatten())
                 .filter(|p| !p.policy.shadow())
                 .min_by(tighter);
             let Some(tightest) = tightest else {
@@ -352,10 +403,21 @@ fn tighter(a: &&PolicyDecision, b: &&PolicyDecision) -> std::cmp::Ordering {
         .then(share(a, b).cmp(&share(b, a)))
 }
 
+/// A descriptor's code as counted: its status's, or that a shadow limit would have denied it.
+fn counted(status: &DescriptorStatus, shadow_over: bool) -> metrics::Code {
+    if status.code == Code::OverLimit as i32 {
+        metrics::Code::OverLimit
+    } else if shadow_over {
+        metrics::Code::ShadowOverLimit
+    } else {
+        metrics::Code::Ok
+    }
+}
+
 /// The answer when a block applies: over the limit with nothing spent, `Retry-After` the end
 /// of the blocking unit's window, and the JSON body; other descriptors are not asked about,
-/// and say OK with no limit.
-fn blocked(plan: &Plan) -> RateLimitResponse {
+/// say OK with no limit, and are not counted.
+fn blocked(plan: &Plan) -> (RateLimitResponse, Vec<Option<metrics::Code>>) {
     let statuses: Vec<DescriptorStatus> = plan
         .descriptors
         .iter()
@@ -386,13 +448,23 @@ fn blocked(plan: &Plan) -> RateLimitResponse {
         HeaderValue::from(rate_headers::retry_after_secs(wait)),
     );
     headers.insert(header::CONTENT_TYPE, JSON);
-    RateLimitResponse {
+    let codes = plan
+        .descriptors
+        .iter()
+        .map(|planned| match planned {
+            Planned::Blocked { shadow: false, .. } => Some(metrics::Code::OverLimit),
+            Planned::Blocked { shadow: true, .. } => Some(metrics::Code::ShadowOverLimit),
+            _ => None,
+        })
+        .collect();
+    let answer = RateLimitResponse {
         overall_code: Code::OverLimit as i32,
         statuses,
         response_headers_to_add: envoy_headers(&headers),
         raw_body: response::denied_body().to_vec(),
         ..RateLimitResponse::default()
-    }
+    };
+    (answer, codes)
 }
 
 /// The time left in the current window of `unit`, aligned to the Unix epoch as the windows
