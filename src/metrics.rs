@@ -26,6 +26,7 @@
 //! - `tollgate_breaker_state{state}`: 1 for the breaker's current state, 0 for the others.
 //! - `tollgate_breaker_transitions_total{to}`: breaker state changes.
 
+use std::collections::HashMap;
 use std::fmt::Write;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
@@ -49,10 +50,16 @@ pub const ON_ERROR: [&str; 3] = ["allow", "deny", "local"];
 /// The circuit breaker's states, as labelled and listed.
 pub const BREAKER_STATES: [&str; 3] = ["closed", "open", "half_open"];
 
+/// Up to how many policies a name is looked for among them rather than hashed.
+const LOOKED_THROUGH: usize = 16;
+
 /// Every counter tollgate keeps; lock-free, one per label set, fixed at startup.
 #[derive(Debug)]
 pub struct Metrics {
     policies: Vec<PolicyName>,
+    /// Each policy's position, when there are too many to look through: Envoy's rules may
+    /// number thousands.
+    positions: Option<HashMap<PolicyName, usize>>,
     /// Per policy: [allowed, denied, caused the denial, would have denied as a shadow].
     per_policy: Vec<[AtomicU64; 4]>,
     /// Per policy, whether it is shadow: only those have a `tollgate_shadow_denials_total`.
@@ -72,6 +79,13 @@ impl Metrics {
     /// Counters for `policies`, all zero.
     pub fn new(policies: Vec<PolicyName>) -> Self {
         Metrics {
+            positions: (policies.len() > LOOKED_THROUGH).then(|| {
+                policies
+                    .iter()
+                    .enumerate()
+                    .map(|(i, name)| (name.clone(), i))
+                    .collect()
+            }),
             per_policy: policies.iter().map(|_| Default::default()).collect(),
             shadow: vec![false; policies.len()],
             policies,
@@ -95,6 +109,14 @@ impl Metrics {
         self
     }
 
+    /// The counters' row of the policy named `name`.
+    fn index_of(&self, name: &PolicyName) -> Option<usize> {
+        match &self.positions {
+            Some(positions) => positions.get(name).copied(),
+            None => self.policies.iter().position(|p| p == name),
+        }
+    }
+
     /// Counts a decision over the policies it lists (a failed peek may leave one out).
     ///
     /// A shadow policy never causes a denial; when it would have denied an admitted request,
@@ -102,7 +124,7 @@ impl Metrics {
     /// would change nothing, so it is not counted there.
     pub fn decided(&self, decision: &Decision) {
         for policy in &decision.policies {
-            let Some(i) = self.policies.iter().position(|p| p == policy.policy.name()) else {
+            let Some(i) = self.index_of(policy.policy.name()) else {
                 continue;
             };
             let counters = &self.per_policy[i];
