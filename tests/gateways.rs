@@ -559,17 +559,17 @@ async fn envoy() {
     assert_eq!(api.saw("/api/items"), 3, "the API saw a denied request");
 
     // An export sends two descriptors, the user's and the user's exports (1 an hour). Over the
-    // exports' limit, however the path is spelt, the user's quota is not charged: 2 of its 3
-    // requests are left after the one export admitted.
+    // exports' limit, however the path is spelt, the user's quota is not charged: its headers
+    // say so, and 2 of its 3 requests are left after the one export admitted.
     assert_eq!(statuses(1, || get("/export", "ann")).await, [200]);
-    let spellings = ["/export", "//export", "/x/../export"];
+    let spellings = ["/export", "//export", "/x/../export", "/%65xport"];
     for path in spellings {
         let over = get(path, "ann").send().await.unwrap();
         assert_eq!(over.status(), 429, "{path}: {}", stderr());
+        let state = header(&over, "ratelimit");
         assert!(
-            header(&over, "ratelimit").contains("\"exports\";r=0"),
-            "{path}: {}",
-            header(&over, "ratelimit")
+            state.contains("\"user\";r=2") && state.contains("\"exports\";r=0"),
+            "{path}: {state}"
         );
     }
     let saw_exports: usize = spellings.iter().map(|path| api.saw(path)).sum();
