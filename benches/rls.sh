@@ -5,6 +5,7 @@
 #      admitted), decisions/s;
 #   2. Envoy with its rate limit filter asking that tollgate (docs/gateways/envoy.yaml) against
 #      the same Envoy without the filter, requests/s through Envoy under wrk.
+# Each run also shows how busy each core was and what CPU time a request cost tollgate and Envoy.
 # Starts its own redis-server, tollgates and Envoys; needs wrk, redis-server and envoy.
 #
 #   benches/rls.sh             10 s per run; ROUNDS=3 alternates each pair three times
@@ -64,7 +65,7 @@ window = \"1h\"
 [rls]
 listen = \"127.0.0.1:$rls\"
 config = [\"$work/ratelimit.yaml\"]"
-limiter=$port
+limiter=$port; limiter_pid=${pids[-1]}
 wait_port "$rls" "$work/limiter.log"
 # The API behind Envoy: a tollgate with no policies, whose /user answers at once.
 start_tollgate api 'policies = []'
@@ -85,34 +86,73 @@ awk '/- name: envoy.filters.http.ratelimit/ { skip = 1 } /- name: envoy.filters.
   docs/gateways/envoy.yaml > "$work/envoy-direct.yaml"
 ! grep -q 'envoy.filters.http.ratelimit' "$work/envoy-direct.yaml" \
   || { echo "benches/rls.sh: the rate limit filter was not taken out" >&2; exit 1; }
-start_envoy filter docs/gateways/envoy.yaml; with_filter=$port
-start_envoy direct "$work/envoy-direct.yaml"; direct=$port
+start_envoy filter docs/gateways/envoy.yaml; with_filter=$port; filter_pid=${pids[-1]}
+start_envoy direct "$work/envoy-direct.yaml"; direct=$port; direct_pid=${pids[-1]}
 
-# rps NAME PORT SCRIPT: requests/s of one wrk run; fails unless every response was 200.
-rps() {
+# What each run reports, as one line: requests (or decisions) per second; how busy CPU 0 (the
+# services) and CPU 1 (the load and Redis) were, which says whether the service's core was the
+# one that ran out; and the CPU time per request, in microseconds, of the tollgate deciding and
+# of the Envoy in the run, if any, read from /proc: what a request costs them, whoever ran out.
+tick_us=$((1000000 / $(getconf CLK_TCK)))
+# cores: busy and total ticks of CPU 0 and CPU 1 so far.
+cores() { awk '/^cpu[01] / { t = 0; for (i = 2; i <= NF; i++) t += $i; printf "%d %d ", t - $5 - $6, t }' /proc/stat; }
+# ticks PID: the CPU ticks (user and system) the process has used so far.
+ticks() { awk '{ print $14 + $15 }' "/proc/$1/stat"; }
+
+# measure NAME ENVOY_PID COMMAND...: runs COMMAND, which writes the number of requests it made
+# to $work/NAME.count and its duration in seconds to $work/NAME.seconds, and prints
+# "per_second cpu0% cpu1% limiter_us envoy_us" ("-" for no Envoy).
+measure() {
+  local name=$1 envoy=$2; shift 2
+  local c0 l0 e0=0 c1 l1 e1=0
+  c0=$(cores); l0=$(ticks "$limiter_pid"); [ "$envoy" != - ] && e0=$(ticks "$envoy")
+  "$@"
+  c1=$(cores); l1=$(ticks "$limiter_pid"); [ "$envoy" != - ] && e1=$(ticks "$envoy")
+  local n seconds
+  n=$(cat "$work/$name.count"); seconds=$(cat "$work/$name.seconds")
+  # shellcheck disable=SC2086
+  awk -v n="$n" -v s="$seconds" -v tick="$tick_us" -v l="$((l1 - l0))" -v e="$((e1 - e0))" \
+    -v envoy="$envoy" -v before="$c0" -v after="$c1" 'BEGIN {
+      split(before, b, " "); split(after, a, " ")
+      printf "%.0f %.0f%% %.0f%% %.1f ", n / s, 100 * (a[1] - b[1]) / (a[2] - b[2]),
+        100 * (a[3] - b[3]) / (a[4] - b[4]), l * tick / n
+      if (envoy == "-") print "-"; else printf "%.1f\n", e * tick / n }'
+}
+
+# wrk_run NAME PORT SCRIPT: one wrk run; fails unless every response was 200.
+wrk_run() {
   local out=$work/$1.wrk
   "${pin_load[@]}" wrk -t 1 -c "$connections" -d "$duration" -s "benches/$3" "http://127.0.0.1:$2" > "$out"
   if grep -q 'Non-2xx' "$out"; then echo "benches/rls.sh: $1 answered non-2xx:" >&2; cat "$out" >&2; exit 1; fi
-  awk '/^Requests\/sec:/ { print $2 }' "$out"
+  # "  123456 requests in 10.00s, …"
+  awk '/ requests in / { print $1 }' "$out" > "$work/$1.count"
+  awk '/ requests in / { sub(/s,$/, "", $4); print $4 }' "$out" > "$work/$1.seconds"
 }
 
-# grpc NAME: decisions/s of one rls_load run, as many callers as wrk has connections; it fails
-# unless every answer was OK.
-grpc() {
+# grpc_run NAME: one rls_load run, as many callers as wrk has connections; it fails unless every
+# answer was OK. cargo only starts the client, built above.
+grpc_run() {
   RLS_ADDR=127.0.0.1:$rls DURATION=${duration%s} CALLERS=$connections \
     "${pin_load[@]}" cargo bench --quiet --bench rls_load > "$work/$1.grpc" 2>&1 \
     || { echo "benches/rls.sh: $1 failed:" >&2; cat "$work/$1.grpc" >&2; exit 1; }
-  sed -n 's/^rls_load: .*per_second=\([0-9]*\)$/\1/p' "$work/$1.grpc"
+  sed -n 's/^rls_load: decisions=\([0-9]*\) .*/\1/p' "$work/$1.grpc" > "$work/$1.count"
+  sed -n 's/^rls_load: .* seconds=\([0-9.]*\) .*/\1/p' "$work/$1.grpc" > "$work/$1.seconds"
 }
 
-printf '%-40s %12s %12s %7s\n' "pair (baseline first)" "baseline/s" "measured/s" "ratio"
+# row LABEL BASELINE MEASURED: one line of the table, from two lines of measure.
+row() {
+  local b m; read -r -a b <<< "$2"; read -r -a m <<< "$3"
+  printf '%-34s %9s %9s %6.2f %9s %9s %13s %13s\n' "$1" "${b[0]}" "${m[0]}" \
+    "$(awk -v a="${m[0]}" -v b="${b[0]}" 'BEGIN { print a / b }')" "${b[1]}/${b[2]}" "${m[1]}/${m[2]}" \
+    "${b[3]} / ${m[3]}" "${b[4]} / ${m[4]}"
+}
+printf '%-34s %9s %9s %6s %9s %9s %13s %13s\n' "pair (baseline first)" "base/s" "meas/s" "ratio" \
+  "CPU0/1" "CPU0/1" "tollgate us" "Envoy us"
 for round in $(seq "$rounds"); do
-  check=$(rps "check $round" "$limiter" check.lua)
-  should=$(grpc "grpc $round")
-  printf '%-40s %12s %12s %7.2f\n' "gRPC against /check, round $round" "$check" "$should" \
-    "$(awk -v a="$should" -v b="$check" 'BEGIN { print a / b }')"
-  straight=$(rps "direct $round" "$direct" users.lua)
-  through=$(rps "filter $round" "$with_filter" users.lua)
-  printf '%-40s %12s %12s %7.2f\n' "Envoy + rate limit against Envoy, round $round" "$straight" \
-    "$through" "$(awk -v a="$through" -v b="$straight" 'BEGIN { print a / b }')"
+  check=$(measure "check-$round" - wrk_run "check-$round" "$limiter" check.lua)
+  should=$(measure "grpc-$round" - grpc_run "grpc-$round")
+  row "gRPC against /check, round $round" "$check" "$should"
+  straight=$(measure "direct-$round" "$direct_pid" wrk_run "direct-$round" "$direct" users.lua)
+  through=$(measure "filter-$round" "$filter_pid" wrk_run "filter-$round" "$with_filter" users.lua)
+  row "Envoy + filter against Envoy, r$round" "$straight" "$through"
 done
