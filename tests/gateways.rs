@@ -37,7 +37,8 @@ const HOST_PORT: Addresses = Addresses {
     written: |addr| addr.to_string(),
 };
 
-/// Envoy's file, whose socket addresses give the port apart: tollgate's is its `[rls] listen`.
+/// Envoy's file, whose socket addresses carry the port in `port_value`; tollgate's is its
+/// `[rls] listen`.
 const PORT_VALUE: Addresses = Addresses {
     tollgate: "port_value: 8081",
     api: "port_value: 9000",
