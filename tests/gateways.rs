@@ -1,6 +1,7 @@
 //! tollgate behind the real proxies, unmodified and from their packages: nginx (both ways of
-//! turning a denial into the client's 429), Caddy, Traefik and HAProxy, each running the exact
-//! configuration file in `docs/gateways/`, with only its three addresses moved to free ports.
+//! turning a denial into the client's 429), Caddy, Traefik and HAProxy through forward-auth, and
+//! Envoy through the rate limit service, each running the exact configuration file in
+//! `docs/gateways/`, with only its three addresses moved to free ports.
 //!
 //! They need the proxies installed, so plain `cargo test` skips them; `.ci/run` installs the
 //! proxies and runs `cargo test --test gateways -- --ignored`, where a missing proxy fails.
@@ -16,13 +17,34 @@ use std::time::{Duration, Instant};
 
 use axum::extract::{Request, State};
 use axum::Router;
-use support::{free_port, header, TestApp, NO_BOUNDARY};
+use support::{free_port, header, RedisServer, TestApp, NO_BOUNDARY};
 use tokio::net::TcpListener;
 
-/// The addresses the files in `docs/gateways/` are written with: tollgate, the API, the proxy.
-const TOLLGATE_ADDR: &str = "127.0.0.1:8000";
-const API_ADDR: &str = "127.0.0.1:9000";
-const PROXY_ADDR: &str = "127.0.0.1:8080";
+/// How a proxy's files in `docs/gateways/` write the addresses of tollgate, the API and the
+/// proxy, and how an address moved to a free port is written there.
+struct Addresses {
+    tollgate: &'static str,
+    api: &'static str,
+    proxy: &'static str,
+    written: fn(SocketAddr) -> String,
+}
+
+/// The forward-auth proxies' files: `127.0.0.1:8000`, tollgate's HTTP port.
+const HOST_PORT: Addresses = Addresses {
+    tollgate: "127.0.0.1:8000",
+    api: "127.0.0.1:9000",
+    proxy: "127.0.0.1:8080",
+    written: |addr| addr.to_string(),
+};
+
+/// Envoy's file, whose socket addresses carry the port in `port_value`; tollgate's is its
+/// `[rls] listen`.
+const PORT_VALUE: Addresses = Addresses {
+    tollgate: "port_value: 8081",
+    api: "port_value: 9000",
+    proxy: "port_value: 8080",
+    written: |addr| format!("port_value: {}", addr.port()),
+};
 
 /// A path no policy covers, which the proxy passes to the API once it serves.
 const READY_PATH: &str = "/ready";
@@ -35,6 +57,8 @@ struct Proxy {
     command: &'static [&'static str],
     /// `forward_auth.deny_status` this configuration expects.
     deny_status: u16,
+    /// How its files write the three addresses.
+    addresses: Addresses,
 }
 
 const NGINX_403: Proxy = Proxy {
@@ -50,6 +74,7 @@ const NGINX_403: Proxy = Proxy {
         "daemon off;",
     ],
     deny_status: 403,
+    addresses: HOST_PORT,
 };
 
 const NGINX_STATUS: Proxy = Proxy {
@@ -65,6 +90,7 @@ const NGINX_STATUS: Proxy = Proxy {
         "daemon off;",
     ],
     deny_status: 429,
+    addresses: HOST_PORT,
 };
 
 const CADDY: Proxy = Proxy {
@@ -79,6 +105,7 @@ const CADDY: Proxy = Proxy {
         "caddyfile",
     ],
     deny_status: 429,
+    addresses: HOST_PORT,
 };
 
 const TRAEFIK: Proxy = Proxy {
@@ -86,6 +113,7 @@ const TRAEFIK: Proxy = Proxy {
     files: &["traefik.yml", "traefik-dynamic.yml"],
     command: &["traefik", "--configFile={dir}/traefik.yml"],
     deny_status: 429,
+    addresses: HOST_PORT,
 };
 
 const HAPROXY: Proxy = Proxy {
@@ -93,6 +121,24 @@ const HAPROXY: Proxy = Proxy {
     files: &["haproxy.cfg", "tollgate.lua"],
     command: &["haproxy", "-db", "-f", "{dir}/haproxy.cfg"],
     deny_status: 429,
+    addresses: HOST_PORT,
+};
+
+const ENVOY: Proxy = Proxy {
+    name: "Envoy",
+    files: &["envoy.yaml"],
+    command: &[
+        "envoy",
+        "-c",
+        "{dir}/envoy.yaml",
+        // No shared memory for a hot restart, which parallel Envoys would contend for.
+        "--disable-hot-restart",
+        "--log-level",
+        "warn",
+    ],
+    // Envoy asks tollgate's rate limit service over gRPC, not its forward-auth endpoint.
+    deny_status: 429,
+    addresses: PORT_VALUE,
 };
 
 /// The policies every proxy is checked with: a user's 3 requests to `/api/*`, exports costing
@@ -181,7 +227,13 @@ impl Running {
     async fn start(proxy: &Proxy, tollgate: SocketAddr, api: SocketAddr) -> Self {
         let dir = tempfile::tempdir().unwrap();
         let addr: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
-        let mut unmoved = vec![TOLLGATE_ADDR, API_ADDR, PROXY_ADDR];
+        let Addresses {
+            tollgate: tollgate_addr,
+            api: api_addr,
+            proxy: proxy_addr,
+            written,
+        } = proxy.addresses;
+        let mut unmoved = vec![tollgate_addr, api_addr, proxy_addr];
         for file in proxy.files {
             let source = Path::new(env!("CARGO_MANIFEST_DIR"))
                 .join("docs/gateways")
@@ -189,9 +241,9 @@ impl Running {
             let text = std::fs::read_to_string(&source).unwrap();
             unmoved.retain(|addr| !text.contains(addr));
             let text = text
-                .replace(TOLLGATE_ADDR, &tollgate.to_string())
-                .replace(API_ADDR, &api.to_string())
-                .replace(PROXY_ADDR, &addr.to_string());
+                .replace(tollgate_addr, &written(tollgate))
+                .replace(api_addr, &written(api))
+                .replace(proxy_addr, &written(addr));
             std::fs::write(dir.path().join(file), text).unwrap();
         }
         // Were one missing, the proxy would run against an address the test does not serve.
@@ -430,10 +482,140 @@ async fn haproxy() {
     limits_through(&HAPROXY).await;
 }
 
+/// The descriptors `docs/gateways/envoy.yaml` sends, in envoyproxy/ratelimit's format.
+const RATELIMIT_YAML: &str = "ratelimit.yaml";
+
+/// `docs/gateways/`'s file `name`.
+fn gateways_file(name: &str) -> PathBuf {
+    [env!("CARGO_MANIFEST_DIR"), "docs/gateways", name]
+        .iter()
+        .collect()
+}
+
+/// `ratelimit.yaml`'s limits are per hour, in windows aligned to the epoch: a test that began in
+/// an hour's last seconds would see its counts reset midway, so it starts in the next hour.
+async fn clear_of_the_hours_end() {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap();
+    let left = Duration::from_secs(3600) - Duration::from_secs(now.as_secs() % 3600);
+    if left < Duration::from_secs(30) {
+        tokio::time::sleep(left + Duration::from_secs(1)).await;
+    }
+}
+
+/// Envoy's rate limit filter (`docs/gateways/envoy.yaml`) asking tollgate's rate limit service,
+/// which loads `docs/gateways/ratelimit.yaml`, with Redis deciding: a user's fourth request is
+/// Envoy's 429 with tollgate's `Retry-After` and body, an export's two descriptors are decided
+/// all or nothing, and with tollgate stopped Envoy fails closed.
+#[tokio::test]
+#[ignore = "needs envoy installed: run by .ci/run with --ignored"]
+async fn envoy() {
+    clear_of_the_hours_end().await;
+    let redis = RedisServer::start().await;
+    let api = Api::start().await;
+    let yaml = gateways_file(RATELIMIT_YAML);
+    let tollgate = TestApp::with_toml(&format!(
+        "[redis]\nurl = {:?}\n[rls]\nlisten = \"127.0.0.1:0\"\nconfig = [{:?}]\n",
+        redis.url(),
+        yaml.display().to_string()
+    ))
+    .await;
+    let rls = tollgate.rls_addr.expect("rls.listen is set");
+    let running = Running::start(&ENVOY, rls, api.addr).await;
+    let client = reqwest::Client::new();
+    let stderr = || running.stderr();
+    let get = |path: &str, user: &str| {
+        client
+            .get(running.url(path))
+            .header("x-user", user.to_owned())
+    };
+
+    // A user's 3 requests an hour pass, with tollgate's headers; the 4th is Envoy's 429 with
+    // tollgate's Retry-After, RateLimit headers and JSON body, and the API saw only the 3.
+    for left in [2, 1, 0] {
+        let admitted = get("/api/items", "joe").send().await.unwrap();
+        assert_eq!(admitted.status(), 200, "{}", stderr());
+        assert!(
+            header(&admitted, "ratelimit").contains(&format!("\"user\";r={left}")),
+            "{}",
+            header(&admitted, "ratelimit")
+        );
+    }
+    let denied = get("/api/items", "joe").send().await.unwrap();
+    assert_eq!(denied.status(), 429, "{}", stderr());
+    assert_eq!(header(&denied, "x-envoy-ratelimited"), "true");
+    let retry_after: u64 = header(&denied, "retry-after").parse().unwrap_or(0);
+    assert!(
+        (1..=3600).contains(&retry_after),
+        "Retry-After {retry_after}"
+    );
+    assert!(header(&denied, "ratelimit").contains("\"user\";r=0"));
+    let content_types: Vec<_> = denied.headers().get_all("content-type").iter().collect();
+    assert_eq!(content_types, ["application/json"]);
+    assert_eq!(
+        denied.text().await.unwrap(),
+        r#"{"detail":"User Rate Limit Exceeded"}"#
+    );
+    assert_eq!(api.saw("/api/items"), 3, "the API saw a denied request");
+
+    // An export sends two descriptors, the user's and the user's exports (1 an hour). Over the
+    // exports' limit, however the path is spelt, the user's quota is not charged: its headers
+    // say so, and 2 of its 3 requests are left after the one export admitted.
+    assert_eq!(statuses(1, || get("/export", "ann")).await, [200]);
+    let spellings = ["/export", "//export", "/x/../export", "/%65xport"];
+    for path in spellings {
+        let over = get(path, "ann").send().await.unwrap();
+        assert_eq!(over.status(), 429, "{path}: {}", stderr());
+        let state = header(&over, "ratelimit");
+        assert!(
+            state.contains("\"user\";r=2") && state.contains("\"exports\";r=0"),
+            "{path}: {state}"
+        );
+    }
+    let saw_exports: usize = spellings.iter().map(|path| api.saw(path)).sum();
+    assert_eq!(saw_exports, 1, "the API saw a denied export");
+    assert_eq!(
+        statuses(3, || get("/api/items", "ann")).await,
+        [200, 200, 429],
+        "a denied export charged the user's quota"
+    );
+    redis.assert_every_key_has_ttl().await;
+
+    // With tollgate gone, Envoy's failure_mode_deny answers status_on_error: a 503, and the API
+    // sees nothing.
+    drop(tollgate);
+    // Stopped once it refuses connections: its shutdown runs on another task.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while tokio::net::TcpStream::connect(rls).await.is_ok() {
+        assert!(Instant::now() < deadline, "tollgate never stopped");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let alone = get("/api/alone", "bob").send().await.unwrap();
+    assert_eq!(alone.status(), 503, "{}", stderr());
+    assert_eq!(api.saw("/api/alone"), 0);
+    eprintln!(
+        "Envoy: with tollgate stopped the client got {} {:?}",
+        alone.status(),
+        alone.text().await.unwrap()
+    );
+}
+
 /// The names the tests and the documents use for the proxies' files exist.
 #[test]
 fn every_configuration_file_exists() {
-    for proxy in [&NGINX_403, &NGINX_STATUS, &CADDY, &TRAEFIK, &HAPROXY] {
+    assert!(
+        gateways_file(RATELIMIT_YAML).is_file(),
+        "Envoy: {RATELIMIT_YAML} is missing"
+    );
+    for proxy in [
+        &NGINX_403,
+        &NGINX_STATUS,
+        &CADDY,
+        &TRAEFIK,
+        &HAPROXY,
+        &ENVOY,
+    ] {
         for file in proxy.files {
             let path: PathBuf = [env!("CARGO_MANIFEST_DIR"), "docs/gateways", file]
                 .iter()
