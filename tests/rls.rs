@@ -7,19 +7,14 @@
 #[macro_use]
 mod support;
 
-use std::io::Write;
 use std::time::{Duration, Instant};
 
-use envoy_types::pb::envoy::extensions::common::ratelimit::v3::rate_limit_descriptor::{
-    Entry, RateLimitOverride,
-};
+use envoy_types::pb::envoy::extensions::common::ratelimit::v3::rate_limit_descriptor::RateLimitOverride;
 use envoy_types::pb::envoy::extensions::common::ratelimit::v3::RateLimitDescriptor;
-use envoy_types::pb::envoy::service::ratelimit::v3::rate_limit_response::{
-    rate_limit, Code, DescriptorStatus,
-};
-use envoy_types::pb::envoy::service::ratelimit::v3::rate_limit_service_client::RateLimitServiceClient;
+use envoy_types::pb::envoy::service::ratelimit::v3::rate_limit_response::{rate_limit, Code};
 use envoy_types::pb::envoy::service::ratelimit::v3::{RateLimitRequest, RateLimitResponse};
 use envoy_types::pb::google::protobuf::UInt64Value;
+use support::rls::{ask, client, descriptor, overall, statuses};
 use support::{Backend, RedisServer, TestApp, NO_BOUNDARY};
 use tonic::transport::Channel;
 
@@ -46,37 +41,9 @@ descriptors:
     rate_limit: {unit: year, requests_per_unit: 2}
 "#;
 
-/// The `[rls]` section serving [`YAML`] (written to a file kept for the test's life), with
-/// `extra` TOML after it.
+/// [`YAML`]'s `[rls]` section, with `extra` TOML after it.
 fn rls_toml(extra: &str) -> (tempfile::NamedTempFile, String) {
-    let mut file = tempfile::Builder::new().suffix(".yaml").tempfile().unwrap();
-    file.write_all(YAML.as_bytes()).unwrap();
-    let toml = format!(
-        "[rls]\nlisten = \"127.0.0.1:0\"\nconfig = [{:?}]\n{extra}",
-        file.path().display().to_string()
-    );
-    (file, toml)
-}
-
-async fn client(app: &TestApp) -> RateLimitServiceClient<Channel> {
-    let addr = app.rls_addr.expect("rls.listen is set");
-    RateLimitServiceClient::connect(format!("http://{addr}"))
-        .await
-        .expect("the service accepts gRPC")
-}
-
-/// A descriptor of `entries`.
-fn descriptor(entries: &[(&str, &str)]) -> RateLimitDescriptor {
-    RateLimitDescriptor {
-        entries: entries
-            .iter()
-            .map(|(key, value)| Entry {
-                key: (*key).into(),
-                value: (*value).into(),
-            })
-            .collect(),
-        ..RateLimitDescriptor::default()
-    }
+    support::rls::rls_toml(YAML, extra)
 }
 
 /// A request in `domain` for `descriptors`.
@@ -86,36 +53,6 @@ fn request(domain: &str, descriptors: Vec<RateLimitDescriptor>) -> RateLimitRequ
         descriptors,
         hits_addend: 0,
     }
-}
-
-async fn ask(
-    client: &mut RateLimitServiceClient<Channel>,
-    request: RateLimitRequest,
-) -> RateLimitResponse {
-    client
-        .should_rate_limit(request)
-        .await
-        .expect("the service answers")
-        .into_inner()
-}
-
-/// Each status as (code, limit, remaining), `None` for a status with no limit.
-fn statuses(response: &RateLimitResponse) -> Vec<(Code, Option<u32>, u32)> {
-    response
-        .statuses
-        .iter()
-        .map(|s: &DescriptorStatus| {
-            (
-                Code::try_from(s.code).unwrap(),
-                s.current_limit.as_ref().map(|l| l.requests_per_unit),
-                s.limit_remaining,
-            )
-        })
-        .collect()
-}
-
-fn overall(response: &RateLimitResponse) -> Code {
-    Code::try_from(response.overall_code).unwrap()
 }
 
 /// The value of response header `name`, if Envoy is asked to add it.

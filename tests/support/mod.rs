@@ -16,6 +16,7 @@ pub mod binary;
 pub mod cluster;
 pub mod config;
 pub mod policies;
+pub mod rls;
 pub mod sentinel;
 
 use std::net::{SocketAddr, TcpListener as StdListener};
