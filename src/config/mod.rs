@@ -20,6 +20,7 @@ mod raw;
 mod redis_url;
 mod secret;
 mod validate;
+pub(crate) use validate::PolicyShape;
 mod variables;
 
 use std::net::SocketAddr;

@@ -261,31 +261,62 @@ fn validate_prefix(prefix: &str) -> Result<String, ConfigError> {
     Ok(prefix.to_owned())
 }
 
+/// What every policy is made of, `[[policies]]` or `[[rls.policies]]`: a name not among
+/// `earlier`, an algorithm, a limit, a window and a burst, each mistake named under `key`.
+pub(crate) struct PolicyShape<'a> {
+    pub(crate) name: &'a str,
+    pub(crate) algorithm: Algorithm,
+    pub(crate) limit: u64,
+    pub(crate) window: &'a str,
+    pub(crate) burst: Option<u64>,
+}
+
+impl PolicyShape<'_> {
+    /// The policy, or the first mistake under `key(field)`.
+    pub(crate) fn validate<'p>(
+        &self,
+        key: impl Fn(&str) -> String,
+        earlier: impl IntoIterator<Item = &'p PolicyName>,
+    ) -> Result<Policy, ConfigError> {
+        let name = PolicyName::new(self.name).map_err(|r| ConfigError::new(key("name"), r))?;
+        if earlier.into_iter().any(|earlier| *earlier == name) {
+            return Err(ConfigError::new(
+                key("name"),
+                format!("duplicate policy name {:?}", self.name),
+            ));
+        }
+        let limit = NonZeroU64::new(self.limit)
+            .ok_or_else(|| ConfigError::new(key("limit"), "must be at least 1"))?;
+        let window = Window::parse(self.window).map_err(|r| ConfigError::new(key("window"), r))?;
+        let policy = Policy::new(name, self.algorithm, limit, window)
+            .map_err(|r| ConfigError::new(key("limit"), r))?;
+        match self.burst {
+            None => Ok(policy),
+            Some(burst) => {
+                let burst = NonZeroU64::new(burst)
+                    .ok_or_else(|| ConfigError::new(key("burst"), "must be at least 1"))?;
+                policy
+                    .with_burst(burst)
+                    .map_err(|r| ConfigError::new(key("burst"), r))
+            }
+        }
+    }
+}
+
 fn validate_policies(raw_policies: &[RawPolicy]) -> Result<Vec<Policy>, ConfigError> {
     let mut policies: Vec<Policy> = Vec::with_capacity(raw_policies.len());
     for (i, raw) in raw_policies.iter().enumerate() {
         let key = |field: &str| format!("policies[{i}].{field}");
-        let name = PolicyName::new(&raw.name).map_err(|r| ConfigError::new(key("name"), r))?;
-        if policies.iter().any(|p| p.name() == &name) {
-            return Err(ConfigError::new(
-                key("name"),
-                format!("duplicate policy name {:?}", raw.name),
-            ));
-        }
-        let limit = NonZeroU64::new(raw.limit)
-            .ok_or_else(|| ConfigError::new(key("limit"), "must be at least 1"))?;
-        let window = Window::parse(&raw.window).map_err(|r| ConfigError::new(key("window"), r))?;
+        let shape = PolicyShape {
+            name: &raw.name,
+            algorithm: raw.algorithm,
+            limit: raw.limit,
+            window: &raw.window,
+            burst: raw.burst,
+        };
+        let policy = shape.validate(key, policies.iter().map(Policy::name))?;
         let cost = NonZeroU64::new(raw.cost)
             .ok_or_else(|| ConfigError::new(key("cost"), "must be at least 1"))?;
-        let mut policy = Policy::new(name, raw.algorithm, limit, window)
-            .map_err(|r| ConfigError::new(key("limit"), r))?;
-        if let Some(burst) = raw.burst {
-            let burst = NonZeroU64::new(burst)
-                .ok_or_else(|| ConfigError::new(key("burst"), "must be at least 1"))?;
-            policy = policy
-                .with_burst(burst)
-                .map_err(|r| ConfigError::new(key("burst"), r))?;
-        }
         let policy = policy
             .with_cost(cost)
             .map_err(|r| ConfigError::new(key("cost"), r))?;

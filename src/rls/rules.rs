@@ -20,7 +20,6 @@
 
 use std::collections::HashSet;
 use std::net::SocketAddr;
-use std::num::NonZeroU64;
 use std::path::Path;
 use std::sync::Arc;
 
@@ -29,8 +28,8 @@ use serde::{Deserialize, Serialize};
 use super::descriptors::{Domains, Limits, Node, Rule};
 use super::names::{child_path, name_of, segment};
 use super::Loader;
-use crate::config::ConfigError;
-use crate::policy::{Algorithm, Policy, PolicyName, Window};
+use crate::config::{ConfigError, PolicyShape};
+use crate::policy::{Algorithm, Policy, PolicyName};
 
 /// The validated `[rls]` section.
 #[derive(Clone, Debug, Default)]
@@ -168,27 +167,17 @@ impl RawRls {
     fn policies(&self) -> Result<Vec<Arc<Policy>>, ConfigError> {
         let mut policies: Vec<Arc<Policy>> = Vec::with_capacity(self.policies.len());
         for (i, raw) in self.policies.iter().enumerate() {
-            let key = |field: &str| format!("rls.policies[{i}].{field}");
-            let name = PolicyName::new(&raw.name).map_err(|r| ConfigError::new(key("name"), r))?;
-            if policies.iter().any(|p| p.name() == &name) {
-                return Err(ConfigError::new(
-                    key("name"),
-                    format!("duplicate policy name {:?}", raw.name),
-                ));
-            }
-            let limit = NonZeroU64::new(raw.limit)
-                .ok_or_else(|| ConfigError::new(key("limit"), "must be at least 1"))?;
-            let window =
-                Window::parse(&raw.window).map_err(|r| ConfigError::new(key("window"), r))?;
-            let mut policy = Policy::new(name, raw.algorithm, limit, window)
-                .map_err(|r| ConfigError::new(key("limit"), r))?;
-            if let Some(burst) = raw.burst {
-                let burst = NonZeroU64::new(burst)
-                    .ok_or_else(|| ConfigError::new(key("burst"), "must be at least 1"))?;
-                policy = policy
-                    .with_burst(burst)
-                    .map_err(|r| ConfigError::new(key("burst"), r))?;
-            }
+            let shape = PolicyShape {
+                name: &raw.name,
+                algorithm: raw.algorithm,
+                limit: raw.limit,
+                window: &raw.window,
+                burst: raw.burst,
+            };
+            let policy = shape.validate(
+                |field| format!("rls.policies[{i}].{field}"),
+                policies.iter().map(|p| p.name()),
+            )?;
             policies.push(Arc::new(policy.with_shadow(raw.shadow)));
         }
         Ok(policies)
