@@ -10,15 +10,16 @@
 #
 #   benches/rls.sh             10 s per run; ROUNDS=3 alternates each pair three times
 #   QUICK=1 benches/rls.sh     2 s per run: a smoke test of the answers, no speed
-#   CONNECTIONS (32): wrk's connections and the gRPC callers; GRPC_CONNECTIONS (1): the
-#   HTTP/2 connections the gRPC callers share
+#   CONCURRENCY ("32 256"): the first pair is measured at each, as wrk's connections and as
+#   the gRPC callers; Envoy's pair at the first; GRPC_CONNECTIONS (1): the HTTP/2 connections
+#   the gRPC callers share
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 duration=${DURATION:-10s}
 [ -n "${QUICK:-}" ] && duration=2s
 rounds=${ROUNDS:-1}
-connections=${CONNECTIONS:-32}
+read -r -a concurrency <<< "${CONCURRENCY:-32 256}"
 grpc_connections=${GRPC_CONNECTIONS:-1}
 for tool in wrk redis-server envoy; do
   command -v "$tool" >/dev/null || { echo "benches/rls.sh: $tool is not on PATH" >&2; exit 2; }
@@ -131,21 +132,20 @@ measure() {
       printf "%.1f\n", (load1 - load0) * 1e6 / n }'
 }
 
-# wrk_run NAME PORT SCRIPT: one wrk run; fails unless every response was 200.
+# wrk_run NAME PORT SCRIPT CONNECTIONS: one wrk run; fails unless every response was 200.
 wrk_run() {
   local out=$work/$1.wrk
-  "${pin_load[@]}" wrk -t 1 -c "$connections" -d "$duration" -s "benches/$3" "http://127.0.0.1:$2" > "$out"
+  "${pin_load[@]}" wrk -t 1 -c "$4" -d "$duration" -s "benches/$3" "http://127.0.0.1:$2" > "$out"
   if grep -q 'Non-2xx' "$out"; then echo "benches/rls.sh: $1 answered non-2xx:" >&2; cat "$out" >&2; exit 1; fi
   # "  123456 requests in 10.00s, …"
   awk '/ requests in / { print $1 }' "$out" > "$work/$1.count"
   awk '/ requests in / { sub(/s,$/, "", $4); print $4 }' "$out" > "$work/$1.seconds"
 }
 
-# grpc_run NAME: one rls_load run, as many callers as wrk has connections, over
-# GRPC_CONNECTIONS HTTP/2 connections (1, as one Envoy worker keeps); it fails unless every
-# answer was OK.
+# grpc_run NAME CALLERS: one rls_load run over GRPC_CONNECTIONS HTTP/2 connections (1, as one
+# Envoy worker keeps); it fails unless every answer was OK.
 grpc_run() {
-  RLS_ADDR=127.0.0.1:$rls DURATION=${duration%s} CALLERS=$connections CONNECTIONS=$grpc_connections \
+  RLS_ADDR=127.0.0.1:$rls DURATION=${duration%s} CALLERS=$2 CONNECTIONS=$grpc_connections \
     "${pin_load[@]}" "$client" > "$work/$1.grpc" 2>&1 \
     || { echo "benches/rls.sh: $1 failed:" >&2; cat "$work/$1.grpc" >&2; exit 1; }
   sed -n 's/^rls_load: decisions=\([0-9]*\) .*/\1/p' "$work/$1.grpc" > "$work/$1.count"
@@ -155,17 +155,20 @@ grpc_run() {
 # row LABEL BASELINE MEASURED: one line of the table, from two lines of measure.
 row() {
   local b m; read -r -a b <<< "$2"; read -r -a m <<< "$3"
-  printf '%-34s %9s %9s %6.2f %9s %9s %13s %13s %13s\n' "$1" "${b[0]}" "${m[0]}" \
+  printf '%-40s %9s %9s %6.2f %9s %9s %13s %13s %13s\n' "$1" "${b[0]}" "${m[0]}" \
     "$(awk -v a="${m[0]}" -v b="${b[0]}" 'BEGIN { print a / b }')" "${b[1]}/${b[2]}" "${m[1]}/${m[2]}" \
     "${b[3]} / ${m[3]}" "${b[4]} / ${m[4]}" "${b[5]} / ${m[5]}"
 }
-printf '%-34s %9s %9s %6s %9s %9s %13s %13s %13s\n' "pair (baseline first)" "base/s" "meas/s" "ratio" \
+printf '%-40s %9s %9s %6s %9s %9s %13s %13s %13s\n' "pair (baseline first)" "base/s" "meas/s" "ratio" \
   "CPU0/1" "CPU0/1" "tollgate us" "Envoy us" "load us"
 for round in $(seq "$rounds"); do
-  check=$(measure "check-$round" - wrk_run "check-$round" "$limiter" check.lua)
-  should=$(measure "grpc-$round" - grpc_run "grpc-$round")
-  row "gRPC against /check, round $round" "$check" "$should"
-  straight=$(measure "direct-$round" "$direct_pid" wrk_run "direct-$round" "$direct" users.lua)
-  through=$(measure "filter-$round" "$filter_pid" wrk_run "filter-$round" "$with_filter" users.lua)
+  for n in "${concurrency[@]}"; do
+    check=$(measure "check-$n-$round" - wrk_run "check-$n-$round" "$limiter" check.lua "$n")
+    should=$(measure "grpc-$n-$round" - grpc_run "grpc-$n-$round" "$n")
+    row "gRPC against /check, $n at once, r$round" "$check" "$should"
+  done
+  n=${concurrency[0]}
+  straight=$(measure "direct-$round" "$direct_pid" wrk_run "direct-$round" "$direct" users.lua "$n")
+  through=$(measure "filter-$round" "$filter_pid" wrk_run "filter-$round" "$with_filter" users.lua "$n")
   row "Envoy + filter against Envoy, r$round" "$straight" "$through"
 done

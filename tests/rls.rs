@@ -378,6 +378,123 @@ async fn malformed_requests_are_refused() {
     }
 }
 
+/// gRPC's framing as Envoy's client and any other expect it, on the wire: an answer's status in
+/// its trailers; a call refused with its status alone; HTTP's 415 for what is not gRPC.
+#[tokio::test]
+async fn the_wire_is_grpc() {
+    use prost::Message;
+    let (_yaml, toml) = rls_toml("");
+    let app = TestApp::with_toml(&toml).await;
+    let http = reqwest::Client::builder()
+        .http2_prior_knowledge()
+        .build()
+        .unwrap();
+    let base = format!("http://{}", app.rls_addr.unwrap());
+    let method = "/envoy.service.ratelimit.v3.RateLimitService/ShouldRateLimit";
+    let framed = |flag: u8, message: &[u8], length: usize| {
+        let mut body = vec![flag];
+        body.extend_from_slice(&(length as u32).to_be_bytes());
+        body.extend_from_slice(message);
+        body
+    };
+    let joe = request("api", vec![descriptor(&[("user", "joe")])]).encode_to_vec();
+    // (path, content type, body): the HTTP status, and the grpc-status of a refusal.
+    let cases = [
+        (
+            method,
+            "application/json",
+            framed(0, &joe, joe.len()),
+            415,
+            None,
+        ),
+        (
+            "/envoy.service.ratelimit.v3.RateLimitService/Other",
+            "application/grpc",
+            framed(0, &joe, joe.len()),
+            200,
+            Some("12"),
+        ),
+        (
+            method,
+            "application/grpc",
+            framed(1, &joe, joe.len()),
+            200,
+            Some("12"),
+        ),
+        (method, "application/grpc", vec![], 200, Some("13")),
+        (
+            method,
+            "application/grpc",
+            framed(0, &joe, joe.len() + 1),
+            200,
+            Some("13"),
+        ),
+        (
+            method,
+            "application/grpc",
+            framed(0, &[0xff, 0xff], 2),
+            200,
+            Some("13"),
+        ),
+        (
+            method,
+            "application/grpc",
+            framed(0, &vec![b'x'; (1 << 20) + 1], (1 << 20) + 1),
+            200,
+            Some("8"),
+        ),
+    ];
+    for (path, content_type, body, status, grpc_status) in cases {
+        let answer = http
+            .post(format!("{base}{path}"))
+            .header("content-type", content_type)
+            .header("te", "trailers")
+            .body(body)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(answer.status().as_u16(), status, "{path} {content_type}");
+        let refused = answer
+            .headers()
+            .get("grpc-status")
+            .map(|v| v.to_str().unwrap());
+        assert_eq!(
+            refused,
+            grpc_status,
+            "{path} {content_type}: {:?}",
+            answer.headers()
+        );
+        if grpc_status.is_some() {
+            assert_eq!(answer.headers()["content-type"], "application/grpc");
+            assert!(
+                answer.bytes().await.unwrap().is_empty(),
+                "a refusal is its status alone"
+            );
+        }
+    }
+    // An answer: one whole message, its status in the trailers (which envoy-types' client reads
+    // in every other test), not in the headers.
+    let answer = http
+        .post(format!("{base}{method}"))
+        .header("content-type", "application/grpc")
+        .header("te", "trailers")
+        .body(framed(0, &joe, joe.len()))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(answer.status(), 200);
+    assert_eq!(answer.headers()["content-type"], "application/grpc");
+    assert!(answer.headers().get("grpc-status").is_none());
+    let body = answer.bytes().await.unwrap();
+    assert_eq!(body[0], 0, "uncompressed");
+    assert_eq!(
+        u32::from_be_bytes(body[1..5].try_into().unwrap()) as usize,
+        body.len() - 5
+    );
+    let decoded = RateLimitResponse::decode(&body[5..]).unwrap();
+    assert_eq!(overall(&decoded), Code::Ok);
+}
+
 /// With Redis gone, each failure mode answers as documented: `allow` OK, `deny` UNAVAILABLE
 /// (Envoy's failure_mode_deny decides), `local` the local fallback's decision.
 #[tokio::test]

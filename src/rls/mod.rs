@@ -15,6 +15,7 @@
 
 mod bucket;
 mod descriptors;
+mod grpc;
 pub mod metrics;
 mod names;
 mod plan;

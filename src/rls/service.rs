@@ -12,10 +12,9 @@ use envoy_types::pb::envoy::r#type::v3::RateLimitUnit;
 use envoy_types::pb::envoy::service::ratelimit::v3::rate_limit_response::{
     rate_limit, Code, DescriptorStatus, RateLimit,
 };
-use envoy_types::pb::envoy::service::ratelimit::v3::rate_limit_service_server::RateLimitService;
 use envoy_types::pb::envoy::service::ratelimit::v3::{RateLimitRequest, RateLimitResponse};
 use envoy_types::pb::google::protobuf::Duration as ProtoDuration;
-use tonic::{Request, Response, Status};
+use tonic::Status;
 
 use super::metrics::{self, RlsMetrics};
 use super::plan::{Plan, Planned};
@@ -191,41 +190,6 @@ impl RlsService {
             }
         }
     }
-}
-
-#[tonic::async_trait]
-impl RateLimitService for RlsService {
-    async fn should_rate_limit(
-        &self,
-        request: Request<RateLimitRequest>,
-    ) -> Result<Response<RateLimitResponse>, Status> {
-        let deadline = request
-            .metadata()
-            .get("grpc-timeout")
-            .and_then(|value| value.to_str().ok())
-            .and_then(grpc_timeout);
-        self.decide(request.into_inner(), deadline)
-            .await
-            .map(Response::new)
-    }
-}
-
-/// A `grpc-timeout` value: at most 8 digits and a unit, `H`, `M`, `S`, `m`, `u` or `n`.
-fn grpc_timeout(text: &str) -> Option<Duration> {
-    let (digits, unit) = text.split_at(text.len().checked_sub(1)?);
-    if digits.is_empty() || digits.len() > 8 {
-        return None;
-    }
-    let n: u64 = digits.parse().ok()?;
-    Some(match unit {
-        "H" => Duration::from_secs(n * 3600),
-        "M" => Duration::from_secs(n * 60),
-        "S" => Duration::from_secs(n),
-        "m" => Duration::from_millis(n),
-        "u" => Duration::from_micros(n),
-        "n" => Duration::from_nanos(n),
-        _ => return None,
-    })
 }
 
 /// What the store is given of the caller's `deadline`: most of it, so that the failure mode
@@ -501,20 +465,6 @@ fn envoy_headers(headers: &HeaderMap) -> Vec<EnvoyHeader> {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    /// `grpc-timeout` reads as gRPC writes it; anything else is no deadline.
-    #[test]
-    fn grpc_timeouts_read_as_written() {
-        assert_eq!(grpc_timeout("20m"), Some(Duration::from_millis(20)));
-        assert_eq!(grpc_timeout("19999u"), Some(Duration::from_micros(19_999)));
-        assert_eq!(grpc_timeout("1S"), Some(Duration::from_secs(1)));
-        assert_eq!(grpc_timeout("2M"), Some(Duration::from_secs(120)));
-        assert_eq!(grpc_timeout("1H"), Some(Duration::from_secs(3600)));
-        assert_eq!(grpc_timeout("5n"), Some(Duration::from_nanos(5)));
-        for bad in ["", "m", "20", "20x", "123456789m", "-1m", "1.5S"] {
-            assert_eq!(grpc_timeout(bad), None, "{bad:?}");
-        }
-    }
 
     /// The store gets most of the deadline, and the failure mode keeps time to answer.
     #[test]
