@@ -51,7 +51,9 @@
 -- Each algorithm's function reads its key and writes nothing. It returns, in order:
 --   fits, remaining, reset_after, retry_after, receipt   the policy as it stands, and, when the
 --   write, write_ttl, written_reset_after                cost fits, the value to SET with
---                                                       PX write_ttl, and the reset after it.
+--                                                       PX write_ttl (with KEEPTTL when it is
+--                                                       nil: the key has its TTL), and the
+--                                                       reset after it.
 -- A write spends exactly `cost` of what remains. The driver below writes, all or nothing
 -- (a shadow policy that does not fit has no write, and is skipped).
 --
@@ -154,7 +156,11 @@ local function decide_one(k, a, n, r)
       -- A shadow policy that does not fit has no write: it consumes nothing. Nor does a
       -- check that costs 0 (Envoy's check-only descriptor), which must leave no key behind.
       if writes[w + 1] and writes[w + 4] > 0 then
-        redis.call('SET', KEYS[k + i], writes[w + 1], 'PX', writes[w + 2])
+        if writes[w + 2] then
+          redis.call('SET', KEYS[k + i], writes[w + 1], 'PX', writes[w + 2])
+        else
+          redis.call('SET', KEYS[k + i], writes[w + 1], 'KEEPTTL')
+        end
         reply[at + 1] = reply[at + 1] - writes[w + 4]
         reply[at + 2] = writes[w + 3]
       end

@@ -14,7 +14,8 @@
 -- Clock        now_us, the caller's Redis TIME (or a contract test's explicit time, when
 --              every TTL gets grace_ms more: see decide.lua).
 -- Stored       "<curr>:<prev>:<window_start_ms>"; TTL to the end of the next window, the last
---              moment the current count still weighs.
+--              moment the current count still weighs, set by the first write of a window and
+--              kept by later ones (no write_ttl: the driver writes with KEEPTTL).
 -- Evaluation   see decide.lua; reset_after_ms is when nothing weighs any more, retry_after_ms
 --              the first millisecond at which the request would fit; the receipt is the window
 --              start.
@@ -42,18 +43,21 @@ local function sliding_window(key, now_us, limit, w, cost, grace_ms)
   local start = now - (now % w)
   local elapsed = now - start
   local curr, prev = 0, 0
+  local overlap = w - elapsed
+  -- The TTL the write sets: the end of the next window, unless this window's key already has it.
+  local write_ttl = w + overlap + grace_ms
   local stored = redis.call('GET', key)
   if stored then
     local c, pr, s = string.match(stored, '^(%d+):(%d+):(%d+)$')
     s = tonumber(s)
     if s == start then
       curr, prev = tonumber(c), tonumber(pr)
+      write_ttl = nil
     elseif s == start - w then
       prev = tonumber(c)
     end
   end
 
-  local overlap = w - elapsed
   local left = limit * w - prev * overlap - curr * w
   local remaining = 0
   if left > 0 then
@@ -71,7 +75,7 @@ local function sliding_window(key, now_us, limit, w, cost, grace_ms)
       start
   end
   return true, remaining, reset_after, 0, start,
-    string.format('%d:%d:%d', curr + cost, prev, start), w + overlap + grace_ms, w + overlap
+    string.format('%d:%d:%d', curr + cost, prev, start), write_ttl, w + overlap
 end
 
 -- Gives back `cost` counted in the window `receipt`: from the current count while that window
