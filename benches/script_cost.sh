@@ -51,12 +51,13 @@ trap 'exit 130' INT TERM
 cat lua/fixed_window.lua lua/sliding_window.lua lua/token_bucket.lua lua/decide.lua > "$work/decide.lua"
 
 # Each decision's ARGV (lua/decide.lua): its number of policies, then per policy algorithm,
-# limit, window_ms, cost, emission_us, capacity_us, receipt, shadow. Limits no run reaches, so
-# every decision admits and writes; day-long windows, so no key expires during a run.
-fixed='1 fixed_window 1000000000 86400000 1 0 0 0 0'
-sliding='1 sliding_window 1000000000 86400000 1 0 0 0 0'
-bucket='1 token_bucket 1000000 1000 1 1 1000000 0 0'
-three='3 token_bucket 1000000 1000 1 1 1000000 0 0 sliding_window 1000000000 86400000 1 0 0 0 0 fixed_window 1000000000 86400000 1 0 0 0 0'
+# cost, limit and window_ms (emission_us and capacity_us for token_bucket), shadow. Limits no
+# run reaches, so every decision admits and writes; day-long windows, so no key expires during
+# a run.
+fixed='1 fixed_window 1 1000000000 86400000 0'
+sliding='1 sliding_window 1 1000000000 86400000 0'
+bucket='1 token_bucket 1 1 1000000 0'
+three='3 token_bucket 1 1 1000000 0 sliding_window 1 1000000000 86400000 0 fixed_window 1 1000000000 86400000 0'
 
 # start_server [WRAPPER...]: a redis-server listening on a socket in $work only, so no other
 # process can take its place or be benchmarked by mistake; sets `socket`.

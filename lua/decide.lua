@@ -22,12 +22,13 @@
 --           refuses it exactly when it would refuse a decision's write (out of memory under
 --           noeviction, a read-only replica, a user without write permission).
 -- ARGV[3 ..] each decision in turn: n, its number of policies (and of keys), then for each of
---           its policies: algorithm, limit, window_ms, cost, emission_us, capacity_us, receipt,
---           shadow. Integers are positive; emission_us and capacity_us are used by token_bucket
---           only, receipt by "refund" only. shadow is 1 for a shadow policy, 0 otherwise: a
---           shadow policy never denies; in "decide" it consumes its cost when the decision is
---           admitted and it fits, and nothing otherwise. A refund lists only the policies that
---           consumed.
+--           its policies: algorithm, cost, the algorithm's two parameters (limit and window_ms
+--           for the windows, emission_us and capacity_us for token_bucket), shadow, and in
+--           "refund" only, its receipt. Integers are positive, but a cost may be 0. shadow is 1
+--           for a shadow policy, 0 otherwise: a shadow policy never denies; in "decide" it
+--           consumes its cost when the decision is admitted and it fits, and nothing otherwise.
+--           A refund lists only the policies that consumed. Each value costs Redis about 1,000
+--           instructions to pass, so a policy sends only what its algorithm reads.
 --
 -- Reply: each decision's part in turn,
 --   { allowed, remaining_1, reset_after_ms_1, retry_after_ms_1, receipt_1, ... }
@@ -92,19 +93,24 @@ local writes = {}
 -- One decision: its n keys from KEYS[k + 1], its values from ARGV[a]; appends its part of the
 -- reply at reply[r + 1] and on. Numeric loops and explicit indices: ipairs and the length
 -- operator cost a call per step.
+-- Each policy's values in ARGV: five, and a receipt in "refund".
+local stride = 5
+if mode == 'refund' then
+  stride = 6
+end
+
 local function decide_one(k, a, n, r)
   if mode == 'refund' then
     for i = 1, n do
-      local base = a + 8 * (i - 1)
+      local base = a + stride * (i - 1)
       local algorithm, key = ARGV[base], KEYS[k + i]
-      local window_ms, cost = tonumber(ARGV[base + 2]), tonumber(ARGV[base + 3])
-      local receipt = tonumber(ARGV[base + 6])
+      local cost, receipt = tonumber(ARGV[base + 1]), tonumber(ARGV[base + 5])
       if algorithm == 'fixed_window' then
-        fixed_window_refund(key, window_ms, cost, receipt)
+        fixed_window_refund(key, cost, receipt)
       elseif algorithm == 'sliding_window' then
-        sliding_window_refund(key, window_ms, cost, receipt)
+        sliding_window_refund(key, tonumber(ARGV[base + 3]), cost, receipt)
       elseif algorithm == 'token_bucket' then
-        token_bucket_refund(key, now_us, cost, tonumber(ARGV[base + 4]), receipt, grace_ms)
+        token_bucket_refund(key, now_us, cost, tonumber(ARGV[base + 2]), receipt, grace_ms)
       else
         error('unknown algorithm ' .. tostring(algorithm))
       end
@@ -114,26 +120,25 @@ local function decide_one(k, a, n, r)
   -- The reply as things stand, and in `writes` what each key's write would be.
   local allowed = 1
   for i = 1, n do
-    local base = a + 8 * (i - 1)
+    local base = a + stride * (i - 1)
     local algorithm, key = ARGV[base], KEYS[k + i]
-    local limit, window_ms = tonumber(ARGV[base + 1]), tonumber(ARGV[base + 2])
-    local cost = tonumber(ARGV[base + 3])
+    local cost = tonumber(ARGV[base + 1])
+    local first, second = tonumber(ARGV[base + 2]), tonumber(ARGV[base + 3])
     local fits, remaining, reset_after, retry_after, receipt, write, write_ttl, written_reset_after
     if algorithm == 'fixed_window' then
       fits, remaining, reset_after, retry_after, receipt, write, write_ttl, written_reset_after =
-        fixed_window(key, now_us, limit, window_ms, cost, grace_ms)
+        fixed_window(key, now_us, first, second, cost, grace_ms)
     elseif algorithm == 'sliding_window' then
       fits, remaining, reset_after, retry_after, receipt, write, write_ttl, written_reset_after =
-        sliding_window(key, now_us, limit, window_ms, cost, grace_ms)
+        sliding_window(key, now_us, first, second, cost, grace_ms)
     elseif algorithm == 'token_bucket' then
       fits, remaining, reset_after, retry_after, receipt, write, write_ttl, written_reset_after =
-        token_bucket(key, now_us, cost, tonumber(ARGV[base + 4]), tonumber(ARGV[base + 5]),
-          grace_ms)
+        token_bucket(key, now_us, cost, first, second, grace_ms)
     else
       error('unknown algorithm ' .. tostring(algorithm))
     end
     -- A shadow policy's denial is reported in its retry_after, never in `allowed`.
-    if not fits and ARGV[base + 7] ~= '1' then
+    if not fits and ARGV[base + 4] ~= '1' then
       allowed = 0
     end
     local at = r + 1 + 4 * (i - 1)
@@ -186,6 +191,6 @@ while a <= last do
     reply[r] = type(failure) == 'table' and tostring(failure.err) or tostring(failure)
   end
   k = k + n
-  a = a + 1 + 8 * n
+  a = a + 1 + stride * n
 end
 return reply

@@ -2,7 +2,7 @@
 --
 -- A part of the decide script (see decide.lua for KEYS, ARGV and the reply); it defines
 -- fixed_window(key, now_us, limit, window_ms, cost, grace_ms) and
--- fixed_window_refund(key, window_ms, cost, receipt).
+-- fixed_window_refund(key, cost, receipt).
 --
 -- Values       limit, window_ms, cost: positive integers, cost <= limit.
 -- Clock        now_us, the caller's Redis TIME (or a contract test's explicit time, when
@@ -41,7 +41,7 @@ end
 -- Gives back `cost` counted in the window `receipt`, if that window is still the stored one.
 -- A count that returns to 0 deletes the key: absent means 0, and a key that only a refunded
 -- request touched must not stay behind for the rest of its window.
-local function fixed_window_refund(key, window_ms, cost, receipt)
+local function fixed_window_refund(key, cost, receipt)
   local stored = redis.call('GET', key)
   if not stored then
     return

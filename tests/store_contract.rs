@@ -425,20 +425,23 @@ async fn script(
     receipt: u64,
 ) -> Vec<i64> {
     use fred::prelude::LuaInterface;
-    let bucket = policy.algorithm() == Algorithm::TokenBucket;
-    let args: Vec<String> = vec![
+    let (first, second) = match policy.algorithm() {
+        Algorithm::TokenBucket => (policy.emission_us(), policy.capacity_us()),
+        _ => (policy.limit(), policy.window().as_millis()),
+    };
+    let mut args: Vec<String> = vec![
         now_us.to_string(),
         mode.into(),
         "1".into(),
         policy.algorithm().as_str().into(),
-        policy.limit().to_string(),
-        policy.window().as_millis().to_string(),
         policy.cost().to_string(),
-        if bucket { policy.emission_us() } else { 0 }.to_string(),
-        if bucket { policy.capacity_us() } else { 0 }.to_string(),
-        receipt.to_string(),
+        first.to_string(),
+        second.to_string(),
         u8::from(policy.shadow()).to_string(),
     ];
+    if mode == "refund" {
+        args.push(receipt.to_string());
+    }
     conn.eval(tollgate::store::redis::DECIDE_LUA, vec![key], args)
         .await
         .unwrap()

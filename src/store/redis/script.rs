@@ -95,7 +95,7 @@ impl ScriptRunner {
 pub(super) struct Part {
     /// The key of each of its checks, in KEYS: one per policy.
     pub(super) keys: Vec<Key>,
-    /// Its number of checks, then eight values for each, in ARGV.
+    /// Its number of checks, then five values for each (six in a refund), in ARGV.
     pub(super) args: Vec<Value>,
 }
 
@@ -165,22 +165,29 @@ fn script_keys(checks: &[Check], members: &[usize]) -> Vec<Key> {
 }
 
 /// One decision's ARGV in the decide script (see lua/decide.lua): the number of checks at
-/// `members`, then eight values for each.
+/// `members`, then for each its algorithm, cost, the algorithm's two parameters and shadow, and
+/// its receipt in a refund. Only what the algorithm reads: each value costs Redis to pass.
 fn script_args(checks: &[Check], members: &[usize], receipts: Option<&[u64]>) -> Vec<Value> {
-    let mut args: Vec<Value> = Vec::with_capacity(1 + 8 * members.len());
+    let stride = if receipts.is_some() { 6 } else { 5 };
+    let mut args: Vec<Value> = Vec::with_capacity(1 + stride * members.len());
     args.push(Value::Integer(members.len() as i64));
+    let integer = |n: u64| Value::Integer(n as i64);
     for (n, &i) in members.iter().enumerate() {
         let policy = &checks[i].policy;
-        let bucket = policy.algorithm() == Algorithm::TokenBucket;
-        let integer = |n: u64| Value::Integer(n as i64);
+        let (first, second) = match policy.algorithm() {
+            Algorithm::TokenBucket => (policy.emission_us(), policy.capacity_us()),
+            Algorithm::FixedWindow | Algorithm::SlidingWindow => {
+                (policy.limit(), policy.window().as_millis())
+            }
+        };
         args.push(Value::from_static_str(policy.algorithm().as_str()));
-        args.push(integer(policy.limit()));
-        args.push(integer(policy.window().as_millis()));
         args.push(integer(checks[i].cost));
-        args.push(integer(if bucket { policy.emission_us() } else { 0 }));
-        args.push(integer(if bucket { policy.capacity_us() } else { 0 }));
-        args.push(integer(receipts.map_or(0, |r| r[n])));
+        args.push(integer(first));
+        args.push(integer(second));
         args.push(integer(u64::from(policy.shadow())));
+        if let Some(receipts) = receipts {
+            args.push(integer(receipts[n]));
+        }
     }
     args
 }
