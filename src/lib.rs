@@ -32,6 +32,8 @@
 //! - [`http`]: the service's router, handlers and server loop, run until a signal.
 //! - [`config`]: figment layering and validation into [`Settings`], and what `check-config`
 //!   and `key` print from them.
+//! - [`inspect`]: what `tollgate inspect` reads: each policy's standing for one caller, from
+//!   Redis, spending nothing.
 //! - [`telemetry`]: log setup; `log_throttle` lets a hot-path log line through once a second.
 //!
 //! The Lua scripts live in `lua/` and are embedded in the binary.
@@ -42,6 +44,7 @@ pub mod caller;
 pub mod config;
 pub mod decision;
 pub mod http;
+pub mod inspect;
 pub mod key;
 pub mod limiter;
 #[cfg(test)]

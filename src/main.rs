@@ -1,4 +1,5 @@
-//! The `tollgate` binary: read the configuration, then serve, print it, or name keys.
+//! The `tollgate` binary: read the configuration, then serve, print it, name keys, or inspect a
+//! caller.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -43,6 +44,17 @@ enum Command {
         #[arg(long, value_name = "ROUTE")]
         route: Option<String>,
     },
+    /// Print where each policy stands for USER, read from Redis without spending anything.
+    Inspect {
+        /// The caller's name, as the identity header carries it.
+        user: String,
+        /// The client address, for policies keyed by ip.
+        #[arg(long, value_name = "ADDR")]
+        ip: Option<std::net::IpAddr>,
+        /// The route, for policies keyed by route (the pattern, like `/user`).
+        #[arg(long, value_name = "ROUTE")]
+        route: Option<String>,
+    },
 }
 
 /// Exit code for a configuration mistake, the same as for a command-line mistake.
@@ -78,7 +90,33 @@ fn main() -> ExitCode {
             }
             ExitCode::SUCCESS
         }
+        Command::Inspect { user, ip, route } => inspect(&settings, &user, ip, route.as_deref()),
         Command::Serve => serve(settings),
+    }
+}
+
+fn inspect(
+    settings: &Settings,
+    user: &str,
+    ip: Option<std::net::IpAddr>,
+    route: Option<&str>,
+) -> ExitCode {
+    let runtime = tokio::runtime::Runtime::new().expect("the tokio runtime starts");
+    match runtime.block_on(tollgate::inspect::inspect(settings, user, ip, route)) {
+        Ok(report) => {
+            print!("{report}");
+            for unkeyed in &report.unkeyed {
+                eprintln!("{unkeyed}");
+            }
+            ExitCode::SUCCESS
+        }
+        Err(error) => {
+            eprintln!("tollgate: {error}");
+            match error {
+                tollgate::inspect::InspectError::MemoryStore => ExitCode::from(EXIT_CONFIG),
+                tollgate::inspect::InspectError::Store(_) => ExitCode::FAILURE,
+            }
+        }
     }
 }
 

@@ -142,6 +142,43 @@ async fn refunds_leave_no_key_behind() {
     cluster.assert_every_key_has_ttl().await;
 }
 
+/// `tollgate inspect` reads a cluster: the user's keys and the address's live in different
+/// slots, each read in a call of its own, and reading spends nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn inspect_reads_a_cluster() {
+    let _turn = ONE_CLUSTER_AT_A_TIME.lock().await;
+    let cluster = RedisCluster::start().await;
+    let toml = format!(
+        "{}\n[redis]\nurl = \"{}\"\ntimeout = \"10s\"\n",
+        support::user_then_address(5),
+        cluster.url()
+    );
+    let app = TestApp::with_toml(&toml).await;
+    let client = reqwest::Client::new();
+    assert_eq!(admitted_of(&app, &client, "joe", 2).await, 2);
+    let settings = support::settings(&toml);
+    let localhost = Some(std::net::IpAddr::from([127, 0, 0, 1]));
+    for _ in 0..2 {
+        let report = tollgate::inspect::inspect(&settings, "joe", localhost, None)
+            .await
+            .unwrap();
+        let remaining: Vec<(String, u64)> = report
+            .standings
+            .iter()
+            .map(|(_, s)| (s.policy.name().to_string(), s.remaining))
+            .collect();
+        let expected = ["fixed_window", "sliding_window", "token_bucket", "per_ip"]
+            .map(|name| (name.to_string(), 3));
+        assert_eq!(remaining, expected);
+    }
+    assert_eq!(
+        admitted_of(&app, &client, "ann", 4).await,
+        3,
+        "nothing was spent"
+    );
+    cluster.assert_every_key_has_ttl().await;
+}
+
 /// Thirty users on a fresh service with limit 3, each sending 4: how many each got.
 async fn app_exact(cluster: &RedisCluster) -> Vec<usize> {
     let app = app(cluster, 3, "5s").await;

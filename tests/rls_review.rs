@@ -215,7 +215,7 @@ async fn a_store_slower_than_envoys_deadline_ends_in_the_failure_mode() {
     let mut answers = Vec::new();
     for _ in 0..8 {
         let mut call = tonic::Request::new(request(vec![descriptor(&[("user", "joe")])]));
-        call.set_timeout(Duration::from_millis(300));
+        call.set_timeout(Duration::from_millis(600));
         let started = Instant::now();
         let answer = client.should_rate_limit(call).await;
         answers.push((

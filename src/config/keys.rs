@@ -1,5 +1,5 @@
-//! The Redis keys that `tollgate key` prints: each policy's key for one caller, named exactly as
-//! requests are keyed under these settings.
+//! The Redis keys that `tollgate key` prints and `tollgate inspect` reads: each policy's key for
+//! one caller, named exactly as requests are keyed under these settings.
 
 use std::fmt;
 use std::net::IpAddr;
@@ -12,7 +12,7 @@ use crate::caller::{address, RequestFacts};
 use crate::limiter::Limiter;
 use crate::policy::PolicyName;
 use crate::scope::Dimension;
-use crate::store::MemoryStore;
+use crate::store::{Check, MemoryStore};
 
 /// A policy whose key needs a client address or a route that was not given.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -45,6 +45,20 @@ impl Settings {
         ip: Option<IpAddr>,
         route: Option<&str>,
     ) -> Vec<Result<String, Unkeyed>> {
+        self.caller_checks(user, ip, route)
+            .into_iter()
+            .map(|check| check.map(|check| check.key))
+            .collect()
+    }
+
+    /// Each policy's check for the caller [`Settings::caller_keys`] names: its key and its
+    /// policy, costing the policy's cost.
+    pub fn caller_checks(
+        &self,
+        user: &str,
+        ip: Option<IpAddr>,
+        route: Option<&str>,
+    ) -> Vec<Result<Check, Unkeyed>> {
         // The limiter names keys; its store is never asked, so the memory store stands in.
         let limiter = Limiter::new(Arc::new(MemoryStore::new()), self.policies.clone())
             .with_keys(self.key_builder())
@@ -80,6 +94,7 @@ impl Settings {
                 limiter
                     .key_of(policy, &facts)
                     .filter(|_| !needs_route)
+                    .map(|key| Check::new(key, policy.clone()))
                     .ok_or_else(|| Unkeyed {
                         policy: policy.name().clone(),
                         by: by.iter().map(ToString::to_string).collect(),

@@ -67,6 +67,30 @@ impl RedisStore {
     }
 }
 
+impl RedisStore {
+    /// What `checks` stand at, read without spending anything: each policy's remaining quota,
+    /// reset and wait for its cost, on Redis's clock. One "peek" call per hash tag, so it
+    /// serves a cluster as well as a single Redis; `allowed` says whether all would admit.
+    pub async fn peek(&self, checks: &[Check]) -> Result<Decision, StoreError> {
+        let deadline = Instant::now() + self.timeout;
+        let mut outcomes = vec![None; checks.len()];
+        let mut allowed = true;
+        for group in hash_tag_groups(checks) {
+            let call = self
+                .dispatch
+                .call(checks, &group, Mode::Peek, None, Clock::Store, deadline);
+            let reply = tokio::time::timeout_at(deadline, call)
+                .await
+                .map_err(|_| StoreError::Timeout(self.timeout))
+                .and_then(|reply| reply)
+                .map_err(|e| self.explain(e))?;
+            allowed &= reply.allowed;
+            reply.record(&group, &mut outcomes);
+        }
+        Ok(decision(checks, allowed, outcomes))
+    }
+}
+
 impl Dispatch {
     /// After a denial: refunds what the earlier groups consumed, then reads the later groups
     /// without consuming, each call within `timeout`. Returns what each call reported; a call
