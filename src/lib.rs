@@ -34,6 +34,8 @@
 //!   and `key` print from them.
 //! - [`inspect`]: what `tollgate inspect` reads: each policy's standing for one caller, from
 //!   Redis, spending nothing.
+//! - [`reset`]: `tollgate reset`, a caller's counts deleted, and each instance's watch of the
+//!   marker that has it forget its cached denials.
 //! - [`telemetry`]: log setup; `log_throttle` lets a hot-path log line through once a second.
 //!
 //! The Lua scripts live in `lua/` and are embedded in the binary.
@@ -53,6 +55,7 @@ mod log_throttle;
 pub mod metrics;
 pub mod middleware;
 pub mod policy;
+pub mod reset;
 pub mod rls;
 pub mod scope;
 pub mod setup;

@@ -1,5 +1,5 @@
-//! The `tollgate` binary: read the configuration, then serve, print it, name keys, or inspect a
-//! caller.
+//! The `tollgate` binary: read the configuration, then serve, print it, name keys, or inspect or
+//! reset a caller.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -37,6 +37,20 @@ enum Command {
     Key {
         /// The caller's name, as the identity header carries it.
         user: String,
+        /// The client address, for policies keyed by ip.
+        #[arg(long, value_name = "ADDR")]
+        ip: Option<std::net::IpAddr>,
+        /// The route, for policies keyed by route (the pattern, like `/user`).
+        #[arg(long, value_name = "ROUTE")]
+        route: Option<String>,
+    },
+    /// Give USER a fresh quota (every policy, or --policy NAME), on every running instance.
+    Reset {
+        /// The caller's name, as the identity header carries it.
+        user: String,
+        /// Only this policy's count.
+        #[arg(long, value_name = "NAME")]
+        policy: Option<String>,
         /// The client address, for policies keyed by ip.
         #[arg(long, value_name = "ADDR")]
         ip: Option<std::net::IpAddr>,
@@ -91,7 +105,42 @@ fn main() -> ExitCode {
             ExitCode::SUCCESS
         }
         Command::Inspect { user, ip, route } => inspect(&settings, &user, ip, route.as_deref()),
+        Command::Reset {
+            user,
+            policy,
+            ip,
+            route,
+        } => reset(&settings, &user, ip, route.as_deref(), policy.as_deref()),
         Command::Serve => serve(settings),
+    }
+}
+
+fn reset(
+    settings: &Settings,
+    user: &str,
+    ip: Option<std::net::IpAddr>,
+    route: Option<&str>,
+    policy: Option<&str>,
+) -> ExitCode {
+    use tollgate::reset::ResetError;
+    let runtime = tokio::runtime::Runtime::new().expect("the tokio runtime starts");
+    match runtime.block_on(tollgate::reset::reset(settings, user, ip, route, policy)) {
+        Ok(report) => {
+            print!("{report}");
+            for unkeyed in &report.unkeyed {
+                eprintln!("{unkeyed}");
+            }
+            ExitCode::SUCCESS
+        }
+        Err(error) => {
+            eprintln!("tollgate: {error}");
+            match error {
+                ResetError::MemoryStore | ResetError::NoSuchPolicy(..) => {
+                    ExitCode::from(EXIT_CONFIG)
+                }
+                ResetError::Store(_) => ExitCode::FAILURE,
+            }
+        }
     }
 }
 

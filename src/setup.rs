@@ -5,6 +5,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 
 use axum::Router;
+use fred::prelude::Client;
 
 use crate::config::Settings;
 use crate::http::{router, routes, AppState};
@@ -41,7 +42,16 @@ pub async fn services(settings: &Settings) -> Result<Services, StoreError> {
         ),
         None => routes::warn_of_unserved_patterns(&settings.policies),
     }
-    let limiter = Arc::new(limiter(settings).await?);
+    let (limiter, redis) = build(settings).await?;
+    let limiter = Arc::new(limiter);
+    if let Some(client) = redis {
+        // `tollgate reset` reaches this instance's denial cache through Redis.
+        tokio::spawn(crate::reset::watch(
+            client,
+            settings.key_prefix.clone(),
+            Arc::downgrade(&limiter),
+        ));
+    }
     let rls = settings.rls.listen.map(|listen| {
         let domains = settings.rls.domains.clone();
         tracing::info!(
@@ -71,6 +81,12 @@ pub async fn services(settings: &Settings) -> Result<Services, StoreError> {
 /// Connecting to Redis never fails for an unreachable server: the service starts and serves
 /// under `redis.on_error` until Redis answers.
 pub async fn limiter(settings: &Settings) -> Result<Limiter, StoreError> {
+    Ok(build(settings).await?.0)
+}
+
+/// The limiter, and its Redis client when the store is Redis, for the reset watch.
+async fn build(settings: &Settings) -> Result<(Limiter, Option<Client>), StoreError> {
+    let mut client = None;
     let store: Arc<dyn Store> = match &settings.redis {
         Some(redis) => {
             tracing::info!(
@@ -79,17 +95,17 @@ pub async fn limiter(settings: &Settings) -> Result<Limiter, StoreError> {
                 max_batch = settings.max_batch,
                 "using the redis store"
             );
-            Arc::new(
-                RedisStore::connect_with(
-                    redis.client_config(),
-                    settings.timeout,
-                    Connections {
-                        count: settings.connections,
-                        max_batch: settings.max_batch,
-                    },
-                )
-                .await?,
+            let store = RedisStore::connect_with(
+                redis.client_config(),
+                settings.timeout,
+                Connections {
+                    count: settings.connections,
+                    max_batch: settings.max_batch,
+                },
             )
+            .await?;
+            client = Some(store.client().clone());
+            Arc::new(store)
         }
         None => {
             tracing::info!(
@@ -114,7 +130,7 @@ pub async fn limiter(settings: &Settings) -> Result<Limiter, StoreError> {
             }
         }
     }
-    Ok(Limiter::new(store, settings.policies.clone())
+    let limiter = Limiter::new(store, settings.policies.clone())
         .with_unscoped(descriptor_policies)
         .with_keys(settings.key_builder())
         .with_on_error(settings.on_error)
@@ -122,5 +138,6 @@ pub async fn limiter(settings: &Settings) -> Result<Limiter, StoreError> {
         .with_breaker(settings.breaker_failures, settings.breaker_cool_down)
         .with_local_divisor(settings.local_divisor)
         .with_local_max_callers(settings.max_callers)
-        .with_denial_cache(settings.denial_cache))
+        .with_denial_cache(settings.denial_cache);
+    Ok((limiter, client))
 }

@@ -179,6 +179,47 @@ async fn inspect_reads_a_cluster() {
     cluster.assert_every_key_has_ttl().await;
 }
 
+/// `tollgate reset` on a cluster: the user's keys and the address's, in different slots, are
+/// deleted, and the service, which had the denial cached, admits the user again within a
+/// second and a half.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reset_reaches_a_cluster() {
+    let _turn = ONE_CLUSTER_AT_A_TIME.lock().await;
+    let cluster = RedisCluster::start().await;
+    let toml = format!(
+        "{}\n[redis]\nurl = \"{}\"\ntimeout = \"10s\"\n",
+        support::user_then_address(100),
+        cluster.url()
+    );
+    let app = TestApp::with_toml(&toml).await;
+    let client = reqwest::Client::new();
+    assert_eq!(admitted_of(&app, &client, "joe", 7).await, 5);
+    let settings = support::settings(&toml);
+    let localhost = Some(std::net::IpAddr::from([127, 0, 0, 1]));
+    let report = tollgate::reset::reset(&settings, "joe", localhost, None, None)
+        .await
+        .unwrap();
+    assert_eq!(report.reset.len(), 4);
+    assert!(
+        report.reset.iter().all(|(_, _, deleted)| *deleted),
+        "{report}"
+    );
+    let started = std::time::Instant::now();
+    while app.get_user(&client, "joe").await.status() == 429 {
+        assert!(
+            started.elapsed() < Duration::from_millis(1_500),
+            "still refused"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(
+        admitted_of(&app, &client, "joe", 5).await,
+        4,
+        "one was admitted above"
+    );
+    cluster.assert_every_key_has_ttl().await;
+}
+
 /// Thirty users on a fresh service with limit 3, each sending 4: how many each got.
 async fn app_exact(cluster: &RedisCluster) -> Vec<usize> {
     let app = app(cluster, 3, "5s").await;

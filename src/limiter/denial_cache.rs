@@ -11,7 +11,7 @@
 
 use std::cell::RefCell;
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
@@ -31,6 +31,9 @@ pub struct DenialCache {
     /// The number of entries, kept beside the map so that a request can skip building its
     /// cache key, and the lock, while nothing is cached: the usual state.
     len: AtomicUsize,
+    /// How many times the cache was cleared: a denial decided before a clear is not cached
+    /// after it.
+    generation: AtomicU64,
 }
 
 #[derive(Debug)]
@@ -60,7 +63,22 @@ impl DenialCache {
                 next_sweep: Instant::now(),
             }),
             len: AtomicUsize::new(0),
+            generation: AtomicU64::new(0),
         }
+    }
+
+    /// Drops every denial, as after `tollgate reset`: the next request of each caller asks the
+    /// store.
+    pub fn clear(&self) {
+        let mut inner = self.lock();
+        inner.entries.clear();
+        self.len.store(0, Ordering::Relaxed);
+        self.generation.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// How many times it was cleared, for [`DenialCache::insert_since`].
+    pub fn generation(&self) -> u64 {
+        self.generation.load(Ordering::Relaxed)
     }
 
     /// The cached denial for the request whose key `write` writes (returning `false` when the
@@ -102,11 +120,21 @@ impl DenialCache {
 
     /// Remembers a denial made at `now` under `key`, until its retry time.
     pub fn insert(&self, key: Vec<u8>, decision: &Decision, now: Instant) {
+        self.insert_since(key, decision, now, self.generation());
+    }
+
+    /// Remembers a denial as [`DenialCache::insert`] does, unless the cache was cleared since
+    /// `generation`, when the store was asked: a reset must not be undone by a denial decided
+    /// before it.
+    pub fn insert_since(&self, key: Vec<u8>, decision: &Decision, now: Instant, generation: u64) {
         let wait = decision.retry_after();
         if decision.allowed || wait.is_zero() || key.len() > MAX_KEY_BYTES {
             return;
         }
         let mut inner = self.lock();
+        if self.generation() != generation {
+            return;
+        }
         if inner.entries.len() >= self.capacity && now >= inner.next_sweep {
             inner.entries.retain(|_, entry| entry.until > now);
             inner.next_sweep = now + Duration::from_secs(1);
@@ -143,6 +171,23 @@ impl DenialCache {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A clear drops every denial, and a denial decided before it is not cached after it.
+    #[test]
+    fn a_clear_drops_denials_and_refuses_older_ones() {
+        let cache = DenialCache::new(10);
+        let t0 = Instant::now();
+        let before = cache.generation();
+        cache.insert(b"a".to_vec(), &denied(5_000), t0);
+        assert!(cache.get(b"a", t0).is_some());
+        cache.clear();
+        assert!(cache.is_empty());
+        assert!(cache.get(b"a", t0).is_none());
+        cache.insert_since(b"b".to_vec(), &denied(5_000), t0, before);
+        assert!(cache.get(b"b", t0).is_none(), "decided before the clear");
+        cache.insert_since(b"c".to_vec(), &denied(5_000), t0, cache.generation());
+        assert!(cache.get(b"c", t0).is_some());
+    }
     use crate::decision::PolicyDecision;
     use crate::policy::Policy;
     use std::sync::Arc;

@@ -231,6 +231,14 @@ impl Limiter {
         self
     }
 
+    /// Forgets every cached denial, as `tollgate reset` asks of every running instance: the
+    /// next request of each caller asks the store.
+    pub fn forget_denials(&self) {
+        if let Some(cache) = &self.denials {
+            cache.clear();
+        }
+    }
+
     /// The store, for readiness checks.
     pub fn store(&self) -> &dyn Store {
         &*self.store
@@ -327,6 +335,7 @@ impl Limiter {
         // From before the call, so that a denial cached from it expires a little early, never
         // late.
         let started = Instant::now();
+        let generation = self.denials.as_ref().map_or(0, DenialCache::generation);
         // A store that decides in process answers at once: no round trip to time or to guard.
         let decided = match self.store.decide_now(&checks, Clock::Store) {
             Some(decided) => decided,
@@ -366,7 +375,7 @@ impl Limiter {
                 if let (Some(cache), false) = (&self.denials, decision.allowed) {
                     let mut probe = Vec::new();
                     if write_probe(&mut probe) {
-                        cache.insert(probe, &decision, started);
+                        cache.insert_since(probe, &decision, started, generation);
                     }
                 }
                 Verdict::Decided(decision)

@@ -1,0 +1,191 @@
+//! `tollgate reset`: a caller's quota made whole, and every running instance told to forget the
+//! denials it cached, through one marker key in Redis that each instance reads twice a second.
+
+use std::fmt;
+use std::net::IpAddr;
+use std::sync::Weak;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use fred::prelude::{Client, KeysInterface};
+use fred::types::Expiration;
+
+use crate::config::{Settings, Unkeyed};
+use crate::limiter::Limiter;
+use crate::store::redis::Connections;
+use crate::store::{RedisStore, StoreError};
+
+/// How often each instance reads the marker: a reset reaches every instance within a second.
+pub const WATCH_EVERY: Duration = Duration::from_millis(500);
+
+/// How long the marker lives: far longer than any instance takes to read it, and never forever.
+const MARKER_TTL_MS: i64 = 3_600_000;
+
+/// The least time the command gives Redis to answer, as for `tollgate inspect`.
+const LEAST_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// The marker key under `prefix`: each reset writes a new value to it.
+pub fn marker_key(prefix: &str) -> String {
+    format!("{prefix}:resets")
+}
+
+/// What `tollgate reset` did: each policy's key and whether it held a count, and the policies
+/// whose keys need an address or a route that was not given.
+#[derive(Debug)]
+pub struct Report {
+    /// Each policy reset: its name, its key, and whether a count was deleted.
+    pub reset: Vec<(String, String, bool)>,
+    /// The policies that could not be keyed.
+    pub unkeyed: Vec<Unkeyed>,
+}
+
+/// Why nothing was reset.
+#[derive(Debug, thiserror::Error)]
+pub enum ResetError {
+    /// The memory store's counts live inside each running tollgate.
+    #[error(
+        "the memory store keeps its counts inside each running tollgate, where no other process \
+         can reach them; reset works on a store that outlives the process: set redis.url \
+         (TOLLGATE_REDIS__URL), or restart the instances"
+    )]
+    MemoryStore,
+    /// `--policy` named no configured policy.
+    #[error("--policy {0:?}: no policy has that name; the policies are: {1}")]
+    NoSuchPolicy(String, String),
+    /// Redis did not answer, or answered an error.
+    #[error("cannot reset: {0}")]
+    Store(#[from] StoreError),
+}
+
+/// Deletes the counts of the caller `user` (from `ip`, on `route`) under `settings`, of every
+/// policy or only of `policy`, then writes the marker that has every instance forget its
+/// cached denials.
+pub async fn reset(
+    settings: &Settings,
+    user: &str,
+    ip: Option<IpAddr>,
+    route: Option<&str>,
+    policy: Option<&str>,
+) -> Result<Report, ResetError> {
+    let redis = settings.redis.as_ref().ok_or(ResetError::MemoryStore)?;
+    if let Some(name) = policy {
+        if !settings.policies.iter().any(|p| p.name().as_str() == name) {
+            let names: Vec<&str> = settings
+                .policies
+                .iter()
+                .map(|p| p.name().as_str())
+                .collect();
+            return Err(ResetError::NoSuchPolicy(name.to_owned(), names.join(", ")));
+        }
+    }
+    let (mut checks, mut unkeyed) = (Vec::new(), Vec::new());
+    for check in settings.caller_checks(user, ip, route) {
+        match check {
+            Ok(check) if policy.is_none_or(|name| check.policy.name().as_str() == name) => {
+                checks.push(check)
+            }
+            Ok(_) => {}
+            Err(missing) if policy.is_none_or(|name| missing.policy.as_str() == name) => {
+                unkeyed.push(missing)
+            }
+            Err(_) => {}
+        }
+    }
+    let store = RedisStore::connect_with(
+        redis.client_config(),
+        settings.timeout.max(LEAST_TIMEOUT),
+        Connections {
+            count: 1,
+            max_batch: 1,
+        },
+    )
+    .await?;
+    let client = store.client();
+    let within = settings.timeout.max(LEAST_TIMEOUT);
+    let mut reset = Vec::new();
+    for check in checks {
+        // One key a call: on a cluster a caller's keys by address and by name are in different
+        // slots.
+        let deleted: i64 = timed(within, client.del(check.key.as_str())).await?;
+        reset.push((check.policy.name().to_string(), check.key, deleted > 0));
+    }
+    timed::<()>(
+        within,
+        client.set(
+            marker_key(&settings.key_prefix),
+            token(),
+            Some(Expiration::PX(MARKER_TTL_MS)),
+            None,
+            false,
+        ),
+    )
+    .await?;
+    Ok(Report { reset, unkeyed })
+}
+
+/// `call`'s answer within `within`.
+async fn timed<T>(
+    within: Duration,
+    call: impl std::future::Future<Output = Result<T, fred::error::Error>>,
+) -> Result<T, StoreError> {
+    match tokio::time::timeout(within, call).await {
+        Ok(answer) => answer.map_err(|e| StoreError::Redis(e.to_string())),
+        Err(_) => Err(StoreError::Timeout(within)),
+    }
+}
+
+/// A value no earlier reset wrote: the time, and this process.
+fn token() -> String {
+    let now = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap_or_default()
+        .as_nanos();
+    format!("{now}-{}", std::process::id())
+}
+
+impl fmt::Display for Report {
+    /// One line a policy, then what the running instances do.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for (policy, key, deleted) in &self.reset {
+            let what = if *deleted {
+                "reset"
+            } else {
+                "had nothing to reset"
+            };
+            writeln!(f, "{policy}: {what} ({key})")?;
+        }
+        writeln!(
+            f,
+            "running instances forget their cached denials within a second"
+        )
+    }
+}
+
+/// Reads the marker under `prefix` every [`WATCH_EVERY`] and, when a reset has written it since
+/// the last read, has `limiter` forget its cached denials. Ends when the limiter is dropped.
+/// A read that fails is tried again at the next tick: while Redis is unreachable no reset can
+/// be written either.
+pub async fn watch(client: Client, prefix: String, limiter: Weak<Limiter>) {
+    let key = marker_key(&prefix);
+    let mut seen: Option<String> = None;
+    let mut first = true;
+    let mut tick = tokio::time::interval(WATCH_EVERY);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tick.tick().await;
+        let Some(limiter) = limiter.upgrade() else {
+            return;
+        };
+        let Ok(Ok(value)) =
+            tokio::time::timeout(WATCH_EVERY, client.get::<Option<String>, _>(&key)).await
+        else {
+            continue;
+        };
+        // The marker an instance finds at startup is older than any denial it holds.
+        if !first && value.is_some() && value != seen {
+            limiter.forget_denials();
+            tracing::info!("a reset was made: cached denials forgotten");
+        }
+        first = false;
+        seen = value;
+    }
+}

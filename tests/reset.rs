@@ -1,0 +1,151 @@
+//! `tollgate reset`: a caller's counts deleted in a real Redis, and every running instance's
+//! cached denials forgotten within a second; one policy alone; the binary's refusals.
+
+mod support;
+
+use std::time::{Duration, Instant};
+
+use support::config::{text, Dir};
+use support::{settings, RedisServer, TestApp, NO_BOUNDARY};
+use tollgate::inspect::inspect;
+use tollgate::reset::{reset, ResetError, WATCH_EVERY};
+
+/// 3 per user in a fixed window, and a token bucket of 10.
+fn toml(redis: &RedisServer) -> String {
+    format!(
+        r#"
+[redis]
+url = "{url}"
+timeout = "2s"
+
+[[policies]]
+name = "per_user"
+limit = 3
+window = "{NO_BOUNDARY}"
+
+[[policies]]
+name = "bucket"
+algorithm = "token_bucket"
+limit = 10
+window = "{NO_BOUNDARY}"
+"#,
+        url = redis.url()
+    )
+}
+
+/// The statuses of `n` requests from `user` to `app`.
+async fn statuses(app: &TestApp, client: &reqwest::Client, user: &str, n: usize) -> Vec<u16> {
+    let mut statuses = Vec::new();
+    for _ in 0..n {
+        statuses.push(app.get_user(client, user).await.status().as_u16());
+    }
+    statuses
+}
+
+/// Two instances share a Redis, and each has joe's denial cached. After a reset, each admits
+/// joe again within a second and a half (the watch reads the marker twice a second), then
+/// exactly his limit, as a fresh caller; every key, the marker included, has a TTL.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reset_reaches_every_instance_within_a_second() {
+    let redis = RedisServer::start().await;
+    let toml = toml(&redis);
+    let apps = [
+        TestApp::with_toml(&toml).await,
+        TestApp::with_toml(&toml).await,
+    ];
+    let client = reqwest::Client::new();
+    assert_eq!(
+        statuses(&apps[0], &client, "joe", 4).await,
+        [200, 200, 200, 429]
+    );
+    for app in &apps {
+        assert_eq!(statuses(app, &client, "joe", 2).await, [429, 429]);
+        assert!(app.metric("tollgate_cached_denials_total").await >= 1.0);
+    }
+    let report = reset(&settings(&toml), "joe", None, None, None)
+        .await
+        .unwrap();
+    let reset_policies: Vec<(&str, bool)> = report
+        .reset
+        .iter()
+        .map(|(policy, _, deleted)| (policy.as_str(), *deleted))
+        .collect();
+    assert_eq!(reset_policies, [("per_user", true), ("bucket", true)]);
+    let started = Instant::now();
+    for app in &apps {
+        while app.get_user(&client, "joe").await.status() == 429 {
+            assert!(
+                started.elapsed() < WATCH_EVERY * 3,
+                "still refused {:?} after the reset",
+                started.elapsed()
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+    // Each instance admitted one request above; one more, then the limit holds again.
+    assert_eq!(statuses(&apps[0], &client, "joe", 2).await, [200, 429]);
+    redis.assert_every_key_has_ttl().await;
+}
+
+/// `--policy` resets that policy's count alone; a name no policy has is refused, naming the
+/// policies, and nothing is reset.
+#[tokio::test]
+async fn one_policy_alone() {
+    let redis = RedisServer::start().await;
+    let toml = toml(&redis);
+    let app = TestApp::with_toml(&toml).await;
+    let client = reqwest::Client::new();
+    assert_eq!(
+        statuses(&app, &client, "joe", 4).await,
+        [200, 200, 200, 429]
+    );
+    let settings = settings(&toml);
+    let error = reset(&settings, "joe", None, None, Some("per_usr"))
+        .await
+        .unwrap_err();
+    assert!(matches!(error, ResetError::NoSuchPolicy(..)), "{error}");
+    assert!(error.to_string().contains("per_user, bucket"), "{error}");
+    let report = reset(&settings, "joe", None, None, Some("per_user"))
+        .await
+        .unwrap();
+    assert_eq!(report.reset.len(), 1);
+    let remaining: Vec<u64> = inspect(&settings, "joe", None, None)
+        .await
+        .unwrap()
+        .standings
+        .iter()
+        .map(|(_, s)| s.remaining)
+        .collect();
+    assert_eq!(remaining, [3, 7], "the bucket kept what joe spent");
+    // A caller with nothing counted is reset all the same, and says so.
+    let report = reset(&settings, "ann", None, None, None).await.unwrap();
+    assert!(report.reset.iter().all(|(_, _, deleted)| !deleted));
+    assert!(report
+        .to_string()
+        .contains("per_user: had nothing to reset"));
+}
+
+/// The binary prints what it did; over the memory store it refuses and exits 2.
+#[tokio::test]
+async fn the_binary_says_what_it_did() {
+    let redis = RedisServer::start().await;
+    let dir = Dir::new().file("tollgate.toml", &toml(&redis));
+    let output = dir.run(&["reset", "joe"], &[]);
+    assert!(output.status.success(), "{}", text(&output.stderr));
+    let stdout = text(&output.stdout);
+    assert!(
+        stdout.starts_with("per_user: had nothing to reset (tollgate:{"),
+        "{stdout}"
+    );
+    assert!(stdout.ends_with("running instances forget their cached denials within a second\n"));
+    let output = dir.run(&["reset", "joe", "--policy", "nope"], &[]);
+    assert_eq!(output.status.code(), Some(2), "{}", text(&output.stderr));
+
+    let memory = Dir::new().file(
+        "tollgate.toml",
+        "[[policies]]\nname = \"p\"\nlimit = 3\nwindow = \"1m\"\n",
+    );
+    let output = memory.run(&["reset", "joe"], &[]);
+    assert_eq!(output.status.code(), Some(2));
+    assert!(text(&output.stderr).contains("set redis.url"));
+}
