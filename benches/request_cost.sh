@@ -14,6 +14,7 @@
 # - baseline: `policies = []`, as load.sh's scenario 1;
 # - admitted: the memory store, every request admitted, as scenario 2 (100 callers, not 10,000:
 #   the store's sweeper ticks on a timer, and fewer entries keep its share of the window small);
+# - redis: Redis, every request admitted, 10,000 callers, as scenario 3: one EVALSHA a request;
 # - denied: Redis, one caller over its limit, answered from the over-limit cache, as scenario 4.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -31,15 +32,16 @@ fi
 . benches/lib.sh
 
 # send PORT COUNT FIRST STATUS [CALLER]: COUNT requests, callers user-FIRST... in turn over 100
-# (or CALLER each time); fails unless every response has STATUS.
+# (USERS, when set; or CALLER each time); fails unless every response has STATUS.
 send() {
   python3 - "$@" <<'EOF'
-import http.client, sys
+import http.client, os, sys
 port, count, first, status = (int(a) for a in sys.argv[1:5])
 caller = sys.argv[5] if len(sys.argv) > 5 else None
+users = int(os.environ.get("USERS") or 100)
 connection = http.client.HTTPConnection("127.0.0.1", port)
 for i in range(first, first + count):
-    connection.request("GET", "/user", headers={"X-User": caller or f"user-{i % 100}"})
+    connection.request("GET", "/user", headers={"X-User": caller or f"user-{i % users}"})
     response = connection.getresponse()
     response.read()
     if response.status != status:
@@ -56,9 +58,10 @@ name = "per_minute"
 limit = 1000000000
 window = "1m"'
 
-# row BIN NAME STATUS CALLER TOML: prints one row.
+# row BIN NAME STATUS CALLER TOML [USERS]: prints one row.
 row() {
   local bin=$1 name=$2 status=$3 caller=$4 toml=$5 port vg
+  export USERS=${6:-}
   port=$(free_port)
   printf 'listen = "127.0.0.1:%s"\n%s\n' "$port" "$toml" > "$work/$name.toml"
   rm -f "$work"/cg.out.*
@@ -90,6 +93,9 @@ for bin; do
   binaries=$((binaries + 1))
   row "$bin" baseline 200 "" 'policies = []'
   row "$bin" admitted 200 "" "$admit_all"
+  row "$bin" redis 200 "" "[redis]
+url = \"redis://127.0.0.1:$redis_port\"
+$admit_all" 10000
   # A caller of its own per binary: the previous one's stays over its limit in Redis for an hour.
   row "$bin" denied 429 "hot-$binaries" "[redis]
 url = \"redis://127.0.0.1:$redis_port\"

@@ -225,6 +225,15 @@ mod tests {
         assert!(triage.hurried.is_empty() && triage.expired.is_empty());
     }
 
+    /// The task spawned for each shared call stays small: tokio copies a task's future into
+    /// its cell and out again, so fred's 7 KB EVALSHA future must stay boxed apart.
+    #[test]
+    fn a_shared_calls_task_is_small() {
+        let task = send(super::super::tests::unconnected_runner(), Vec::new());
+        let size = std::mem::size_of_val(&task);
+        assert!(size < 1024, "{size} bytes");
+    }
+
     /// `send` answers an expired job with a timeout.
     #[tokio::test]
     async fn an_expired_job_is_answered_with_a_timeout() {

@@ -107,9 +107,7 @@ impl Dispatch {
             }
             _ => {
                 let call = || call_of(clock, mode, &[&part]);
-                // Boxed: fred's EVALSHA future is about 7 KB, and inline it would make every
-                // decision's future that large, the batched ones included.
-                let reply = Box::pin(self.runner.eval(call, mode, deadline)).await?;
+                let reply = self.runner.eval(call, mode, deadline).await?;
                 let mut answers = read_call(reply, &[&part]);
                 answers.pop().expect("one answer for the one part")
             }

@@ -63,7 +63,10 @@ impl ScriptRunner {
         let evalsha = |timeout: Duration| {
             let (keys, args) = call();
             self.calls.fetch_add(1, Ordering::Relaxed);
-            async move {
+            // Boxed: fred's EVALSHA future is about 7 KB, and inline it would make every future
+            // that awaits a call that large; the batcher's task for each shared call would copy
+            // it in and out of its task cell, several times a call.
+            Box::pin(async move {
                 let options = Options {
                     timeout: Some(timeout),
                     max_attempts: (mode == Mode::Refund).then_some(1),
@@ -73,12 +76,15 @@ impl ScriptRunner {
                     .with_options(&options)
                     .evalsha::<Vec<Value>, _, _, _>(self.script.sha1().clone(), keys, args)
                     .await
-            }
+            })
         };
         match evalsha(left).await {
             Err(error) if error.details().starts_with("NOSCRIPT") => {
                 self.reloads.fetch_add(1, Ordering::Relaxed);
-                self.script.load(client).await.map_err(redis_error)?;
+                // Boxed for the same reason as the EVALSHA: it is as large.
+                Box::pin(self.script.load(client))
+                    .await
+                    .map_err(redis_error)?;
                 let left = deadline.saturating_duration_since(Instant::now());
                 if left.is_zero() {
                     return Err(StoreError::Timeout(Duration::ZERO));
