@@ -183,7 +183,11 @@ by = "global"
         .iter()
         .map(|(_, s)| s.remaining)
         .collect();
-    assert_eq!(remaining, [0], "ann's four and joe's one still count for everyone");
+    assert_eq!(
+        remaining,
+        [0],
+        "ann's four and joe's one still count for everyone"
+    );
 }
 
 /// A reset made before an instance's first successful read of the marker still reaches it:
@@ -245,7 +249,11 @@ async fn one_policy_that_cannot_be_keyed_is_a_failure() {
         ),
     );
     let output = dir.run(&["reset", "joe", "--policy", "per_ip"], &[]);
-    assert!(text(&output.stderr).contains("per_ip"), "{}", text(&output.stderr));
+    assert!(
+        text(&output.stderr).contains("per_ip"),
+        "{}",
+        text(&output.stderr)
+    );
     assert!(
         !output.status.success(),
         "nothing was reset, yet: {}",
