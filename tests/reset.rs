@@ -260,3 +260,43 @@ async fn one_policy_that_cannot_be_keyed_is_a_failure() {
         text(&output.stdout)
     );
 }
+
+/// A program that embeds the layer over `setup::limiter`, as docs/configuration.md shows, is a
+/// running instance too: a reset reaches its cached denials within a second.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "review: setup::limiter spawns no reset watch; an embedding program keeps its denials"]
+async fn a_reset_reaches_a_limiter_built_by_setup() {
+    use axum::routing::get;
+    use std::sync::Arc;
+    let redis = RedisServer::start().await;
+    let toml = toml(&redis);
+    let settings = settings(&toml);
+    let limiter = tollgate::setup::limiter(&settings).await.unwrap();
+    let layer =
+        tollgate::RateLimitLayer::new(Arc::new(limiter)).identity(settings.identity.clone());
+    let app: axum::Router =
+        axum::Router::new().route("/user", get(|| async { "hello" }).route_layer(layer));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}/user", listener.local_addr().unwrap());
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    let client = reqwest::Client::new();
+    let status = || async {
+        let answer = client.get(&url).header("x-user", "joe").send().await;
+        answer.unwrap().status().as_u16()
+    };
+    let mut seen = Vec::new();
+    for _ in 0..5 {
+        seen.push(status().await);
+    }
+    assert_eq!(seen, [200, 200, 200, 429, 429]);
+    reset(&settings, "joe", None, None, None).await.unwrap();
+    let started = Instant::now();
+    while status().await == 429 {
+        assert!(
+            started.elapsed() < WATCH_EVERY * 4,
+            "still refused {:?} after the reset",
+            started.elapsed()
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
