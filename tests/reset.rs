@@ -149,3 +149,154 @@ async fn the_binary_says_what_it_did() {
     assert_eq!(output.status.code(), Some(2));
     assert!(text(&output.stderr).contains("set redis.url"));
 }
+
+/// Resetting one caller leaves what everyone shares alone: a policy keyed by `global` counts
+/// every caller in one bucket, which is no one caller's to give back.
+#[tokio::test]
+#[ignore = "review: reset of one user deletes the global bucket every caller shares"]
+async fn a_reset_leaves_the_global_count_alone() {
+    let redis = RedisServer::start().await;
+    let toml = format!(
+        r#"
+[redis]
+url = "{url}"
+timeout = "2s"
+
+[[policies]]
+name = "everyone"
+limit = 5
+window = "{NO_BOUNDARY}"
+by = "global"
+"#,
+        url = redis.url()
+    );
+    let app = TestApp::with_toml(&toml).await;
+    let client = reqwest::Client::new();
+    assert_eq!(statuses(&app, &client, "ann", 4).await, [200; 4]);
+    assert_eq!(statuses(&app, &client, "joe", 1).await, [200]);
+    let settings = settings(&toml);
+    reset(&settings, "joe", None, None, None).await.unwrap();
+    let remaining: Vec<u64> = inspect(&settings, "ann", None, None)
+        .await
+        .unwrap()
+        .standings
+        .iter()
+        .map(|(_, s)| s.remaining)
+        .collect();
+    assert_eq!(
+        remaining,
+        [0],
+        "ann's four and joe's one still count for everyone"
+    );
+}
+
+/// A reset made before an instance's first successful read of the marker still reaches it:
+/// the instance may already hold denials then (its first read failed, here because the marker
+/// has the wrong type, as it fails while Redis is slow or not yet up at startup).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "review: the watch takes its first successful read as a baseline, missing a reset"]
+async fn a_reset_reaches_an_instance_whose_first_read_failed() {
+    let redis = RedisServer::start().await;
+    let toml = toml(&redis);
+    // The first reads fail: GET of a hash is refused.
+    redis_cmd(&redis, &["HSET", "tollgate:resets", "f", "v"]);
+    let app = TestApp::with_toml(&toml).await;
+    let client = reqwest::Client::new();
+    assert_eq!(
+        statuses(&app, &client, "joe", 4).await,
+        [200, 200, 200, 429]
+    );
+    assert_eq!(statuses(&app, &client, "joe", 1).await, [429]);
+    assert!(app.metric("tollgate_cached_denials_total").await >= 1.0);
+    // Let the watch fail at least once more, then reset (its SET replaces the hash).
+    tokio::time::sleep(WATCH_EVERY * 2).await;
+    reset(&settings(&toml), "joe", None, None, None)
+        .await
+        .unwrap();
+    let started = Instant::now();
+    while app.get_user(&client, "joe").await.status() == 429 {
+        assert!(
+            started.elapsed() < WATCH_EVERY * 4,
+            "still refused {:?} after the reset",
+            started.elapsed()
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// Runs `redis-cli` against `redis`.
+fn redis_cmd(redis: &RedisServer, args: &[&str]) {
+    let port = redis.port().to_string();
+    let status = std::process::Command::new("redis-cli")
+        .args(["-p", &port])
+        .args(args)
+        .status()
+        .unwrap();
+    assert!(status.success());
+}
+
+/// `--policy` naming a policy keyed by address, without `--ip`, resets nothing: the command
+/// must not report success (nor tell every instance to drop its cache) for it.
+#[tokio::test]
+#[ignore = "review: reset --policy of an ip-keyed policy without --ip resets nothing, exits 0"]
+async fn one_policy_that_cannot_be_keyed_is_a_failure() {
+    let redis = RedisServer::start().await;
+    let dir = Dir::new().file(
+        "tollgate.toml",
+        &format!(
+            "{}\n[[policies]]\nname = \"per_ip\"\nlimit = 5\nwindow = \"1m\"\nby = \"ip\"\n",
+            toml(&redis)
+        ),
+    );
+    let output = dir.run(&["reset", "joe", "--policy", "per_ip"], &[]);
+    assert!(
+        text(&output.stderr).contains("per_ip"),
+        "{}",
+        text(&output.stderr)
+    );
+    assert!(
+        !output.status.success(),
+        "nothing was reset, yet: {}",
+        text(&output.stdout)
+    );
+}
+
+/// A program that embeds the layer over `setup::limiter`, as docs/configuration.md shows, is a
+/// running instance too: a reset reaches its cached denials within a second.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "review: setup::limiter spawns no reset watch; an embedding program keeps its denials"]
+async fn a_reset_reaches_a_limiter_built_by_setup() {
+    use axum::routing::get;
+    use std::sync::Arc;
+    let redis = RedisServer::start().await;
+    let toml = toml(&redis);
+    let settings = settings(&toml);
+    let limiter = tollgate::setup::limiter(&settings).await.unwrap();
+    let layer =
+        tollgate::RateLimitLayer::new(Arc::new(limiter)).identity(settings.identity.clone());
+    let app: axum::Router =
+        axum::Router::new().route("/user", get(|| async { "hello" }).route_layer(layer));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}/user", listener.local_addr().unwrap());
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    let client = reqwest::Client::new();
+    let status = || async {
+        let answer = client.get(&url).header("x-user", "joe").send().await;
+        answer.unwrap().status().as_u16()
+    };
+    let mut seen = Vec::new();
+    for _ in 0..5 {
+        seen.push(status().await);
+    }
+    assert_eq!(seen, [200, 200, 200, 429, 429]);
+    reset(&settings, "joe", None, None, None).await.unwrap();
+    let started = Instant::now();
+    while status().await == 429 {
+        assert!(
+            started.elapsed() < WATCH_EVERY * 4,
+            "still refused {:?} after the reset",
+            started.elapsed()
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
