@@ -135,9 +135,9 @@ fn reset(
         Err(error) => {
             eprintln!("tollgate: {error}");
             match error {
-                ResetError::MemoryStore | ResetError::NoSuchPolicy(..) => {
-                    ExitCode::from(EXIT_CONFIG)
-                }
+                ResetError::MemoryStore
+                | ResetError::NoSuchPolicy(..)
+                | ResetError::NothingKeyed(_) => ExitCode::from(EXIT_CONFIG),
                 ResetError::Store(_) => ExitCode::FAILURE,
             }
         }

@@ -10,7 +10,8 @@ use fred::prelude::{Client, KeysInterface};
 use fred::types::Expiration;
 
 use crate::config::{Settings, Unkeyed};
-use crate::limiter::Limiter;
+use crate::limiter::denial_cache::DenialCache;
+use crate::scope::Dimension;
 use crate::store::redis::Connections;
 use crate::store::{RedisStore, StoreError};
 
@@ -36,6 +37,9 @@ pub struct Report {
     pub reset: Vec<(String, String, bool)>,
     /// The policies that could not be keyed.
     pub unkeyed: Vec<Unkeyed>,
+    /// The policies left alone because every caller shares their bucket (`by = "global"`, or
+    /// the route alone).
+    pub shared: Vec<String>,
 }
 
 /// Why nothing was reset.
@@ -51,6 +55,9 @@ pub enum ResetError {
     /// `--policy` named no configured policy.
     #[error("--policy {0:?}: no policy has that name; the policies are: {1}")]
     NoSuchPolicy(String, String),
+    /// No policy asked for could be keyed for this caller: nothing was reset.
+    #[error("nothing was reset: {0}")]
+    NothingKeyed(String),
     /// Redis did not answer, or answered an error.
     #[error("cannot reset: {0}")]
     Store(#[from] StoreError),
@@ -77,11 +84,21 @@ pub async fn reset(
             return Err(ResetError::NoSuchPolicy(name.to_owned(), names.join(", ")));
         }
     }
-    let (mut checks, mut unkeyed) = (Vec::new(), Vec::new());
+    let (mut checks, mut unkeyed, mut shared) = (Vec::new(), Vec::new(), Vec::new());
     for check in settings.caller_checks(user, ip, route) {
         match check {
             Ok(check) if policy.is_none_or(|name| check.policy.name().as_str() == name) => {
-                checks.push(check)
+                // A bucket no caller's name is part of (everyone's, or a route's) is every
+                // caller's: resetting one caller must not give it back to all of them.
+                let by = check.policy.scope().by.dimensions();
+                if by
+                    .iter()
+                    .any(|d| matches!(d, Dimension::User | Dimension::Ip | Dimension::Header(_)))
+                {
+                    checks.push(check);
+                } else {
+                    shared.push(check.policy.name().to_string());
+                }
             }
             Ok(_) => {}
             Err(missing) if policy.is_none_or(|name| missing.policy.as_str() == name) => {
@@ -89,6 +106,26 @@ pub async fn reset(
             }
             Err(_) => {}
         }
+    }
+    if checks.is_empty() {
+        let mut why: Vec<String> = unkeyed
+            .iter()
+            .map(|u| {
+                format!(
+                    "{} is keyed by {:?}; pass --ip and/or --route",
+                    u.policy, u.by
+                )
+            })
+            .collect();
+        why.extend(
+            shared
+                .iter()
+                .map(|name| format!("{name} is shared by every caller")),
+        );
+        if why.is_empty() {
+            why.push("no policy is configured".into());
+        }
+        return Err(ResetError::NothingKeyed(why.join("; ")));
     }
     let store = RedisStore::connect_with(
         redis.client_config(),
@@ -119,7 +156,11 @@ pub async fn reset(
         ),
     )
     .await?;
-    Ok(Report { reset, unkeyed })
+    Ok(Report {
+        reset,
+        unkeyed,
+        shared,
+    })
 }
 
 /// `call`'s answer within `within`.
@@ -153,6 +194,9 @@ impl fmt::Display for Report {
             };
             writeln!(f, "{policy}: {what} ({key})")?;
         }
+        for policy in &self.shared {
+            writeln!(f, "{policy}: left alone, every caller shares its count")?;
+        }
         writeln!(
             f,
             "running instances forget their cached denials within a second"
@@ -160,32 +204,29 @@ impl fmt::Display for Report {
     }
 }
 
-/// Reads the marker under `prefix` every [`WATCH_EVERY`] and, when a reset has written it since
-/// the last read, has `limiter` forget its cached denials. Ends when the limiter is dropped.
-/// A read that fails is tried again at the next tick: while Redis is unreachable no reset can
-/// be written either.
-pub async fn watch(client: Client, prefix: String, limiter: Weak<Limiter>) {
+/// Reads the marker under `prefix` every [`WATCH_EVERY`] and, whenever a read finds a marker
+/// other than the last one seen, has `cache` forget its denials. Ends when the cache is
+/// dropped. A read that fails is tried again at the next tick. The first marker found counts
+/// as a change too: a reset made before this instance's first good read must still reach
+/// denials it cached meanwhile, and clearing a cache costs one store call per denied caller.
+pub async fn watch(client: Client, prefix: String, cache: Weak<DenialCache>) {
     let key = marker_key(&prefix);
     let mut seen: Option<String> = None;
-    let mut first = true;
     let mut tick = tokio::time::interval(WATCH_EVERY);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         tick.tick().await;
-        let Some(limiter) = limiter.upgrade() else {
+        let Some(cache) = cache.upgrade() else {
             return;
         };
-        let Ok(Ok(value)) =
-            tokio::time::timeout(WATCH_EVERY, client.get::<Option<String>, _>(&key)).await
-        else {
+        let read = tokio::time::timeout(WATCH_EVERY, client.get::<Option<String>, _>(&key));
+        let Ok(Ok(value)) = read.await else {
             continue;
         };
-        // The marker an instance finds at startup is older than any denial it holds.
-        if !first && value.is_some() && value != seen {
-            limiter.forget_denials();
+        if value.is_some() && value != seen {
+            cache.clear();
             tracing::info!("a reset was made: cached denials forgotten");
         }
-        first = false;
         seen = value;
     }
 }

@@ -5,7 +5,6 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 
 use axum::Router;
-use fred::prelude::Client;
 
 use crate::config::Settings;
 use crate::http::{router, routes, AppState};
@@ -42,16 +41,7 @@ pub async fn services(settings: &Settings) -> Result<Services, StoreError> {
         ),
         None => routes::warn_of_unserved_patterns(&settings.policies),
     }
-    let (limiter, redis) = build(settings).await?;
-    let limiter = Arc::new(limiter);
-    if let Some(client) = redis {
-        // `tollgate reset` reaches this instance's denial cache through Redis.
-        tokio::spawn(crate::reset::watch(
-            client,
-            settings.key_prefix.clone(),
-            Arc::downgrade(&limiter),
-        ));
-    }
+    let limiter = Arc::new(limiter(settings).await?);
     let rls = settings.rls.listen.map(|listen| {
         let domains = settings.rls.domains.clone();
         tracing::info!(
@@ -80,12 +70,10 @@ pub async fn services(settings: &Settings) -> Result<Services, StoreError> {
 ///
 /// Connecting to Redis never fails for an unreachable server: the service starts and serves
 /// under `redis.on_error` until Redis answers.
+///
+/// On Redis, with the denial cache on, it also starts the task through which `tollgate reset`
+/// clears that cache (see [`crate::reset::watch`]); the task ends when the limiter is dropped.
 pub async fn limiter(settings: &Settings) -> Result<Limiter, StoreError> {
-    Ok(build(settings).await?.0)
-}
-
-/// The limiter, and its Redis client when the store is Redis, for the reset watch.
-async fn build(settings: &Settings) -> Result<(Limiter, Option<Client>), StoreError> {
     let mut client = None;
     let store: Arc<dyn Store> = match &settings.redis {
         Some(redis) => {
@@ -139,5 +127,12 @@ async fn build(settings: &Settings) -> Result<(Limiter, Option<Client>), StoreEr
         .with_local_divisor(settings.local_divisor)
         .with_local_max_callers(settings.max_callers)
         .with_denial_cache(settings.denial_cache);
-    Ok((limiter, client))
+    if let (Some(client), Some(cache)) = (client, limiter.denial_cache()) {
+        tokio::spawn(crate::reset::watch(
+            client,
+            settings.key_prefix.clone(),
+            Arc::downgrade(cache),
+        ));
+    }
+    Ok(limiter)
 }

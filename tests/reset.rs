@@ -153,7 +153,6 @@ async fn the_binary_says_what_it_did() {
 /// Resetting one caller leaves what everyone shares alone: a policy keyed by `global` counts
 /// every caller in one bucket, which is no one caller's to give back.
 #[tokio::test]
-#[ignore = "review: reset of one user deletes the global bucket every caller shares"]
 async fn a_reset_leaves_the_global_count_alone() {
     let redis = RedisServer::start().await;
     let toml = format!(
@@ -175,7 +174,12 @@ by = "global"
     assert_eq!(statuses(&app, &client, "ann", 4).await, [200; 4]);
     assert_eq!(statuses(&app, &client, "joe", 1).await, [200]);
     let settings = settings(&toml);
-    reset(&settings, "joe", None, None, None).await.unwrap();
+    // The one policy is everyone's, so there is nothing of joe's own to reset: said, not done.
+    let error = reset(&settings, "joe", None, None, None).await.unwrap_err();
+    assert!(
+        matches!(&error, ResetError::NothingKeyed(why) if why.contains("everyone is shared by every caller")),
+        "{error}"
+    );
     let remaining: Vec<u64> = inspect(&settings, "ann", None, None)
         .await
         .unwrap()
@@ -194,7 +198,6 @@ by = "global"
 /// the instance may already hold denials then (its first read failed, here because the marker
 /// has the wrong type, as it fails while Redis is slow or not yet up at startup).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "review: the watch takes its first successful read as a baseline, missing a reset"]
 async fn a_reset_reaches_an_instance_whose_first_read_failed() {
     let redis = RedisServer::start().await;
     let toml = toml(&redis);
@@ -238,7 +241,6 @@ fn redis_cmd(redis: &RedisServer, args: &[&str]) {
 /// `--policy` naming a policy keyed by address, without `--ip`, resets nothing: the command
 /// must not report success (nor tell every instance to drop its cache) for it.
 #[tokio::test]
-#[ignore = "review: reset --policy of an ip-keyed policy without --ip resets nothing, exits 0"]
 async fn one_policy_that_cannot_be_keyed_is_a_failure() {
     let redis = RedisServer::start().await;
     let dir = Dir::new().file(
@@ -264,7 +266,6 @@ async fn one_policy_that_cannot_be_keyed_is_a_failure() {
 /// A program that embeds the layer over `setup::limiter`, as docs/configuration.md shows, is a
 /// running instance too: a reset reaches its cached denials within a second.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "review: setup::limiter spawns no reset watch; an embedding program keeps its denials"]
 async fn a_reset_reaches_a_limiter_built_by_setup() {
     use axum::routing::get;
     use std::sync::Arc;

@@ -83,7 +83,7 @@ pub struct Limiter {
     /// Whether the breaker was closed before its last change, to log an outage once.
     breaker_was_closed: AtomicBool,
     /// Recent denials, served without a store call until their retry time.
-    denials: Option<DenialCache>,
+    denials: Option<Arc<DenialCache>>,
     /// An outage logs once a second rather than once a request.
     failure_warnings: LogThrottle,
 }
@@ -136,7 +136,7 @@ impl Limiter {
             on_missing: OnMissing::default(),
             breaker: Breaker::new(breaker::DEFAULT_FAILURES, breaker::DEFAULT_COOL_DOWN),
             local: MemoryStore::new(),
-            denials: Some(DenialCache::new(DENIAL_CACHE_CAPACITY)),
+            denials: Some(Arc::new(DenialCache::new(DENIAL_CACHE_CAPACITY))),
             breaker_was_closed: AtomicBool::new(true),
             failure_warnings: LogThrottle::new(Duration::from_secs(1)),
         }
@@ -188,7 +188,7 @@ impl Limiter {
 
     /// Turns the denial cache on (the default) or off.
     pub fn with_denial_cache(mut self, enabled: bool) -> Self {
-        self.denials = enabled.then(|| DenialCache::new(DENIAL_CACHE_CAPACITY));
+        self.denials = enabled.then(|| Arc::new(DenialCache::new(DENIAL_CACHE_CAPACITY)));
         self
     }
 
@@ -237,6 +237,11 @@ impl Limiter {
         if let Some(cache) = &self.denials {
             cache.clear();
         }
+    }
+
+    /// The denial cache, when it is on, for the watch that clears it after `tollgate reset`.
+    pub fn denial_cache(&self) -> Option<&Arc<DenialCache>> {
+        self.denials.as_ref()
     }
 
     /// The store, for readiness checks.
@@ -335,7 +340,7 @@ impl Limiter {
         // From before the call, so that a denial cached from it expires a little early, never
         // late.
         let started = Instant::now();
-        let generation = self.denials.as_ref().map_or(0, DenialCache::generation);
+        let generation = self.denials.as_ref().map_or(0, |cache| cache.generation());
         // A store that decides in process answers at once: no round trip to time or to guard.
         let decided = match self.store.decide_now(&checks, Clock::Store) {
             Some(decided) => decided,
