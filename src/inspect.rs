@@ -5,14 +5,9 @@ use std::fmt;
 use std::net::IpAddr;
 use std::time::Duration;
 
+use crate::command::{self, CommandError};
 use crate::config::{Settings, Unkeyed};
 use crate::decision::PolicyDecision;
-use crate::store::redis::Connections;
-use crate::store::{RedisStore, StoreError};
-
-/// The least time a command gives Redis to answer: run by hand, it may cross a network that the
-/// service's own timeout was not sized for.
-const LEAST_TIMEOUT: Duration = Duration::from_secs(2);
 
 /// What `tollgate inspect` found: each keyed policy's standing, in configuration order, and the
 /// policies whose keys need an address or a route that was not given.
@@ -24,21 +19,6 @@ pub struct Report {
     pub unkeyed: Vec<Unkeyed>,
 }
 
-/// Why nothing could be read.
-#[derive(Debug, thiserror::Error)]
-pub enum InspectError {
-    /// The memory store's counts live inside each running tollgate.
-    #[error(
-        "the memory store keeps its counts inside each running tollgate, where no other process \
-         can read them; inspect reads a store that outlives the process: set redis.url \
-         (TOLLGATE_REDIS__URL)"
-    )]
-    MemoryStore,
-    /// Redis did not answer, or answered an error.
-    #[error("cannot read the counts: {0}")]
-    Store(#[from] StoreError),
-}
-
 /// Reads where each policy stands for the caller `user` (from `ip`, on `route`) under
 /// `settings`, spending nothing.
 pub async fn inspect(
@@ -46,8 +26,10 @@ pub async fn inspect(
     user: &str,
     ip: Option<IpAddr>,
     route: Option<&str>,
-) -> Result<Report, InspectError> {
-    let redis = settings.redis.as_ref().ok_or(InspectError::MemoryStore)?;
+) -> Result<Report, CommandError> {
+    if settings.redis.is_none() {
+        return Err(CommandError::MemoryStore);
+    }
     let (mut checks, mut unkeyed) = (Vec::new(), Vec::new());
     for check in settings.caller_checks(user, ip, route) {
         match check {
@@ -61,15 +43,7 @@ pub async fn inspect(
             unkeyed,
         });
     }
-    let store = RedisStore::connect_with(
-        redis.client_config(),
-        settings.timeout.max(LEAST_TIMEOUT),
-        Connections {
-            count: 1,
-            max_batch: 1,
-        },
-    )
-    .await?;
+    let store = command::store(settings).await?;
     let decision = store.peek(&checks).await?;
     let standings = checks
         .into_iter()

@@ -32,6 +32,7 @@
 //! - [`http`]: the service's router, handlers and server loop, run until a signal.
 //! - [`config`]: figment layering and validation into [`Settings`], and what `check-config`
 //!   and `key` print from them.
+//! - [`command`]: what the operator's commands share: their Redis and their errors.
 //! - [`inspect`]: what `tollgate inspect` reads: each policy's standing for one caller, from
 //!   Redis, spending nothing.
 //! - [`reset`]: `tollgate reset`, a caller's counts deleted, and each instance's watch of the
@@ -43,6 +44,7 @@
 
 pub mod algorithm;
 pub mod caller;
+pub mod command;
 pub mod config;
 pub mod decision;
 pub mod http;

@@ -122,26 +122,8 @@ fn reset(
     route: Option<&str>,
     policy: Option<&str>,
 ) -> ExitCode {
-    use tollgate::reset::ResetError;
-    let runtime = tokio::runtime::Runtime::new().expect("the tokio runtime starts");
-    match runtime.block_on(tollgate::reset::reset(settings, user, ip, route, policy)) {
-        Ok(report) => {
-            print!("{report}");
-            for unkeyed in &report.unkeyed {
-                eprintln!("{unkeyed}");
-            }
-            ExitCode::SUCCESS
-        }
-        Err(error) => {
-            eprintln!("tollgate: {error}");
-            match error {
-                ResetError::MemoryStore
-                | ResetError::NoSuchPolicy(..)
-                | ResetError::NothingKeyed(_) => ExitCode::from(EXIT_CONFIG),
-                ResetError::Store(_) => ExitCode::FAILURE,
-            }
-        }
-    }
+    let reset = tollgate::reset::reset(settings, user, ip, route, policy);
+    finish(block_on(reset).map(|r| (r.to_string(), r.unkeyed)))
 }
 
 fn inspect(
@@ -150,21 +132,31 @@ fn inspect(
     ip: Option<std::net::IpAddr>,
     route: Option<&str>,
 ) -> ExitCode {
+    let inspected = tollgate::inspect::inspect(settings, user, ip, route);
+    finish(block_on(inspected).map(|r| (r.to_string(), r.unkeyed)))
+}
+
+fn block_on<T>(future: impl std::future::Future<Output = T>) -> T {
     let runtime = tokio::runtime::Runtime::new().expect("the tokio runtime starts");
-    match runtime.block_on(tollgate::inspect::inspect(settings, user, ip, route)) {
-        Ok(report) => {
+    runtime.block_on(future)
+}
+
+/// Prints an operator command's report, and on stderr the policies it could not key, or its
+/// error; the exit code says which.
+fn finish(
+    done: Result<(String, Vec<tollgate::config::Unkeyed>), tollgate::command::CommandError>,
+) -> ExitCode {
+    match done {
+        Ok((report, unkeyed)) => {
             print!("{report}");
-            for unkeyed in &report.unkeyed {
+            for unkeyed in &unkeyed {
                 eprintln!("{unkeyed}");
             }
             ExitCode::SUCCESS
         }
         Err(error) => {
             eprintln!("tollgate: {error}");
-            match error {
-                tollgate::inspect::InspectError::MemoryStore => ExitCode::from(EXIT_CONFIG),
-                tollgate::inspect::InspectError::Store(_) => ExitCode::FAILURE,
-            }
+            ExitCode::from(error.exit_code())
         }
     }
 }

@@ -9,20 +9,17 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use fred::prelude::{Client, KeysInterface};
 use fred::types::Expiration;
 
+use crate::command::{self, CommandError};
 use crate::config::{Settings, Unkeyed};
 use crate::limiter::denial_cache::DenialCache;
 use crate::scope::Dimension;
-use crate::store::redis::Connections;
-use crate::store::{RedisStore, StoreError};
+use crate::store::StoreError;
 
 /// How often each instance reads the marker: a reset reaches every instance within a second.
 pub const WATCH_EVERY: Duration = Duration::from_millis(500);
 
 /// How long the marker lives: far longer than any instance takes to read it, and never forever.
 const MARKER_TTL_MS: i64 = 3_600_000;
-
-/// The least time the command gives Redis to answer, as for `tollgate inspect`.
-const LEAST_TIMEOUT: Duration = Duration::from_secs(2);
 
 /// The marker key under `prefix`: each reset writes a new value to it.
 pub fn marker_key(prefix: &str) -> String {
@@ -42,27 +39,6 @@ pub struct Report {
     pub shared: Vec<String>,
 }
 
-/// Why nothing was reset.
-#[derive(Debug, thiserror::Error)]
-pub enum ResetError {
-    /// The memory store's counts live inside each running tollgate.
-    #[error(
-        "the memory store keeps its counts inside each running tollgate, where no other process \
-         can reach them; reset works on a store that outlives the process: set redis.url \
-         (TOLLGATE_REDIS__URL), or restart the instances"
-    )]
-    MemoryStore,
-    /// `--policy` named no configured policy.
-    #[error("--policy {0:?}: no policy has that name; the policies are: {1}")]
-    NoSuchPolicy(String, String),
-    /// No policy asked for could be keyed for this caller: nothing was reset.
-    #[error("nothing was reset: {0}")]
-    NothingKeyed(String),
-    /// Redis did not answer, or answered an error.
-    #[error("cannot reset: {0}")]
-    Store(#[from] StoreError),
-}
-
 /// Deletes the counts of the caller `user` (from `ip`, on `route`) under `settings`, of every
 /// policy or only of `policy`, then writes the marker that has every instance forget its
 /// cached denials.
@@ -72,8 +48,10 @@ pub async fn reset(
     ip: Option<IpAddr>,
     route: Option<&str>,
     policy: Option<&str>,
-) -> Result<Report, ResetError> {
-    let redis = settings.redis.as_ref().ok_or(ResetError::MemoryStore)?;
+) -> Result<Report, CommandError> {
+    if settings.redis.is_none() {
+        return Err(CommandError::MemoryStore);
+    }
     if let Some(name) = policy {
         if !settings.policies.iter().any(|p| p.name().as_str() == name) {
             let names: Vec<&str> = settings
@@ -81,7 +59,10 @@ pub async fn reset(
                 .iter()
                 .map(|p| p.name().as_str())
                 .collect();
-            return Err(ResetError::NoSuchPolicy(name.to_owned(), names.join(", ")));
+            return Err(CommandError::NoSuchPolicy(
+                name.to_owned(),
+                names.join(", "),
+            ));
         }
     }
     let (mut checks, mut unkeyed, mut shared) = (Vec::new(), Vec::new(), Vec::new());
@@ -125,19 +106,11 @@ pub async fn reset(
         if why.is_empty() {
             why.push("no policy is configured".into());
         }
-        return Err(ResetError::NothingKeyed(why.join("; ")));
+        return Err(CommandError::NothingKeyed(why.join("; ")));
     }
-    let store = RedisStore::connect_with(
-        redis.client_config(),
-        settings.timeout.max(LEAST_TIMEOUT),
-        Connections {
-            count: 1,
-            max_batch: 1,
-        },
-    )
-    .await?;
+    let store = command::store(settings).await?;
     let client = store.client();
-    let within = settings.timeout.max(LEAST_TIMEOUT);
+    let within = command::timeout(settings);
     let mut reset = Vec::new();
     for check in checks {
         // One key a call: on a cluster a caller's keys by address and by name are in different

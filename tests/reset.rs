@@ -7,8 +7,9 @@ use std::time::{Duration, Instant};
 
 use support::config::{text, Dir};
 use support::{settings, RedisServer, TestApp, NO_BOUNDARY};
+use tollgate::command::CommandError;
 use tollgate::inspect::inspect;
-use tollgate::reset::{reset, ResetError, WATCH_EVERY};
+use tollgate::reset::{reset, WATCH_EVERY};
 
 /// 3 per user in a fixed window, and a token bucket of 10.
 fn toml(redis: &RedisServer) -> String {
@@ -103,7 +104,7 @@ async fn one_policy_alone() {
     let error = reset(&settings, "joe", None, None, Some("per_usr"))
         .await
         .unwrap_err();
-    assert!(matches!(error, ResetError::NoSuchPolicy(..)), "{error}");
+    assert!(matches!(error, CommandError::NoSuchPolicy(..)), "{error}");
     assert!(error.to_string().contains("per_user, bucket"), "{error}");
     let report = reset(&settings, "joe", None, None, Some("per_user"))
         .await
@@ -177,7 +178,7 @@ by = "global"
     // The one policy is everyone's, so there is nothing of joe's own to reset: said, not done.
     let error = reset(&settings, "joe", None, None, None).await.unwrap_err();
     assert!(
-        matches!(&error, ResetError::NothingKeyed(why) if why.contains("everyone is shared by every caller")),
+        matches!(&error, CommandError::NothingKeyed(why) if why.contains("everyone is shared by every caller")),
         "{error}"
     );
     let remaining: Vec<u64> = inspect(&settings, "ann", None, None)
