@@ -204,14 +204,8 @@ async fn reset_reaches_a_cluster() {
         report.reset.iter().all(|(_, _, deleted)| *deleted),
         "{report}"
     );
-    let started = std::time::Instant::now();
-    while app.get_user(&client, "joe").await.status() == 429 {
-        assert!(
-            started.elapsed() < Duration::from_millis(1_500),
-            "still refused"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    let joe = || async { app.get_user(&client, "joe").await.status().as_u16() };
+    support::until_not_refused(Duration::from_millis(1_500), joe).await;
     assert_eq!(
         admitted_of(&app, &client, "joe", 5).await,
         4,

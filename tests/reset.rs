@@ -2,11 +2,8 @@
 //! cached denials forgotten within a second; one policy alone; the binary's refusals.
 
 mod support;
-
-use std::time::{Duration, Instant};
-
 use support::config::{text, Dir};
-use support::{settings, RedisServer, TestApp, NO_BOUNDARY};
+use support::{settings, until_not_refused, RedisServer, TestApp, NO_BOUNDARY};
 use tollgate::command::CommandError;
 use tollgate::inspect::inspect;
 use tollgate::reset::{reset, WATCH_EVERY};
@@ -72,16 +69,9 @@ async fn a_reset_reaches_every_instance_within_a_second() {
         .map(|(policy, _, deleted)| (policy.as_str(), *deleted))
         .collect();
     assert_eq!(reset_policies, [("per_user", true), ("bucket", true)]);
-    let started = Instant::now();
     for app in &apps {
-        while app.get_user(&client, "joe").await.status() == 429 {
-            assert!(
-                started.elapsed() < WATCH_EVERY * 3,
-                "still refused {:?} after the reset",
-                started.elapsed()
-            );
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
+        let joe = || async { app.get_user(&client, "joe").await.status().as_u16() };
+        until_not_refused(WATCH_EVERY * 3, joe).await;
     }
     // Each instance admitted one request above; one more, then the limit holds again.
     assert_eq!(statuses(&apps[0], &client, "joe", 2).await, [200, 429]);
@@ -203,7 +193,10 @@ async fn a_reset_reaches_an_instance_whose_first_read_failed() {
     let redis = RedisServer::start().await;
     let toml = toml(&redis);
     // The first reads fail: GET of a hash is refused.
-    redis_cmd(&redis, &["HSET", "tollgate:resets", "f", "v"]);
+    redis
+        .command(&["HSET", "tollgate:resets", "f", "v"])
+        .await
+        .unwrap();
     let app = TestApp::with_toml(&toml).await;
     let client = reqwest::Client::new();
     assert_eq!(
@@ -217,26 +210,8 @@ async fn a_reset_reaches_an_instance_whose_first_read_failed() {
     reset(&settings(&toml), "joe", None, None, None)
         .await
         .unwrap();
-    let started = Instant::now();
-    while app.get_user(&client, "joe").await.status() == 429 {
-        assert!(
-            started.elapsed() < WATCH_EVERY * 4,
-            "still refused {:?} after the reset",
-            started.elapsed()
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-}
-
-/// Runs `redis-cli` against `redis`.
-fn redis_cmd(redis: &RedisServer, args: &[&str]) {
-    let port = redis.port().to_string();
-    let status = std::process::Command::new("redis-cli")
-        .args(["-p", &port])
-        .args(args)
-        .status()
-        .unwrap();
-    assert!(status.success());
+    let joe = || async { app.get_user(&client, "joe").await.status().as_u16() };
+    until_not_refused(WATCH_EVERY * 4, joe).await;
 }
 
 /// `--policy` naming a policy keyed by address, without `--ip`, resets nothing: the command
@@ -292,13 +267,5 @@ async fn a_reset_reaches_a_limiter_built_by_setup() {
     }
     assert_eq!(seen, [200, 200, 200, 429, 429]);
     reset(&settings, "joe", None, None, None).await.unwrap();
-    let started = Instant::now();
-    while status().await == 429 {
-        assert!(
-            started.elapsed() < WATCH_EVERY * 4,
-            "still refused {:?} after the reset",
-            started.elapsed()
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    until_not_refused(WATCH_EVERY * 4, status).await;
 }

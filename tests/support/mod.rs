@@ -476,6 +476,21 @@ pub async fn admitted_of(app: &TestApp, client: &reqwest::Client, user: &str, n:
     admitted
 }
 
+/// Waits until `status()` answers anything but 429, failing the test if it still answers 429
+/// after `within`: for what the service applies on a timer of its own, such as a reset.
+pub async fn until_not_refused<F, Fut>(within: Duration, mut status: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = u16>,
+{
+    let started = std::time::Instant::now();
+    while status().await == 429 {
+        let waited = started.elapsed();
+        assert!(waited < within, "still refused {waited:?} after the change");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
 /// Waits out the last three seconds of a minute, so a scenario of a few requests is not split
 /// across two one-minute windows.
 ///
