@@ -2,6 +2,7 @@
 //! cached denials forgotten within a second; one policy alone; the binary's refusals.
 
 mod support;
+
 use support::config::{text, Dir};
 use support::{settings, until_not_refused, RedisServer, TestApp, NO_BOUNDARY};
 use tollgate::command::CommandError;
