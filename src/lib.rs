@@ -29,7 +29,10 @@
 //!   gRPC (`service.rs`, `server.rs`).
 //! - [`setup`]: the store, the limiter and the whole app that [`Settings`] describe, for the
 //!   service and library users.
-//! - [`http`]: the service's router, handlers and server loop, run until a signal.
+//! - [`http`]: the service's router, handlers and server loop, run until a signal; the
+//!   routers are swappable ([`http::LiveRouter`]).
+//! - [`reload`]: live configuration: SIGHUP and watched files reload it, validated first,
+//!   swapped between requests, over the same store, breaker and counters.
 //! - [`config`]: figment layering and validation into [`Settings`], and what `check-config`
 //!   and `key` print from them.
 //! - [`command`]: what the operator's commands share: their Redis and their errors.
@@ -57,6 +60,7 @@ mod log_throttle;
 pub mod metrics;
 pub mod middleware;
 pub mod policy;
+pub mod reload;
 pub mod reset;
 pub mod rls;
 pub mod scope;

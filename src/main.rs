@@ -111,7 +111,7 @@ fn main() -> ExitCode {
             ip,
             route,
         } => reset(&settings, &user, ip, route.as_deref(), policy.as_deref()),
-        Command::Serve => serve(settings),
+        Command::Serve => serve(settings, cli.config),
     }
 }
 
@@ -161,7 +161,7 @@ fn finish(
     }
 }
 
-fn serve(settings: Settings) -> ExitCode {
+fn serve(settings: Settings, file: Option<PathBuf>) -> ExitCode {
     tollgate::telemetry::init(settings.log_format);
     for warning in &settings.warnings {
         tracing::warn!("{warning}");
@@ -174,25 +174,27 @@ fn serve(settings: Settings) -> ExitCode {
     }
     let runtime = tokio::runtime::Runtime::new().expect("the tokio runtime starts");
     let served = runtime.block_on(async {
-        let services = tollgate::setup::services(&settings)
+        let (listen, server) = (settings.listen, settings.server.clone());
+        let (served, reloader) = tollgate::reload::Reloader::start(settings, file)
             .await
             .map_err(|e| format!("cannot start the store: {e}"))?;
-        let listener = TcpListener::bind(settings.listen)
+        let listener = TcpListener::bind(listen)
             .await
-            .map_err(|e| format!("cannot listen on {}: {e}", settings.listen))?;
-        let rls = match services.rls {
-            None => None,
-            Some((listen, service)) => {
+            .map_err(|e| format!("cannot listen on {listen}: {e}"))?;
+        let rls = match served.rls {
+            Some((listen, router)) => {
                 let listener = TcpListener::bind(listen)
                     .await
                     .map_err(|e| format!("cannot listen on {listen} (rls.listen): {e}"))?;
-                Some((listener, tollgate::rls::router(service).await))
+                Some((listener, router))
             }
+            None => None,
         };
+        tokio::spawn(reloader.run());
         // Memory a flood left behind goes back to the system, not only to the allocator.
         #[cfg(feature = "mimalloc")]
         tokio::spawn(give_back_memory());
-        tollgate::http::run_until_signalled(listener, services.router, settings.server.clone(), rls)
+        tollgate::http::run_until_signalled(listener, served.http, server, rls)
             .await
             .map_err(|e| format!("server error: {e}"))
     });

@@ -29,6 +29,7 @@
 use std::collections::HashMap;
 use std::fmt::Write;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
 use std::time::Duration;
 
 use crate::decision::Decision;
@@ -53,7 +54,11 @@ pub const BREAKER_STATES: [&str; 3] = ["closed", "open", "half_open"];
 /// Up to how many policies a name is looked for among them rather than hashed.
 const LOOKED_THROUGH: usize = 16;
 
-/// Every counter tollgate keeps; lock-free, one per label set, fixed at startup.
+/// Every counter tollgate keeps; lock-free, one per label set.
+///
+/// A reload makes a new set for the new policies with [`Metrics::regrouped`]: the counters of a
+/// policy that keeps its name, and those of the store and the breaker, go on counting, so a
+/// reload never resets a series.
 #[derive(Debug)]
 pub struct Metrics {
     policies: Vec<PolicyName>,
@@ -61,9 +66,27 @@ pub struct Metrics {
     /// number thousands.
     positions: Option<HashMap<PolicyName, usize>>,
     /// Per policy: [allowed, denied, caused the denial, would have denied as a shadow].
-    per_policy: Vec<[AtomicU64; 4]>,
+    per_policy: Vec<Arc<[AtomicU64; 4]>>,
     /// Per policy, whether it is shadow: only those have a `tollgate_shadow_denials_total`.
     shadow: Vec<bool>,
+    /// The counters that concern no policy, shared with the sets regrouped from this one.
+    common: Arc<Common>,
+}
+
+/// Each policy's position, when there are too many to look through.
+fn positions(policies: &[PolicyName]) -> Option<HashMap<PolicyName, usize>> {
+    (policies.len() > LOOKED_THROUGH).then(|| {
+        policies
+            .iter()
+            .enumerate()
+            .map(|(i, name)| (name.clone(), i))
+            .collect()
+    })
+}
+
+/// The counters of the store, the breaker and the failure modes.
+#[derive(Debug, Default)]
+struct Common {
     degraded: [AtomicU64; 3],
     unidentified: AtomicU64,
     cached_denials: AtomicU64,
@@ -79,24 +102,29 @@ impl Metrics {
     /// Counters for `policies`, all zero.
     pub fn new(policies: Vec<PolicyName>) -> Self {
         Metrics {
-            positions: (policies.len() > LOOKED_THROUGH).then(|| {
-                policies
-                    .iter()
-                    .enumerate()
-                    .map(|(i, name)| (name.clone(), i))
-                    .collect()
-            }),
+            positions: positions(&policies),
             per_policy: policies.iter().map(|_| Default::default()).collect(),
             shadow: vec![false; policies.len()],
             policies,
-            degraded: Default::default(),
-            unidentified: AtomicU64::new(0),
-            cached_denials: AtomicU64::new(0),
-            latency_buckets: Default::default(),
-            latency_count: AtomicU64::new(0),
-            latency_sum_us: AtomicU64::new(0),
-            errors: Default::default(),
-            transitions: Default::default(),
+            common: Default::default(),
+        }
+    }
+
+    /// Counters for `policies` that go on from these: a policy of a name counted here keeps
+    /// its counts, and the counters of no policy are shared.
+    pub fn regrouped(&self, policies: Vec<PolicyName>) -> Self {
+        Metrics {
+            positions: positions(&policies),
+            per_policy: policies
+                .iter()
+                .map(|name| match self.index_of(name) {
+                    Some(i) => self.per_policy[i].clone(),
+                    None => Default::default(),
+                })
+                .collect(),
+            shadow: vec![false; policies.len()],
+            policies,
+            common: self.common.clone(),
         }
     }
 
@@ -144,17 +172,17 @@ impl Metrics {
     /// Counts a request the failure mode decided, `on_error` one of [`ON_ERROR`].
     pub fn degraded(&self, on_error: &str) {
         let i = ON_ERROR.iter().position(|m| *m == on_error).unwrap_or(0);
-        self.degraded[i].fetch_add(1, Ordering::Relaxed);
+        self.common.degraded[i].fetch_add(1, Ordering::Relaxed);
     }
 
     /// Counts a denial served from the denial cache, without a store call.
     pub fn cached_denial(&self) {
-        self.cached_denials.fetch_add(1, Ordering::Relaxed);
+        self.common.cached_denials.fetch_add(1, Ordering::Relaxed);
     }
 
     /// Counts a 401 under `on_missing = "deny"`.
     pub fn unidentified(&self) {
-        self.unidentified.fetch_add(1, Ordering::Relaxed);
+        self.common.unidentified.fetch_add(1, Ordering::Relaxed);
     }
 
     /// Records how long the store took, and whether and how it failed.
@@ -163,24 +191,25 @@ impl Metrics {
         // bound), so a call costs one atomic add here, not one per bucket.
         let seconds = took.as_secs_f64();
         if let Some(i) = LATENCY_BUCKETS.iter().position(|&bound| seconds <= bound) {
-            self.latency_buckets[i].fetch_add(1, Ordering::Relaxed);
+            self.common.latency_buckets[i].fetch_add(1, Ordering::Relaxed);
         }
-        self.latency_count.fetch_add(1, Ordering::Relaxed);
-        self.latency_sum_us
+        self.common.latency_count.fetch_add(1, Ordering::Relaxed);
+        self.common
+            .latency_sum_us
             .fetch_add(took.as_micros() as u64, Ordering::Relaxed);
         if let Some(error) = error {
             let i = ERROR_KINDS
                 .iter()
                 .position(|k| *k == error.kind())
                 .unwrap_or(2);
-            self.errors[i].fetch_add(1, Ordering::Relaxed);
+            self.common.errors[i].fetch_add(1, Ordering::Relaxed);
         }
     }
 
     /// Records a breaker state change, `to` one of [`BREAKER_STATES`].
     pub fn breaker(&self, to: &str) {
         let i = BREAKER_STATES.iter().position(|s| *s == to).unwrap_or(0);
-        self.transitions[i].fetch_add(1, Ordering::Relaxed);
+        self.common.transitions[i].fetch_add(1, Ordering::Relaxed);
     }
 
     /// The Prometheus text exposition of every metric; `store` comes from the store and
@@ -196,7 +225,7 @@ impl Metrics {
             "Requests each policy applied to, by outcome.",
         );
         for (name, counters) in self.policies.iter().zip(&self.per_policy) {
-            for (outcome, counter) in ["allowed", "denied"].iter().zip(counters) {
+            for (outcome, counter) in ["allowed", "denied"].iter().zip(counters.iter()) {
                 let _ = writeln!(
                     out,
                     "tollgate_decisions_total{{policy=\"{name}\",outcome=\"{outcome}\"}} {}",
@@ -237,7 +266,7 @@ impl Metrics {
             "counter",
             "Requests the failure mode decided.",
         );
-        for (mode, counter) in ON_ERROR.iter().zip(&self.degraded) {
+        for (mode, counter) in ON_ERROR.iter().zip(&self.common.degraded) {
             let _ = writeln!(
                 out,
                 "tollgate_degraded_total{{on_error=\"{mode}\"}} {}",
@@ -253,7 +282,7 @@ impl Metrics {
         let _ = writeln!(
             out,
             "tollgate_unidentified_total {}",
-            load(&self.unidentified)
+            load(&self.common.unidentified)
         );
         family(
             &mut out,
@@ -264,7 +293,7 @@ impl Metrics {
         let _ = writeln!(
             out,
             "tollgate_cached_denials_total {}",
-            load(&self.cached_denials)
+            load(&self.common.cached_denials)
         );
         family(
             &mut out,
@@ -273,19 +302,19 @@ impl Metrics {
             "How long store decisions took.",
         );
         let mut cumulative = 0;
-        for (bound, bucket) in LATENCY_BUCKETS.iter().zip(&self.latency_buckets) {
+        for (bound, bucket) in LATENCY_BUCKETS.iter().zip(&self.common.latency_buckets) {
             cumulative += load(bucket);
             let _ = writeln!(
                 out,
                 "tollgate_store_latency_seconds_bucket{{le=\"{bound}\"}} {cumulative}"
             );
         }
-        let count = load(&self.latency_count);
+        let count = load(&self.common.latency_count);
         let _ = writeln!(
             out,
             "tollgate_store_latency_seconds_bucket{{le=\"+Inf\"}} {count}"
         );
-        let sum = load(&self.latency_sum_us) as f64 / 1e6;
+        let sum = load(&self.common.latency_sum_us) as f64 / 1e6;
         let _ = writeln!(out, "tollgate_store_latency_seconds_sum {sum}");
         let _ = writeln!(out, "tollgate_store_latency_seconds_count {count}");
         family(
@@ -312,7 +341,7 @@ impl Metrics {
             "counter",
             "Store failures by kind.",
         );
-        for (kind, counter) in ERROR_KINDS.iter().zip(&self.errors) {
+        for (kind, counter) in ERROR_KINDS.iter().zip(&self.common.errors) {
             let _ = writeln!(
                 out,
                 "tollgate_store_errors_total{{kind=\"{kind}\"}} {}",
@@ -349,7 +378,7 @@ impl Metrics {
             "counter",
             "Circuit breaker state changes.",
         );
-        for (state, counter) in BREAKER_STATES.iter().zip(&self.transitions) {
+        for (state, counter) in BREAKER_STATES.iter().zip(&self.common.transitions) {
             let _ = writeln!(
                 out,
                 "tollgate_breaker_transitions_total{{to=\"{state}\"}} {}",

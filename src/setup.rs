@@ -5,11 +5,14 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 
 use axum::Router;
+use fred::prelude::Client;
 
 use crate::config::Settings;
 use crate::http::{router, routes, AppState};
 use crate::limiter::Limiter;
 use crate::policy::Policy;
+use crate::reload::ReloadStatus;
+use crate::rls::metrics::RlsMetrics;
 use crate::rls::{Limits, RlsService};
 use crate::store::redis::Connections;
 use crate::store::{MemoryStore, RedisStore, Store, StoreError};
@@ -32,6 +35,21 @@ pub async fn app(settings: &Settings) -> Result<Router, StoreError> {
 /// Everything the service serves for `settings`: here rather than in [`crate::http`], so that
 /// the configuration, which holds the server's settings, need not be imported back.
 pub async fn services(settings: &Settings) -> Result<Services, StoreError> {
+    let limiter = Arc::new(limiter(settings).await?);
+    Ok(assemble(settings, limiter, &Extras::default()))
+}
+
+/// What a reload's services carry over from the running ones, or a first start has none of.
+#[derive(Clone, Debug, Default)]
+pub struct Extras {
+    /// The reload counters and the live configuration's hash, for `/metrics`.
+    pub reloads: Option<Arc<ReloadStatus>>,
+    /// Envoy's rate limit service's counters, to go on counting in.
+    pub rls_metrics: Option<Arc<RlsMetrics>>,
+}
+
+/// The routes and Envoy's rate limit service that `settings` describe, deciding with `limiter`.
+pub fn assemble(settings: &Settings, limiter: Arc<Limiter>, extras: &Extras) -> Services {
     match &settings.forward_auth {
         // Proxies may ask about any route, so no pattern is unserved.
         Some(forward_auth) => tracing::info!(
@@ -41,7 +59,6 @@ pub async fn services(settings: &Settings) -> Result<Services, StoreError> {
         ),
         None => routes::warn_of_unserved_patterns(&settings.policies),
     }
-    let limiter = Arc::new(limiter(settings).await?);
     let rls = settings.rls.listen.map(|listen| {
         let domains = settings.rls.domains.clone();
         tracing::info!(
@@ -51,6 +68,10 @@ pub async fn services(settings: &Settings) -> Result<Services, StoreError> {
             "serving Envoy's rate limit service"
         );
         let service = RlsService::new(limiter.clone(), domains, settings.headers);
+        let service = match &extras.rls_metrics {
+            Some(previous) => service.continuing(previous),
+            None => service,
+        };
         (listen, service)
     });
     let state = AppState {
@@ -59,11 +80,12 @@ pub async fn services(settings: &Settings) -> Result<Services, StoreError> {
         header_mode: settings.headers,
         forward_auth: settings.forward_auth.clone().map(Arc::new),
         rls_metrics: rls.as_ref().map(|(_, service)| service.metrics()),
+        reloads: extras.reloads.clone(),
     };
-    Ok(Services {
+    Services {
         router: router(state),
         rls,
-    })
+    }
 }
 
 /// Builds the store and limiter that `settings` describe.
@@ -74,8 +96,36 @@ pub async fn services(settings: &Settings) -> Result<Services, StoreError> {
 /// On Redis, with the denial cache on, it also starts the task through which `tollgate reset`
 /// clears that cache (see [`crate::reset::watch`]); the task ends when the limiter is dropped.
 pub async fn limiter(settings: &Settings) -> Result<Limiter, StoreError> {
-    let mut client = None;
-    let store: Arc<dyn Store> = match &settings.redis {
+    let (store, client) = store(settings).await?;
+    Ok(limiter_over(store, settings, client.as_ref()))
+}
+
+/// The limiter that `settings` describe over `store`, as [`store`] returned it with `client`.
+pub fn limiter_over(
+    store: Arc<dyn Store>,
+    settings: &Settings,
+    client: Option<&Client>,
+) -> Limiter {
+    let limiter = Limiter::new(store, settings.policies.clone())
+        .with_breaker(settings.breaker_failures, settings.breaker_cool_down)
+        .with_local_max_callers(settings.max_callers);
+    configured(limiter, settings, client)
+}
+
+/// The limiter for a reloaded `settings`, in `previous`'s place: the same store, breaker, local
+/// fallback and counters (see [`Limiter::successor`]); `client` is the store's Redis client,
+/// for the reset watch, as [`store`] returned it.
+pub fn successor(previous: &Limiter, settings: &Settings, client: Option<&Client>) -> Limiter {
+    configured(
+        previous.successor(settings.policies.clone()),
+        settings,
+        client,
+    )
+}
+
+/// The store that `settings` describe and, on Redis, its client.
+pub async fn store(settings: &Settings) -> Result<(Arc<dyn Store>, Option<Client>), StoreError> {
+    match &settings.redis {
         Some(redis) => {
             tracing::info!(
                 url = %redis.redacted_url(),
@@ -92,17 +142,23 @@ pub async fn limiter(settings: &Settings) -> Result<Limiter, StoreError> {
                 },
             )
             .await?;
-            client = Some(store.client().clone());
-            Arc::new(store)
+            let client = store.client().clone();
+            Ok((Arc::new(store), Some(client)))
         }
         None => {
             tracing::info!(
                 "using the in-memory store: limits are per instance; set redis.url \
                  (TOLLGATE_REDIS__URL) to share them across instances"
             );
-            Arc::new(MemoryStore::new().with_max_callers(settings.max_callers))
+            let store = MemoryStore::new().with_max_callers(settings.max_callers);
+            Ok((Arc::new(store), None))
         }
-    };
+    }
+}
+
+/// `limiter` with what `settings` say may change on a reload, and the reset watch on its
+/// denial cache.
+fn configured(limiter: Limiter, settings: &Settings, client: Option<&Client>) -> Limiter {
     if settings.policies.is_empty() {
         tracing::warn!("no [[policies]] are configured: nothing is limited");
     }
@@ -118,21 +174,19 @@ pub async fn limiter(settings: &Settings) -> Result<Limiter, StoreError> {
             }
         }
     }
-    let limiter = Limiter::new(store, settings.policies.clone())
+    let limiter = limiter
         .with_unscoped(descriptor_policies)
         .with_keys(settings.key_builder())
         .with_on_error(settings.on_error)
         .with_on_missing(settings.on_missing)
-        .with_breaker(settings.breaker_failures, settings.breaker_cool_down)
         .with_local_divisor(settings.local_divisor)
-        .with_local_max_callers(settings.max_callers)
         .with_denial_cache(settings.denial_cache);
     if let (Some(client), Some(cache)) = (client, limiter.denial_cache()) {
         tokio::spawn(crate::reset::watch(
-            client,
+            client.clone(),
             settings.key_prefix.clone(),
             Arc::downgrade(cache),
         ));
     }
-    Ok(limiter)
+    limiter
 }

@@ -151,6 +151,8 @@ fn steady(text: &str) -> String {
         (r"(?m)^(x-ratelimit-reset|retry-after): \d+", "$1: <s>"),
         // The connection cap, sized from the machine's descriptor limit.
         (r"max_connections=\d+", "max_connections=<n>"),
+        // The configuration's digest, which any change to the defaults changes.
+        (r#"sha256=("?)[0-9a-f]{16}"#, "sha256=$1<digest>"),
         // A fixed window's stored value ("3:1795805580000") and a TTL.
         (r#""(\d+):\d{13}""#, "\"$1:<window start>\""),
         (r"\(integer\) \d+", "(integer) <n>"),

@@ -11,13 +11,15 @@
 //! - `secret`: [`Secret`], secrets read verbatim from variables, and `.env`;
 //! - `variables`: `TOLLGATE_*` variables that set no key, and Kubernetes' service links;
 //! - `effective`: the effective configuration that `check-config` prints;
-//! - `keys`: each policy's key for one caller, which `tollgate key` prints.
+//! - `keys`: each policy's key for one caller, which `tollgate key` prints;
+//! - `restart`: what a reload cannot change, and the digest that names a configuration.
 
 mod effective;
 mod error;
 mod keys;
 mod raw;
 mod redis_url;
+mod restart;
 mod secret;
 mod validate;
 pub(crate) use validate::PolicyShape;
@@ -25,7 +27,7 @@ mod variables;
 
 use std::net::SocketAddr;
 use std::num::NonZeroUsize;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use figment::providers::{Env, Format, Serialized, Toml};
@@ -43,6 +45,7 @@ use crate::rls::RlsSettings;
 pub use error::ConfigError;
 pub use keys::Unkeyed;
 pub use redis_url::{redact_url, RedisSettings};
+pub use restart::{hash_files, RESTART_ONLY};
 pub use secret::Secret;
 
 use error::from_figment_error;
@@ -107,6 +110,8 @@ pub struct Settings {
     effective: RawConfig,
     /// Whether the URL held a secret, taken out of `effective`.
     url_had_secret: bool,
+    /// The configuration file [`Settings::load`] read, or would have read had it existed.
+    file: Option<PathBuf>,
 }
 
 /// How log lines are written.
@@ -143,6 +148,10 @@ impl Settings {
             None => layered(Path::new(DEFAULT_FILE)),
         };
         let mut settings = Settings::from_figment(figment)?;
+        settings.file = Some(match file {
+            Some((_, path)) => path,
+            None => PathBuf::from(DEFAULT_FILE),
+        });
         settings.warnings.extend(
             stray_variables()
                 .iter()
@@ -163,6 +172,12 @@ impl Settings {
     pub fn from_figment(figment: Figment) -> Result<Settings, ConfigError> {
         let raw: RawConfig = figment.extract().map_err(from_figment_error)?;
         raw.validate()
+    }
+
+    /// The configuration file these settings were loaded from, or would have been had it
+    /// existed (`tollgate.toml` when none is named); `None` when they come from elsewhere.
+    pub fn file(&self) -> Option<&Path> {
+        self.file.as_deref()
     }
 
     /// The key builder these settings describe: the prefix, and the hash key if any.

@@ -10,9 +10,9 @@ use super::{ConfigError, Secret};
 #[derive(Clone)]
 pub struct RedisSettings {
     /// The URL, which may itself hold a password, so it is kept secret.
-    url: Secret,
+    pub(super) url: Secret,
     /// `redis.password`, which overrides a password in the URL.
-    password: Option<Secret>,
+    pub(super) password: Option<Secret>,
 }
 
 impl fmt::Debug for RedisSettings {

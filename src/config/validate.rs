@@ -136,6 +136,7 @@ impl RawConfig {
             rls,
             effective,
             url_had_secret,
+            file: None,
         })
     }
 }

@@ -54,6 +54,9 @@ pub async fn metrics(State(state): State<AppState>) -> impl IntoResponse {
         if let Some(rls) = &state.rls_metrics {
             rls.render(&mut text);
         }
+        if let Some(reloads) = &state.reloads {
+            reloads.render(&mut text);
+        }
         text
     })
 }

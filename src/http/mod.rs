@@ -3,6 +3,7 @@
 mod access_log;
 mod forward_auth;
 mod handlers;
+mod live;
 pub mod routes;
 pub mod server;
 mod signals;
@@ -19,9 +20,11 @@ use crate::caller::Identity;
 use crate::limiter::Limiter;
 use crate::middleware::headers::HeaderMode;
 use crate::middleware::RateLimitLayer;
+use crate::reload::ReloadStatus;
 use crate::rls::metrics::RlsMetrics;
 
 pub use forward_auth::ForwardAuth;
+pub use live::LiveRouter;
 pub use routes::SERVICE_PATHS;
 pub use server::ServerSettings;
 pub use signals::run_until_signalled;
@@ -39,6 +42,8 @@ pub struct AppState {
     pub forward_auth: Option<Arc<ForwardAuth>>,
     /// Envoy's rate limit service's counters, when it is served.
     pub rls_metrics: Option<Arc<RlsMetrics>>,
+    /// The reload counters and the live configuration's digest, when the service reloads.
+    pub reloads: Option<Arc<ReloadStatus>>,
 }
 
 /// The service's routes: `/user` behind the limiter, with the rate-limit headers on the

@@ -18,7 +18,6 @@ use std::time::Duration;
 
 use axum::body::Body;
 use axum::extract::ConnectInfo;
-use axum::Router;
 use hyper::body::Incoming;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
@@ -28,6 +27,8 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::Semaphore;
 use tokio::time::Instant;
 use tower::ServiceExt;
+
+use super::LiveRouter;
 
 /// How the server treats connections: its timers, its cap and its shutdown grace.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -116,19 +117,19 @@ pub fn raise_descriptor_limit() -> io::Result<u64> {
 /// connections for at most `settings.shutdown_grace`.
 pub async fn serve(
     listener: TcpListener,
-    router: Router,
+    router: impl Into<LiveRouter>,
     settings: ServerSettings,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> io::Result<()> {
-    serve_all(listener, router, None, settings, shutdown).await
+    serve_all(listener, router.into(), None, settings, shutdown).await
 }
 
 /// [`serve`], and `beside` (another listener and its router, like Envoy's rate limit service)
 /// under the same connection cap, timers and grace: the cap is sized for the whole process.
 pub async fn serve_all(
     listener: TcpListener,
-    router: Router,
-    beside: Option<(TcpListener, Router)>,
+    router: LiveRouter,
+    beside: Option<(TcpListener, LiveRouter)>,
     settings: ServerSettings,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> io::Result<()> {
@@ -194,7 +195,7 @@ struct Accepting<'a> {
 
 impl Accepting<'_> {
     /// Accepts connections on `listener` for `router` until shutdown, each under a permit.
-    async fn accept(&self, listener: TcpListener, router: Router) {
+    async fn accept(&self, listener: TcpListener, router: LiveRouter) {
         let mut stopped = self.stopped.clone();
         let shutdown = async move {
             let _ = stopped.wait_for(|stop| *stop).await;
@@ -244,7 +245,7 @@ impl Accepting<'_> {
                     // As axum::serve does: policies keyed by ip and trusted proxies read the peer.
                     request.extensions_mut().insert(ConnectInfo(peer));
                     let in_flight = activity.begin();
-                    let router = router.clone();
+                    let router = router.current();
                     async move {
                         let response = router.oneshot(request).await;
                         drop(in_flight);

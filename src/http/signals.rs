@@ -3,10 +3,9 @@
 
 use std::future::Future;
 
-use axum::Router;
 use tokio::net::TcpListener;
 
-use super::{server, ServerSettings};
+use super::{server, LiveRouter, ServerSettings};
 
 /// The target of these logs: the binary logged them under its own name, which operators' log
 /// filters may use.
@@ -18,9 +17,9 @@ const LOG_TARGET: &str = "tollgate";
 /// insists is not made to wait out the grace.
 pub async fn run_until_signalled(
     listener: TcpListener,
-    router: Router,
+    router: LiveRouter,
     settings: ServerSettings,
-    beside: Option<(TcpListener, Router)>,
+    beside: Option<(TcpListener, LiveRouter)>,
 ) -> std::io::Result<()> {
     let (first, second) = signals();
     tokio::select! {

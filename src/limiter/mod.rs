@@ -67,10 +67,12 @@ pub struct Limiter {
     /// Whether some policy can use the client address, worked out once: see
     /// [`Limiter::needs_address`].
     needs_address: bool,
-    /// Keeps a failing store from costing every request the whole deadline.
-    breaker: Breaker,
-    /// Decides under `on_error = "local"`.
-    local: MemoryStore,
+    /// Keeps a failing store from costing every request the whole deadline; shared with the
+    /// limiters a reload succeeds this one with, as the store is.
+    breaker: Arc<Breaker>,
+    /// Decides under `on_error = "local"`; shared with successors, so a reload during an outage
+    /// keeps the counts.
+    local: Arc<MemoryStore>,
     /// Policies decided for checks made elsewhere ([`Limiter::decide`]), never matched to a
     /// request: counted and divided like the others.
     unscoped: Vec<Arc<Policy>>,
@@ -81,16 +83,16 @@ pub struct Limiter {
     local_policies: Vec<Arc<Policy>>,
     metrics: Metrics,
     /// Whether the breaker was closed before its last change, to log an outage once.
-    breaker_was_closed: AtomicBool,
+    breaker_was_closed: Arc<AtomicBool>,
     /// Recent denials, served without a store call until their retry time.
     denials: Option<Arc<DenialCache>>,
     /// An outage logs once a second rather than once a request.
-    failure_warnings: LogThrottle,
+    failure_warnings: Arc<LogThrottle>,
 }
 
-/// Counters for `policies`, one per name (policies of one name, like Envoy's rules of one
-/// path in two domains, share theirs), the shadow ones marked.
-fn metrics_for(policies: &[Arc<Policy>]) -> Metrics {
+/// Counters for `policies`, going on from `base`'s, one per name (policies of one name, like
+/// Envoy's rules of one path in two domains, share theirs), the shadow ones marked.
+fn metrics_for(base: &Metrics, policies: &[Arc<Policy>]) -> Metrics {
     let mut names: Vec<PolicyName> = Vec::with_capacity(policies.len());
     for policy in policies {
         if !names.contains(policy.name()) {
@@ -102,7 +104,7 @@ fn metrics_for(policies: &[Arc<Policy>]) -> Metrics {
         .filter(|p| p.shadow())
         .map(|p| p.name().clone())
         .collect();
-    Metrics::new(names).with_shadow(&shadow)
+    base.regrouped(names).with_shadow(&shadow)
 }
 
 impl std::fmt::Debug for Limiter {
@@ -127,24 +129,54 @@ impl Limiter {
             needs_address: keys::address_needed(&policies, OnMissing::default()),
             store,
             local_policies: policies.clone(),
-            metrics: metrics_for(&policies),
+            metrics: metrics_for(&Metrics::new(Vec::new()), &policies),
             policies,
             unscoped: Vec::new(),
             local_divisor: 1,
             keys: KeyBuilder::new(crate::key::DEFAULT_PREFIX),
             on_error: OnError::default(),
             on_missing: OnMissing::default(),
-            breaker: Breaker::new(breaker::DEFAULT_FAILURES, breaker::DEFAULT_COOL_DOWN),
-            local: MemoryStore::new(),
+            breaker: Arc::new(Breaker::new(
+                breaker::DEFAULT_FAILURES,
+                breaker::DEFAULT_COOL_DOWN,
+            )),
+            local: Arc::new(MemoryStore::new()),
             denials: Some(Arc::new(DenialCache::new(DENIAL_CACHE_CAPACITY))),
-            breaker_was_closed: AtomicBool::new(true),
-            failure_warnings: LogThrottle::new(Duration::from_secs(1)),
+            breaker_was_closed: Arc::new(AtomicBool::new(true)),
+            failure_warnings: Arc::new(LogThrottle::new(Duration::from_secs(1))),
+        }
+    }
+
+    /// The limiter a reload puts in this one's place: `policies` over the same store, breaker,
+    /// local fallback and counters, so that a reload neither forgets an outage nor resets a
+    /// metric. The rest starts as [`Limiter::new`] starts it and is set with the same `with_*`
+    /// calls, except [`Limiter::with_breaker`] and [`Limiter::with_local_max_callers`], which
+    /// would start a breaker or a fallback of its own. The denial cache is new: an entry never
+    /// outlives the policies that decided it.
+    pub fn successor<P: Into<Arc<Policy>>>(&self, policies: impl IntoIterator<Item = P>) -> Self {
+        let policies: Vec<Arc<Policy>> = policies.into_iter().map(Into::into).collect();
+        Limiter {
+            needs_address: keys::address_needed(&policies, OnMissing::default()),
+            store: self.store.clone(),
+            local_policies: policies.clone(),
+            metrics: metrics_for(&self.metrics, &policies),
+            policies,
+            unscoped: Vec::new(),
+            local_divisor: 1,
+            keys: KeyBuilder::new(crate::key::DEFAULT_PREFIX),
+            on_error: OnError::default(),
+            on_missing: OnMissing::default(),
+            breaker: self.breaker.clone(),
+            local: self.local.clone(),
+            denials: Some(Arc::new(DenialCache::new(DENIAL_CACHE_CAPACITY))),
+            breaker_was_closed: self.breaker_was_closed.clone(),
+            failure_warnings: self.failure_warnings.clone(),
         }
     }
 
     /// Opens the circuit breaker after `failures` consecutive store failures, for `cool_down`.
     pub fn with_breaker(mut self, failures: u32, cool_down: Duration) -> Self {
-        self.breaker = Breaker::new(failures, cool_down);
+        self.breaker = Arc::new(Breaker::new(failures, cool_down));
         self
     }
 
@@ -175,14 +207,14 @@ impl Limiter {
             .chain(&self.unscoped)
             .cloned()
             .collect();
-        self.metrics = metrics_for(&all);
+        self.metrics = metrics_for(&self.metrics, &all);
         let divisor = self.local_divisor;
         self.with_local_divisor(divisor)
     }
 
     /// Caps the entries of the local fallback's memory store, as `memory.max_callers` does.
     pub fn with_local_max_callers(mut self, max_callers: NonZeroUsize) -> Self {
-        self.local = self.local.with_max_callers(max_callers);
+        self.local = Arc::new(MemoryStore::new().with_max_callers(max_callers));
         self
     }
 

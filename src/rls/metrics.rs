@@ -4,6 +4,7 @@
 use std::collections::HashMap;
 use std::fmt::Write;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
 
 use super::{Domains, Unit};
 
@@ -28,11 +29,12 @@ pub struct RlsMetrics {
     rows: HashMap<Box<str>, HashMap<Box<str>, usize>>,
     /// Domain and rule of each row, in the order they render.
     labels: Vec<(Box<str>, Box<str>)>,
-    counts: Vec<[AtomicU64; 3]>,
+    /// Shared with the counters a reload regroups these into, row by row.
+    counts: Vec<Arc<[AtomicU64; 3]>>,
     /// Descriptors no rule matched, in a known domain or not.
-    unmatched: AtomicU64,
+    unmatched: Arc<AtomicU64>,
     /// Requests for a domain no configuration names: a typo in Envoy's `domain` limits nothing.
-    unknown_domain: AtomicU64,
+    unknown_domain: Arc<AtomicU64>,
 }
 
 impl RlsMetrics {
@@ -58,9 +60,23 @@ impl RlsMetrics {
             rows,
             counts: labels.iter().map(|_| Default::default()).collect(),
             labels,
-            unmatched: AtomicU64::new(0),
-            unknown_domain: AtomicU64::new(0),
+            unmatched: Default::default(),
+            unknown_domain: Default::default(),
         }
+    }
+
+    /// Counters for `domains` after a reload that go on from these: a rule of a domain counted
+    /// here keeps its counts, so a reload never resets a series.
+    pub fn regrouped(&self, domains: &Domains) -> Self {
+        let mut next = RlsMetrics::new(domains);
+        for (row, label) in next.labels.iter().enumerate() {
+            if let Ok(old) = self.labels.binary_search(label) {
+                next.counts[row] = self.counts[old].clone();
+            }
+        }
+        next.unmatched = self.unmatched.clone();
+        next.unknown_domain = self.unknown_domain.clone();
+        next
     }
 
     /// Counts a descriptor of `domain` that rule `rule` answered with `code`.
@@ -93,7 +109,7 @@ impl RlsMetrics {
              rule and code.\n# TYPE tollgate_rls_descriptors_total counter\n",
         );
         for ((domain, rule), counts) in self.labels.iter().zip(&self.counts) {
-            for (code, count) in CODES.iter().zip(counts) {
+            for (code, count) in CODES.iter().zip(counts.iter()) {
                 let _ = writeln!(
                     out,
                     "tollgate_rls_descriptors_total{{domain=\"{}\",rule=\"{rule}\",code=\"{code}\"}} {}",

@@ -20,7 +20,7 @@
 
 use std::collections::HashSet;
 use std::net::SocketAddr;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
@@ -38,6 +38,9 @@ pub struct RlsSettings {
     pub listen: Option<SocketAddr>,
     /// Every domain, from the YAML files and the rules.
     pub domains: Arc<Domains>,
+    /// `rls.config`: the YAML files and directories the domains were read from, which a
+    /// running service watches for changes.
+    pub sources: Vec<PathBuf>,
 }
 
 /// `[rls]` as written.
@@ -160,7 +163,15 @@ impl RawRls {
             ),
             _ => {}
         }
-        Ok((RlsSettings { listen, domains }, warnings))
+        let sources = self.config.iter().map(PathBuf::from).collect();
+        Ok((
+            RlsSettings {
+                listen,
+                domains,
+                sources,
+            },
+            warnings,
+        ))
     }
 
     /// `[[rls.policies]]`, validated as `[[policies]]` are.

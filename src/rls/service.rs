@@ -46,6 +46,13 @@ impl RlsService {
         }
     }
 
+    /// Goes on counting in `previous`'s counters, as a reload's service does: a rule that keeps
+    /// its domain and name keeps its counts.
+    pub fn continuing(mut self, previous: &RlsMetrics) -> Self {
+        self.metrics = Arc::new(previous.regrouped(&self.domains));
+        self
+    }
+
     /// Its counters, for `/metrics`.
     pub fn metrics(&self) -> Arc<RlsMetrics> {
         self.metrics.clone()

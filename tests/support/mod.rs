@@ -314,7 +314,7 @@ impl TestApp {
                 let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
                 let rls_addr = listener.local_addr().unwrap();
                 (
-                    Some((listener, tollgate::rls::router(service).await)),
+                    Some((listener, tollgate::rls::router(service).await.into())),
                     Some(rls_addr),
                 )
             }
@@ -322,7 +322,7 @@ impl TestApp {
         let (tx, rx) = oneshot::channel::<()>();
         tokio::spawn(tollgate::http::server::serve_all(
             listener,
-            services.router,
+            services.router.into(),
             beside,
             settings.server.clone(),
             async {

@@ -1,0 +1,100 @@
+//! What sets a reload off: SIGHUP, and a change to the contents of a watched file.
+//!
+//! Files are polled, not watched through inotify: Kubernetes updates a mounted ConfigMap by
+//! swapping the `..data` symlink, which an inotify watch on the file never hears of, and an
+//! editor may write a new file over the old one. Reading the contents catches every way, for a
+//! few small reads a second.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use sha2::{Digest, Sha256};
+
+use super::Reloader;
+use crate::config::hash_files;
+
+/// How often the watched files are read.
+pub const WATCH_EVERY: Duration = Duration::from_secs(1);
+
+/// How long a changed file must stay the same before it is loaded, so that a file caught
+/// half-written is not refused for the half.
+const SETTLE: Duration = Duration::from_millis(200);
+
+impl Reloader {
+    /// Reloads on every SIGHUP and whenever a watched file changes, until the process ends.
+    pub async fn run(mut self) {
+        let mut paths = self.running.watched();
+        let mut seen = fingerprint(paths.clone()).await;
+        let mut tick = tokio::time::interval(WATCH_EVERY);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            let trigger = tokio::select! {
+                () = self.signals.next() => "signal",
+                _ = tick.tick() => "file",
+            };
+            let mut now = fingerprint(paths.clone()).await;
+            if trigger == "file" {
+                if now == seen {
+                    continue;
+                }
+                loop {
+                    tokio::time::sleep(SETTLE).await;
+                    let again = fingerprint(paths.clone()).await;
+                    if again == now {
+                        break;
+                    }
+                    now = again;
+                }
+            }
+            // The contents read before the load: a change made while it loads is seen next tick.
+            self.reload(trigger).await;
+            let watched = self.running.watched();
+            if watched != paths {
+                paths = watched;
+                now = fingerprint(paths.clone()).await;
+            }
+            seen = now;
+        }
+    }
+}
+
+/// A digest of the watched files' names and contents, read off the runtime's threads.
+async fn fingerprint(paths: Vec<PathBuf>) -> Vec<u8> {
+    let read = tokio::task::spawn_blocking(move || {
+        let mut hash = Sha256::new();
+        hash_files(&mut hash, &paths);
+        hash.finalize().to_vec()
+    });
+    read.await.unwrap_or_default()
+}
+
+/// SIGHUP, registered once for the life of the reloader.
+#[derive(Debug)]
+pub(super) struct Hangup {
+    #[cfg(unix)]
+    stream: Option<tokio::signal::unix::Signal>,
+}
+
+impl Hangup {
+    pub(super) fn new() -> Self {
+        #[cfg(unix)]
+        {
+            use tokio::signal::unix::{signal, SignalKind};
+            Hangup {
+                stream: signal(SignalKind::hangup()).ok(),
+            }
+        }
+        #[cfg(not(unix))]
+        Hangup {}
+    }
+
+    /// Completes on the next SIGHUP; never where none can be heard.
+    async fn next(&mut self) {
+        #[cfg(unix)]
+        if let Some(stream) = &mut self.stream {
+            stream.recv().await;
+            return;
+        }
+        std::future::pending::<()>().await
+    }
+}
