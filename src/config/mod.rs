@@ -105,6 +105,9 @@ pub struct Settings {
     pub forward_auth: Option<ForwardAuth>,
     /// `[rls]`: Envoy's rate limit descriptors, from ratelimit's YAML and tollgate's rules.
     pub rls: RlsSettings,
+    /// `reload.watch_interval`: how often the running service reads its configuration files
+    /// for changes; `None` (0 configured) leaves reloading to SIGHUP.
+    pub watch_interval: Option<Duration>,
     /// The configuration as it was read, with every derived default filled in and the URL's
     /// secret taken out, for `check-config`.
     effective: RawConfig,

@@ -32,6 +32,14 @@ pub(super) struct RawConfig {
     pub(super) server: RawServer,
     pub(super) forward_auth: RawForwardAuth,
     pub(super) rls: RawRls,
+    pub(super) reload: RawReload,
+}
+
+/// `[reload]`: how the running service notices a changed configuration file.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawReload {
+    pub(super) watch_interval: String,
 }
 
 /// `[forward_auth]`: setting `path` turns the endpoint on.
@@ -197,6 +205,9 @@ impl Default for RawConfig {
                 shutdown_grace: format_duration(server.shutdown_grace),
             },
             rls: RawRls::default(),
+            reload: RawReload {
+                watch_interval: format_duration(crate::reload::WATCH_EVERY),
+            },
         }
     }
 }

@@ -94,6 +94,8 @@ impl RawConfig {
         let server = self.server.validate()?;
         let forward_auth = self.forward_auth.validate(&self.identity)?;
         let (rls, warnings) = self.rls.validate()?;
+        let watch_interval = parse_duration(&self.reload.watch_interval)
+            .map_err(|reason| ConfigError::new("reload.watch_interval", reason))?;
         let mut effective = self;
         effective.rls.fill_defaults();
         let (url, url_had_secret) = match effective.redis.url.take() {
@@ -137,6 +139,8 @@ impl RawConfig {
             effective,
             url_had_secret,
             file: None,
+            // 0 turns the watch off: SIGHUP alone reloads.
+            watch_interval: (!watch_interval.is_zero()).then_some(watch_interval),
         })
     }
 }

@@ -60,6 +60,8 @@ pub struct Reloader {
     rls_metrics: Option<Arc<RlsMetrics>>,
     status: Arc<ReloadStatus>,
     signals: watch::Hangup,
+    /// The watched files' fingerprint when `running` was read.
+    seen: Vec<u8>,
 }
 
 impl Reloader {
@@ -71,6 +73,9 @@ impl Reloader {
     ) -> Result<(Served, Reloader), StoreError> {
         // Heard from now on: SIGHUP's default action would end the process.
         let signals = watch::Hangup::new();
+        // Read now, right after `settings` were loaded, not when the watch first runs: a change
+        // made while Redis connects must still count as a change.
+        let seen = watch::fingerprint_now(&settings.watched());
         let status = Arc::new(ReloadStatus::new(settings.digest()));
         let (store, client) = setup::store(&settings).await?;
         let limiter = Arc::new(setup::limiter_over(store, &settings, client.as_ref()));
@@ -104,6 +109,7 @@ impl Reloader {
             rls_metrics,
             status,
             signals,
+            seen,
         };
         Ok((Served { http, rls }, reloader))
     }

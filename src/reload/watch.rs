@@ -13,7 +13,7 @@ use sha2::{Digest, Sha256};
 use super::Reloader;
 use crate::config::hash_files;
 
-/// How often the watched files are read.
+/// How often the watched files are read unless `reload.watch_interval` says otherwise.
 pub const WATCH_EVERY: Duration = Duration::from_secs(1);
 
 /// How long a changed file must stay the same before it is loaded, so that a file caught
@@ -24,13 +24,13 @@ impl Reloader {
     /// Reloads on every SIGHUP and whenever a watched file changes, until the process ends.
     pub async fn run(mut self) {
         let mut paths = self.running.watched();
-        let mut seen = fingerprint(paths.clone()).await;
-        let mut tick = tokio::time::interval(WATCH_EVERY);
-        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut seen = std::mem::take(&mut self.seen);
+        let mut every = self.running.watch_interval;
+        let mut tick = every.map(ticking);
         loop {
             let trigger = tokio::select! {
                 () = self.signals.next() => "signal",
-                _ = tick.tick() => "file",
+                () = next_tick(&mut tick) => "file",
             };
             let mut now = fingerprint(paths.clone()).await;
             if trigger == "file" {
@@ -54,18 +54,42 @@ impl Reloader {
                 now = fingerprint(paths.clone()).await;
             }
             seen = now;
+            if self.running.watch_interval != every {
+                every = self.running.watch_interval;
+                tick = every.map(ticking);
+            }
         }
+    }
+}
+
+/// A timer that ticks `every`, later rather than in bursts when a reload held it up.
+fn ticking(every: Duration) -> tokio::time::Interval {
+    let mut tick = tokio::time::interval(every);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    tick
+}
+
+/// The next tick, or never when the watch is off.
+async fn next_tick(tick: &mut Option<tokio::time::Interval>) {
+    match tick {
+        Some(tick) => {
+            tick.tick().await;
+        }
+        None => std::future::pending().await,
     }
 }
 
 /// A digest of the watched files' names and contents, read off the runtime's threads.
 async fn fingerprint(paths: Vec<PathBuf>) -> Vec<u8> {
-    let read = tokio::task::spawn_blocking(move || {
-        let mut hash = Sha256::new();
-        hash_files(&mut hash, &paths);
-        hash.finalize().to_vec()
-    });
+    let read = tokio::task::spawn_blocking(move || fingerprint_now(&paths));
     read.await.unwrap_or_default()
+}
+
+/// A digest of the files at `paths`: their names and contents.
+pub(super) fn fingerprint_now(paths: &[PathBuf]) -> Vec<u8> {
+    let mut hash = Sha256::new();
+    hash_files(&mut hash, paths);
+    hash.finalize().to_vec()
 }
 
 /// SIGHUP, registered once for the life of the reloader.
