@@ -20,10 +20,11 @@ use std::time::{Duration, Instant};
 use regex::Regex;
 use tempfile::TempDir;
 
+use support::binary::Binary;
 use support::{clear_of_minute_boundary, free_port, RedisServer, TestApp};
 
 /// Every marked block, by name; each has its test below.
-const MARKED: [&str; 17] = [
+const MARKED: [&str; 18] = [
     "quick-start-log",
     "quick-start-curl",
     "quick-start-no-user",
@@ -31,6 +32,7 @@ const MARKED: [&str; 17] = [
     "redis-startup-log",
     "shared-calls",
     "looking-at-keys",
+    "live-changes",
     "example-config",
     "readme-config",
     "config-errors",
@@ -419,6 +421,33 @@ async fn looking_at_keys() {
     let block = block("looking-at-keys");
     let transcript = tokio::task::block_in_place(|| shell.transcript(&block));
     assert_block("looking-at-keys", &transcript);
+}
+
+/// The README's live changes: the real binary on Redis, serving the README's `tollgate.toml`
+/// from the shell's directory, reloads the edit the transcript makes, and `inspect` and
+/// `reset` read and reset the counts its requests left.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn live_changes() {
+    let redis = RedisServer::start().await;
+    let mut shell = Shell::new(None, Some(&redis));
+    let config = block("readme-config").replace("redis://127.0.0.1:6379", &redis.url());
+    shell.file("tollgate.toml", &config);
+    let file = shell.dir.path().join("tollgate.toml").display().to_string();
+    let binary = Binary::start_with(&[("TOLLGATE_CONFIG", &file)]).await;
+    shell.service = Some(format!("127.0.0.1:{}", binary.port));
+    clear_of_minute_boundary().await;
+    let client = reqwest::Client::new();
+    for _ in 0..4 {
+        client
+            .get(format!("http://127.0.0.1:{}/user", binary.port))
+            .header("x-user", "joe")
+            .send()
+            .await
+            .unwrap();
+    }
+    let block = block("live-changes");
+    let transcript = tokio::task::block_in_place(|| shell.transcript(&block));
+    assert_block("live-changes", &transcript);
 }
 
 /// The example configuration file loads as written, and `tollgate key` under it prints the key
