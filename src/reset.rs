@@ -185,6 +185,9 @@ impl fmt::Display for Report {
 pub async fn watch(client: Client, prefix: String, cache: Weak<DenialCache>) {
     let key = marker_key(&prefix);
     let mut seen: Option<String> = None;
+    // A marker already there when the watch starts is a reset made before this cache existed
+    // (a reload starts a new one): it is cleared, but not announced.
+    let mut first = true;
     let mut tick = tokio::time::interval(WATCH_EVERY);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
@@ -198,8 +201,11 @@ pub async fn watch(client: Client, prefix: String, cache: Weak<DenialCache>) {
         };
         if value.is_some() && value != seen {
             cache.clear();
-            tracing::info!("a reset was made: cached denials forgotten");
+            if !first {
+                tracing::info!("a reset was made: cached denials forgotten");
+            }
         }
+        first = false;
         seen = value;
     }
 }

@@ -298,6 +298,35 @@ async fn a_restart_only_key_is_warned_about_and_kept() {
     );
 }
 
+/// The default `tollgate.toml` deleted is refused, not read as "no file, so the defaults":
+/// that would lift every limit to the default 3 a minute. A file put back is reloaded.
+#[tokio::test]
+async fn a_deleted_file_is_refused() {
+    let text = config(None, "100ms", 1, "");
+    let binary = Binary::start_with_files(&[("tollgate.toml", &text)], &[]).await;
+    let file = binary.dir().join("tollgate.toml");
+    let served = Served {
+        binary,
+        dir: tempfile::tempdir().unwrap(),
+        file,
+        client: reqwest::Client::new(),
+        redis: None,
+    };
+    assert_eq!(served.statuses("joe", 2).await, [200, 429]);
+    std::fs::remove_file(&served.file).unwrap();
+    served
+        .until_metric("tollgate_config_reloads_total{outcome=\"rejected\"}", 1.0)
+        .await;
+    assert_eq!(served.statuses("joe", 1).await, [429]);
+    assert!(served
+        .binary
+        .log()
+        .contains("the configuration file is gone"));
+    served.write(&config(None, "100ms", 2, ""));
+    served.until_generation(2).await;
+    assert_eq!(served.statuses("joe", 2).await, [200, 429]);
+}
+
 /// An unchanged file, signalled, swaps nothing: cached denials and the generation stay.
 #[tokio::test]
 async fn a_reload_that_changes_nothing_swaps_nothing() {

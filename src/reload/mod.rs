@@ -62,6 +62,8 @@ pub struct Reloader {
     signals: watch::Hangup,
     /// The watched files' fingerprint when `running` was read.
     seen: Vec<u8>,
+    /// Whether `running` was read from a file, which must then still be there to reload.
+    file_read: bool,
 }
 
 impl Reloader {
@@ -76,6 +78,7 @@ impl Reloader {
         // Read now, right after `settings` were loaded, not when the watch first runs: a change
         // made while Redis connects must still count as a change.
         let seen = watch::fingerprint_now(&settings.watched());
+        let file_read = settings.file().is_some_and(|f| f.is_file());
         let status = Arc::new(ReloadStatus::new(settings.digest()));
         let (store, client) = setup::store(&settings).await?;
         let limiter = Arc::new(setup::limiter_over(store, &settings, client.as_ref()));
@@ -110,6 +113,7 @@ impl Reloader {
             status,
             signals,
             seen,
+            file_read,
         };
         Ok((Served { http, rls }, reloader))
     }
@@ -128,6 +132,22 @@ impl Reloader {
     }
 
     async fn try_reload(&mut self, trigger: &'static str) -> Outcome {
+        // Without its file, the configuration would fall back to the defaults: a file deleted,
+        // or caught between a ConfigMap's versions, must not lift every limit.
+        if let Some(gone) = self
+            .running
+            .file()
+            .filter(|f| self.file_read && !f.is_file())
+        {
+            tracing::error!(
+                target: LOG_TARGET,
+                trigger,
+                file = %gone.display(),
+                "configuration not reloaded: the configuration file is gone; the running \
+                 configuration keeps serving"
+            );
+            return Outcome::Rejected;
+        }
         let file = self.file.clone();
         let loaded = tokio::task::spawn_blocking(move || Settings::load(file.as_deref())).await;
         let mut settings = match loaded {
@@ -177,6 +197,7 @@ impl Reloader {
         }
         self.http.replace(services.router);
         self.limiter = limiter;
+        self.file_read = settings.file().is_some_and(|f| f.is_file());
         self.running = settings;
         self.status.applied(digest, pending.len());
         tracing::info!(

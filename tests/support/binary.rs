@@ -40,8 +40,21 @@ impl Binary {
     /// As [`Binary::start_with`], with both descriptor limits set to `nofile` if given, as
     /// `ulimit -n` does.
     pub async fn start_limited(env: &[(&str, &str)], nofile: Option<u64>) -> Self {
+        Self::start_in(&[], env, nofile).await
+    }
+
+    /// As [`Binary::start_with`], with `files` (name, text) written to its working directory
+    /// first: a `tollgate.toml` there is read as the default configuration file.
+    pub async fn start_with_files(files: &[(&str, &str)], env: &[(&str, &str)]) -> Self {
+        Self::start_in(files, env, None).await
+    }
+
+    async fn start_in(files: &[(&str, &str)], env: &[(&str, &str)], nofile: Option<u64>) -> Self {
         for _ in 0..3 {
             let dir = tempfile::tempdir().unwrap();
+            for (name, text) in files {
+                std::fs::write(dir.path().join(name), text).unwrap();
+            }
             let port = free_port();
             let log = File::create(dir.path().join("log")).unwrap();
             let mut command = Command::new(env!("CARGO_BIN_EXE_tollgate"));
@@ -106,6 +119,11 @@ impl Binary {
             "tollgate did not answer /healthz within {START_DEADLINE:?}:\n{}",
             self.log()
         );
+    }
+
+    /// Its working directory.
+    pub fn dir(&self) -> &std::path::Path {
+        self.dir.path()
     }
 
     /// What the process has written to stdout and stderr.
