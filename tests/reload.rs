@@ -185,52 +185,69 @@ async fn a_signal_reloads_raised_and_lowered_limits_at_once() {
     }
 }
 
-/// A file written in place is reloaded without a signal, within the watch interval.
+/// A file written in place is reloaded without a signal, within the watch interval, on both
+/// stores.
 #[tokio::test]
 async fn a_file_written_in_place_is_reloaded() {
-    let served = Served::start(Backend::Memory, |r| config(r, "100ms", 2, "")).await;
-    assert_eq!(served.statuses("joe", 3).await, [200, 200, 429]);
-    served.write(&config(None, "100ms", 3, ""));
-    served.until_generation(2).await;
-    assert_eq!(served.statuses("joe", 2).await, [200, 429]);
-    assert_eq!(
-        served
-            .metric("tollgate_config_reloads_total{outcome=\"applied\"}")
-            .await,
-        1.0
-    );
-    let log = served.binary.log();
-    assert!(
-        log.contains("configuration reloaded trigger=\"file\""),
-        "{log}"
-    );
+    for backend in [Backend::Memory, Backend::Redis] {
+        let served = Served::start(backend, |r| config(r, "100ms", 2, "")).await;
+        assert_eq!(
+            served.statuses("joe", 3).await,
+            [200, 200, 429],
+            "{backend:?}"
+        );
+        served.write(&config(served.redis.as_ref(), "100ms", 3, ""));
+        served.until_generation(2).await;
+        assert_eq!(served.statuses("joe", 2).await, [200, 429], "{backend:?}");
+        assert_eq!(
+            served
+                .metric("tollgate_config_reloads_total{outcome=\"applied\"}")
+                .await,
+            1.0
+        );
+        let log = served.binary.log();
+        assert!(
+            log.contains("configuration reloaded trigger=\"file\""),
+            "{log}"
+        );
+    }
 }
 
 /// Kubernetes updates a mounted ConfigMap by pointing `..data` at a new directory: the file
-/// the binary was given is a symlink whose target changes, not a file written. That reloads.
+/// the binary was given is a symlink whose target changes, not a file written. That reloads,
+/// on both stores.
 #[tokio::test]
 async fn a_configmap_symlink_swap_is_reloaded() {
-    let redis = RedisServer::start().await;
-    let dir = tempfile::tempdir().unwrap();
-    configmap_version(
-        dir.path(),
-        "..2026_12_06_v1",
-        &config(Some(&redis), "100ms", 2, ""),
-    );
-    let file = dir.path().join("tollgate.toml");
-    std::os::unix::fs::symlink("..data/tollgate.toml", &file).unwrap();
-    let served = Served::serve(dir, file, None).await;
-    assert_eq!(served.statuses("joe", 3).await, [200, 200, 429]);
-    let dir = served.dir.path();
-    configmap_version(
-        dir,
-        "..2026_12_06_v2",
-        &config(Some(&redis), "100ms", 4, ""),
-    );
-    std::fs::remove_dir_all(dir.join("..2026_12_06_v1")).unwrap();
-    served.until_generation(2).await;
-    assert_eq!(served.statuses("joe", 3).await, [200, 200, 429]);
-    redis.assert_every_key_has_ttl().await;
+    for backend in [Backend::Memory, Backend::Redis] {
+        let redis = match backend {
+            Backend::Memory => None,
+            Backend::Redis => Some(RedisServer::start().await),
+        };
+        let dir = tempfile::tempdir().unwrap();
+        let first = config(redis.as_ref(), "100ms", 2, "");
+        configmap_version(dir.path(), "..2026_12_06_v1", &first);
+        let file = dir.path().join("tollgate.toml");
+        std::os::unix::fs::symlink("..data/tollgate.toml", &file).unwrap();
+        let served = Served::serve(dir, file, redis).await;
+        assert_eq!(
+            served.statuses("joe", 3).await,
+            [200, 200, 429],
+            "{backend:?}"
+        );
+        let dir = served.dir.path();
+        let second = config(served.redis.as_ref(), "100ms", 4, "");
+        configmap_version(dir, "..2026_12_06_v2", &second);
+        std::fs::remove_dir_all(dir.join("..2026_12_06_v1")).unwrap();
+        served.until_generation(2).await;
+        assert_eq!(
+            served.statuses("joe", 3).await,
+            [200, 200, 429],
+            "{backend:?}"
+        );
+        if let Some(redis) = &served.redis {
+            redis.assert_every_key_has_ttl().await;
+        }
+    }
 }
 
 /// Writes `text` as `tollgate.toml` in a new directory `version` of the ConfigMap mounted at
