@@ -20,7 +20,11 @@
 --              changed under the same policy name) is translated: its spent tokens, a partly
 --              refilled one counted whole (ceil: never more quota than the old state left),
 --              become as many of this policy's intervals, new tat = now + spent * emission_us,
---              so a raised limit admits at once and a lowered one denies at once. Spent tokens
+--              so a raised limit admits at once and a lowered one denies at once. The next
+--              admitted request stores the translation; until then (a denial writes nothing)
+--              the stored TAT refills at its old pace and is translated again at each request,
+--              and a denial's retry_after_ms and reset_after_ms are reckoned on that pace. On a
+--              cluster, a refund after a later hash tag's denial stores it too. Spent tokens
 --              that would take more than MAX_DEBT_US to refill are cut to it, so every number
 --              stays exact. The capacity is not part of the shape: the TAT is the time until
 --              full whatever the capacity. Any other value counts as nothing spent: another
@@ -40,6 +44,8 @@ end
 
 local function token_bucket(key, now_us, cost, emission_us, emission_arg, capacity_us, grace_ms)
   local tat = now_us
+  -- Set for a TAT counted in another interval: how far ahead it lies, and that interval.
+  local ahead, from
   local stored = redis.call('GET', key)
   if stored then
     local t, e = string.match(stored, '^(%d+):(%d+)$')
@@ -50,17 +56,26 @@ local function token_bucket(key, now_us, cost, emission_us, emission_arg, capaci
           tat = t
         else
           -- Counted in another interval: the same spent tokens, in this one's.
-          tat = now_us + math.min(ceil_div(t - now_us, tonumber(e)) * emission_us, MAX_DEBT_US)
+          ahead, from = t - now_us, tonumber(e)
+          tat = now_us + math.min(ceil_div(ahead, from) * emission_us, MAX_DEBT_US)
         end
       end
     end
   end
   local new_tat = tat + cost * emission_us
   local remaining = math.max(0, math.floor((capacity_us - (tat - now_us)) / emission_us))
-  local reset_after = ceil_div(tat - now_us, 1000)
+  -- Unwritten, an old TAT is full again when it says.
+  local reset_after = ceil_div(ahead or (tat - now_us), 1000)
 
   if new_tat - now_us > capacity_us then
-    return false, remaining, reset_after, ceil_div(new_tat - now_us - capacity_us, 1000), new_tat
+    local wait = new_tat - now_us - capacity_us
+    if ahead and cost * emission_us <= capacity_us then
+      -- The old TAT refills at its own pace: the cost fits once at most `room` of its tokens
+      -- are spent (room < spent, so the product stays below 2^53).
+      local room = math.floor((capacity_us - cost * emission_us) / emission_us)
+      wait = ahead - room * from
+    end
+    return false, remaining, reset_after, ceil_div(wait, 1000), new_tat
   end
   local written_reset_after = ceil_div(new_tat - now_us, 1000)
   return true, remaining, reset_after, 0, new_tat,

@@ -254,8 +254,9 @@ on_both_stores!(a_windows_limit_changed_keeps_its_count);
 
 /// A token bucket exhausted at 10 a minute, its limit raised to 100 a minute, admits at once,
 /// with the 10 tokens still spent: 89 remain after the request. Lowered from 100 to 10 a minute
-/// after 50 were spent, it denies at once: the 50 tokens, in the new interval of 6 s, take
-/// 300 s to refill, so one fits in the 60 s bucket after 246 s.
+/// after 50 were spent, it denies at once, with nothing remaining. Until a request is admitted
+/// the stored tokens refill at the old pace, one each 0.6 s: a token fits once 9 are left
+/// spent, 24.6 s later, exactly, and the bucket is full after 30 s.
 async fn a_token_buckets_limit_changed_keeps_its_spent_tokens(
     store: &dyn Store,
     redis: Option<&RedisServer>,
@@ -280,8 +281,15 @@ async fn a_token_buckets_limit_changed_keeps_its_spent_tokens(
     let lowered = store.decide(&ten, Clock::At(T0)).await.unwrap();
     assert!(!lowered.allowed, "denied at once");
     assert_eq!(lowered.policies[0].remaining, 0);
-    assert_eq!(lowered.retry_after(), Duration::from_secs(246));
-    assert_eq!(lowered.policies[0].reset_after, Duration::from_secs(300));
+    assert_eq!(lowered.retry_after(), Duration::from_millis(24_600));
+    assert_eq!(lowered.policies[0].reset_after, Duration::from_secs(30));
+    let early = store.decide(&ten, Clock::At(T0 + 24_599)).await.unwrap();
+    assert_eq!(early.retry_after(), Duration::from_millis(1));
+    let admitted = store.decide(&ten, Clock::At(T0 + 24_600)).await.unwrap();
+    assert!(admitted.allowed, "admitted when it said");
+    assert_eq!(admitted.policies[0].remaining, 0);
+    // Written, the 10 tokens spent now refill at the new pace: 60 s until full.
+    assert_eq!(admitted.policies[0].reset_after, Duration::from_secs(60));
 }
 on_both_stores!(a_token_buckets_limit_changed_keeps_its_spent_tokens);
 
