@@ -151,8 +151,8 @@ fn steady(text: &str) -> String {
         (r"(?m)^(x-ratelimit-reset|retry-after): \d+", "$1: <s>"),
         // The connection cap, sized from the machine's descriptor limit.
         (r"max_connections=\d+", "max_connections=<n>"),
-        // A fixed window's stored value ("3:1795805580000") and a TTL.
-        (r#""(\d+):\d{13}""#, "\"$1:<window start>\""),
+        // A fixed window's stored value ("3:1795805580000:60000"), its start masked, and a TTL.
+        (r#""(\d+):\d{13}:(\d+)""#, "\"$1:<window start>:$2\""),
         (r"\(integer\) \d+", "(integer) <n>"),
         // Call counts and times, which depend on how requests meet.
         (
