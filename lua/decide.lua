@@ -28,7 +28,9 @@
 --           for a shadow policy, 0 otherwise: a shadow policy never denies; in "decide" it
 --           consumes its cost when the decision is admitted and it fits, and nothing otherwise.
 --           A refund lists only the policies that consumed. Each value costs Redis about 1,000
---           instructions to pass, so a policy sends only what its algorithm reads.
+--           instructions to pass, so a policy sends only what its algorithm reads. Integers
+--           are in plain decimal, as Rust writes them: window_ms and emission_us are stored
+--           with each value (its shape) and compared with the stored text as sent.
 --
 -- Reply: each decision's part in turn,
 --   { allowed, remaining_1, reset_after_ms_1, retry_after_ms_1, receipt_1, ... }
@@ -106,11 +108,11 @@ local function decide_one(k, a, n, r)
       local algorithm, key = ARGV[base], KEYS[k + i]
       local cost, receipt = tonumber(ARGV[base + 1]), tonumber(ARGV[base + 5])
       if algorithm == 'fixed_window' then
-        fixed_window_refund(key, cost, receipt)
+        fixed_window_refund(key, ARGV[base + 3], cost, receipt)
       elseif algorithm == 'sliding_window' then
-        sliding_window_refund(key, tonumber(ARGV[base + 3]), cost, receipt)
+        sliding_window_refund(key, tonumber(ARGV[base + 3]), ARGV[base + 3], cost, receipt)
       elseif algorithm == 'token_bucket' then
-        token_bucket_refund(key, now_us, cost, tonumber(ARGV[base + 2]), receipt, grace_ms)
+        token_bucket_refund(key, now_us, cost, ARGV[base + 2], receipt, grace_ms)
       else
         error('unknown algorithm ' .. tostring(algorithm))
       end
@@ -127,13 +129,13 @@ local function decide_one(k, a, n, r)
     local fits, remaining, reset_after, retry_after, receipt, write, write_ttl, written_reset_after
     if algorithm == 'fixed_window' then
       fits, remaining, reset_after, retry_after, receipt, write, write_ttl, written_reset_after =
-        fixed_window(key, now_us, first, second, cost, grace_ms)
+        fixed_window(key, now_us, first, second, ARGV[base + 3], cost, grace_ms)
     elseif algorithm == 'sliding_window' then
       fits, remaining, reset_after, retry_after, receipt, write, write_ttl, written_reset_after =
-        sliding_window(key, now_us, first, second, cost, grace_ms)
+        sliding_window(key, now_us, first, second, ARGV[base + 3], cost, grace_ms)
     elseif algorithm == 'token_bucket' then
       fits, remaining, reset_after, retry_after, receipt, write, write_ttl, written_reset_after =
-        token_bucket(key, now_us, cost, first, second, grace_ms)
+        token_bucket(key, now_us, cost, first, ARGV[base + 2], second, grace_ms)
     else
       error('unknown algorithm ' .. tostring(algorithm))
     end

@@ -233,7 +233,8 @@ async fn identity_header_is_configurable(backend: &Backend) {
 }
 on_both_stores!(identity_header_is_configurable);
 
-/// The Redis key is exactly `tollgate:{sha256 hex}:<policy>`, holds the count, and has a TTL.
+/// The Redis key is exactly `tollgate:{sha256 hex}:<policy>`, holds the count with its window,
+/// and has a TTL.
 #[tokio::test]
 async fn redis_key_is_named_as_documented() {
     let redis = RedisServer::start().await;
@@ -247,13 +248,16 @@ async fn redis_key_is_named_as_documented() {
     assert_eq!(redis.keys().await, vec![key.to_string()]);
     let conn = redis.client().await;
     let value: String = fred::prelude::KeysInterface::get(&conn, key).await.unwrap();
-    let (count, start) = value.split_once(':').unwrap();
+    let [count, start, window_ms] = value.split(':').collect::<Vec<_>>()[..] else {
+        panic!("{key} holds {value:?}, not count:start:window_ms");
+    };
     assert_eq!(count, "2");
     assert_eq!(
         start.parse::<u64>().unwrap() % 60_000,
         0,
         "window start is minute-aligned"
     );
+    assert_eq!(window_ms, "60000", "the window's length is stored with it");
     let pttl: i64 = fred::prelude::KeysInterface::pttl(&conn, key)
         .await
         .unwrap();

@@ -120,7 +120,7 @@ async fn a_flood_of_callers_expires_from_redis() {
              {usage} bytes",
             algorithm.as_str()
         );
-        // docs/operations.md promises about 220 bytes a caller (192 to 224 measured on Redis
+        // docs/operations.md promises about 220 bytes a caller (224 measured on Redis
         // 7.0); a bound with room for the allocator's rounding catches a key or value grown fat.
         assert!(
             per_caller <= MAX_BYTES_PER_CALLER,

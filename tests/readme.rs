@@ -155,8 +155,8 @@ fn steady(text: &str) -> String {
         (r"max_connections=\d+", "max_connections=<n>"),
         // The configuration's digest, which any change to the defaults changes.
         (r#"sha256=("?)[0-9a-f]{16}"#, "sha256=$1<digest>"),
-        // A fixed window's stored value ("3:1795805580000") and a TTL.
-        (r#""(\d+):\d{13}""#, "\"$1:<window start>\""),
+        // A fixed window's stored value ("3:1795805580000:60000"), its start masked, and a TTL.
+        (r#""(\d+):\d{13}:(\d+)""#, "\"$1:<window start>:$2\""),
         (r"\(integer\) \d+", "(integer) <n>"),
         // Call counts and times, which depend on how requests meet.
         (

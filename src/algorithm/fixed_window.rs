@@ -2,7 +2,9 @@
 //!
 //! The reference for `lua/fixed_window.lua`. A window starts at a multiple of the window length
 //! since the epoch. A denied request consumes nothing, so a count never exceeds its limit unless
-//! the limit is lowered mid-window.
+//! the limit is lowered mid-window. A count is read only under the window start and the window
+//! length it was counted in; the limit is not part of it, so a raised limit admits at once and
+//! a lowered one denies at once.
 
 use crate::algorithm::{Evaluation, Outcome, State};
 use crate::policy::Policy;
@@ -17,7 +19,8 @@ pub fn evaluate(policy: &Policy, cost: u64, stored: Option<&State>, now_us: u64)
         Some(&State::FixedWindow {
             count,
             window_start: start,
-        }) if start == window_start => count,
+            window_ms,
+        }) if start == window_start && window_ms == window => count,
         _ => 0,
     };
     let fits = count + cost <= limit;
@@ -32,6 +35,7 @@ pub fn evaluate(policy: &Policy, cost: u64, stored: Option<&State>, now_us: u64)
         next: State::FixedWindow {
             count: count + cost,
             window_start,
+            window_ms: window,
         },
         ttl_ms: reset_after_ms,
         admitted: outcome(count + cost),
@@ -50,6 +54,7 @@ mod tests {
         let full = State::FixedWindow {
             count: 3,
             window_start: 120_000,
+            window_ms: 60_000,
         };
         let late = evaluate(&policy, 1, Some(&full), 179_999_000);
         assert!(!late.fits);

@@ -10,16 +10,24 @@ pub mod token_bucket;
 use crate::policy::{Algorithm, Policy};
 
 /// What a store keeps per caller and policy (in Redis, the key's value).
+///
+/// Each value carries its shape, the parameters it was counted under, and is read only under
+/// the same shape, so a policy whose window or limit changes under the same name (a reload)
+/// never misreads what the old one left: the windows keep their window length, the bucket its
+/// emission interval. Each algorithm's value has its own number of fields, so no algorithm
+/// reads another's, and the values of the format before shapes were stored are not read either.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum State {
-    /// `"<count>:<window_start_ms>"`.
+    /// `"<count>:<window_start_ms>:<window_ms>"`.
     FixedWindow {
         /// Cost consumed in the window.
         count: u64,
         /// When the window began, in Unix milliseconds.
         window_start: u64,
+        /// The window's length: a count of a window of another length is not this one's.
+        window_ms: u64,
     },
-    /// `"<curr>:<prev>:<window_start_ms>"`.
+    /// `"<curr>:<prev>:<window_start_ms>:<window_ms>"`.
     SlidingWindow {
         /// Cost consumed in the current window.
         curr: u64,
@@ -27,11 +35,16 @@ pub enum State {
         prev: u64,
         /// When the current window began, in Unix milliseconds.
         window_start: u64,
+        /// The windows' length: counts of windows of another length are not these.
+        window_ms: u64,
     },
-    /// `"<tat_us>"`.
+    /// `"<tat_us>:<emission_us>"`.
     TokenBucket {
         /// The theoretical arrival time: when the bucket is full again, in Unix microseconds.
         tat_us: u64,
+        /// The emission interval the TAT was counted in, so that a TAT stored under another
+        /// one is translated into the same spent tokens.
+        emission_us: u64,
     },
 }
 

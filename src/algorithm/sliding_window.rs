@@ -8,6 +8,9 @@
 //! its window, at most `limit + prev × elapsed / window ≤ limit × (1 + elapsed / window)` units
 //! are admitted, where `elapsed / window` is the share of the interval that lies in the current
 //! window. A fixed window allows up to 2 × limit across a boundary; this never reaches it.
+//!
+//! Counts are read only under the window length they were counted in; the limit is not part
+//! of it, so a raised limit admits at once and a lowered one denies at once.
 
 use crate::algorithm::{Evaluation, Outcome, State};
 use crate::policy::Policy;
@@ -24,12 +27,14 @@ pub fn evaluate(policy: &Policy, cost: u64, stored: Option<&State>, now_us: u64)
             curr,
             prev,
             window_start: start,
-        }) if start == window_start => (curr, prev),
+            window_ms,
+        }) if window_ms == w && start == window_start => (curr, prev),
         Some(&State::SlidingWindow {
             curr,
             window_start: start,
+            window_ms,
             ..
-        }) if start + w == window_start => (0, curr),
+        }) if window_ms == w && start + w == window_start => (0, curr),
         _ => (0, 0),
     };
     // Products are bounded by the configuration (limit × window ≤ 2^51); u128 for certainty.
@@ -66,6 +71,7 @@ pub fn evaluate(policy: &Policy, cost: u64, stored: Option<&State>, now_us: u64)
             curr: curr + cost,
             prev,
             window_start,
+            window_ms: w,
         },
         ttl_ms: w + overlap,
         admitted: outcome(curr + cost),

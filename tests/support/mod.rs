@@ -219,8 +219,9 @@ impl RedisServer {
 }
 
 /// Asserts that `value`, stored at a caller's `key` (`prefix:{hash}:policy`), is a state the
-/// scripts write (lua/*.lua) holding a count above zero: a fixed window's `count:start`, a
-/// sliding window's `curr:prev:start`, or a token bucket's `tat_us`. A denied request writes
+/// scripts write (lua/*.lua) holding a count above zero: a token bucket's `tat_us:emission_us`,
+/// a fixed window's `count:start:window_ms`, or a sliding window's `curr:prev:start:window_ms`.
+/// A denied request writes
 /// nothing, and a refund that brings a count back to nothing deletes the key, so a zero means
 /// denied requests left something behind. Any other key (`tollgate reset`'s marker) holds no
 /// count.
@@ -234,9 +235,9 @@ pub fn assert_holds_a_count(key: &str, value: &str) {
         .collect::<Result<_, _>>()
         .unwrap_or_else(|_| panic!("key {key} holds {value:?}, which tollgate never writes"));
     let count = match numbers[..] {
-        [tat_us] => tat_us,
-        [count, _start] => count,
-        [curr, prev, _start] => curr + prev,
+        [tat_us, _emission_us] => tat_us,
+        [count, _start, _window_ms] => count,
+        [curr, prev, _start, _window_ms] => curr + prev,
         _ => panic!("key {key} holds {value:?}, which tollgate never writes"),
     };
     assert!(

@@ -133,20 +133,30 @@ pub async fn consumed(
     let value: Option<String> = redis.client().await.get(key).await.unwrap();
     let Some(value) = value else { return 0 };
     match algorithm {
-        // "<count>:<window_start_ms>"
-        "fixed_window" => value.split(':').next().unwrap().parse().unwrap(),
-        // "<curr>:<prev>:<window_start_ms>"; nothing came before a NO_BOUNDARY window.
-        "sliding_window" => {
+        // "<count>:<window_start_ms>:<window_ms>"
+        "fixed_window" => {
             let parts: Vec<&str> = value.split(':').collect();
             assert_eq!(parts.len(), 3, "{key} holds {value}");
+            assert_eq!(parts[2], window_ms.to_string(), "{key} holds {value}");
+            parts[0].parse().unwrap()
+        }
+        // "<curr>:<prev>:<window_start_ms>:<window_ms>"; nothing came before a NO_BOUNDARY
+        // window.
+        "sliding_window" => {
+            let parts: Vec<&str> = value.split(':').collect();
+            assert_eq!(parts.len(), 4, "{key} holds {value}");
+            assert_eq!(parts[3], window_ms.to_string(), "{key} holds {value}");
             assert_eq!(parts[1], "0", "{key} holds {value}");
             parts[0].parse().unwrap()
         }
-        // "<tat_us>": the bucket is full again at the TAT, so the tokens spent are how many
-        // emission intervals it lies ahead of now (less than one interval has elapsed since).
+        // "<tat_us>:<emission_us>": the bucket is full again at the TAT, so the tokens spent
+        // are how many emission intervals it lies ahead of now (less than one interval has
+        // elapsed since).
         "token_bucket" => {
-            let tat: u64 = value.parse().unwrap();
+            let (tat, emission) = value.split_once(':').unwrap();
+            let tat: u64 = tat.parse().unwrap();
             let emission_us = (window_ms * 1000).div_ceil(limit);
+            assert_eq!(emission, emission_us.to_string(), "{key} holds {value}");
             tat.saturating_sub(now_ms() * 1000).div_ceil(emission_us)
         }
         other => panic!("unknown algorithm {other}"),
