@@ -360,6 +360,60 @@ async fn a_reload_that_changes_nothing_swaps_nothing() {
     assert_eq!(served.metric("tollgate_cached_denials_total").await, 1.0);
 }
 
+/// A policy that keeps its name while its window, then its algorithm, then its rate changes
+/// never misreads what the old one stored, on both stores: a new window or algorithm counts
+/// afresh (with the new window's TTL on Redis), and a bucket's raised rate keeps what was spent.
+#[tokio::test]
+async fn a_policy_changed_under_its_name_never_misreads_its_counts() {
+    let shaped = |redis: Option<&RedisServer>, algorithm: &str, limit: u64, window: &str| {
+        config(redis, "0s", limit, "")
+            .replace(&format!("\"{NO_BOUNDARY}\""), &format!("\"{window}\""))
+            .replace(
+                "limit = ",
+                &format!("algorithm = \"{algorithm}\"\nlimit = "),
+            )
+    };
+    for backend in [Backend::Memory, Backend::Redis] {
+        let served = Served::start(backend, |r| shaped(r, "fixed_window", 2, NO_BOUNDARY)).await;
+        let redis = served.redis.as_ref();
+        assert_eq!(
+            served.statuses("joe", 3).await,
+            [200, 200, 429],
+            "{backend:?}"
+        );
+        let steps = [
+            // An hour's window in place of the long one: joe's count is not the hour's.
+            (shaped(redis, "fixed_window", 2, "1h"), vec![200, 200, 429]),
+            // A token bucket of the same name: it starts afresh.
+            (shaped(redis, "token_bucket", 2, "1h"), vec![200, 200, 429]),
+            // Ten times the rate: the two tokens spent are 2 of 20, so joe is admitted at once.
+            (shaped(redis, "token_bucket", 20, "1h"), vec![200]),
+        ];
+        for (generation, (text, expected)) in steps.into_iter().enumerate() {
+            served.write(&text);
+            served.binary.signal("-HUP");
+            served.until_generation(generation as u64 + 2).await;
+            assert_eq!(
+                served.statuses("joe", expected.len()).await,
+                expected,
+                "{backend:?}"
+            );
+            if let Some(redis) = redis {
+                for key in redis
+                    .keys()
+                    .await
+                    .iter()
+                    .filter(|k| k.ends_with(":per_user"))
+                {
+                    let ttl = redis.command(&["PTTL", key]).await.unwrap();
+                    let ttl = ttl.as_i64().unwrap();
+                    assert!(ttl > 0 && ttl <= 3_600_000, "{key}: PTTL {ttl}");
+                }
+            }
+        }
+    }
+}
+
 /// The count stored for `key`'s value: the number before the first `:`.
 fn stored_count(value: &str) -> u64 {
     value.split(':').next().unwrap().parse().unwrap()
