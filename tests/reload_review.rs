@@ -720,3 +720,78 @@ async fn a_descriptor_file_mistake_names_its_entry_and_file() {
     served.until_generation(2).await;
     assert_eq!(ask(&client, "joe").await[0], (Code::Ok, Some(3)));
 }
+
+/// A file in an `rls.config` directory that changes all the time (one the loader does not
+/// even read) does not keep the service from reloading: a SIGHUP still applies a new file.
+#[tokio::test]
+#[ignore = "bug: the watch waits, unbounded, for the watched files to hold still for 200 ms \
+            and hears no SIGHUP meanwhile: a file rewritten more often than that starves every \
+            reload"]
+async fn a_file_that_never_settles_does_not_starve_reloads() {
+    let rls_port = free_port();
+    let dir = tempfile::tempdir().unwrap();
+    let descriptors = dir.path().join("descriptors");
+    std::fs::create_dir(&descriptors).unwrap();
+    std::fs::write(descriptors.join("api.yaml"), descriptor_yaml("api", 1)).unwrap();
+    let file = dir.path().join("tollgate.toml");
+    let text = |limit: u64| config("100ms", limit, &rls_section(rls_port, &[&descriptors]));
+    std::fs::write(&file, text(1)).unwrap();
+    let served = Served::serve(dir, file).await;
+    // Something (a sidecar's heartbeat, a log) rewrites a file there every 50 ms.
+    let heartbeat = descriptors.join("heartbeat");
+    let beating = tokio::spawn(async move {
+        for beat in 0u64.. {
+            std::fs::write(&heartbeat, beat.to_string()).unwrap();
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    });
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    served.write(&text(7));
+    served.binary.signal("-HUP");
+    let started = Instant::now();
+    let mut n = 0;
+    loop {
+        n += 1;
+        if served.limit_for_a_new_caller(&format!("new{n}")).await == Some(7) {
+            break;
+        }
+        assert!(
+            started.elapsed() < RELOAD_DEADLINE,
+            "the new limit never applied:\n{}",
+            served.binary.log()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    beating.abort();
+}
+
+/// A named pipe in an `rls.config` directory (which the loader skips: not a regular file) does
+/// not hang loading: the configuration's digest, which startup and every reload take, returns.
+#[test]
+#[ignore = "bug: hash_files reads every entry of a directory, a FIFO included, and blocks on it \
+            forever: startup, or the watch and every later reload, hangs"]
+fn a_named_pipe_beside_the_descriptors_does_not_hang_loading() {
+    let dir = tempfile::tempdir().unwrap();
+    let descriptors = dir.path().join("descriptors");
+    std::fs::create_dir(&descriptors).unwrap();
+    std::fs::write(descriptors.join("api.yaml"), descriptor_yaml("api", 1)).unwrap();
+    let fifo = descriptors.join("pipe");
+    let path = std::ffi::CString::new(fifo.as_os_str().as_encoded_bytes()).unwrap();
+    // SAFETY: a valid, NUL-terminated path.
+    assert_eq!(unsafe { libc::mkfifo(path.as_ptr(), 0o600) }, 0);
+    let file = dir.path().join("tollgate.toml");
+    std::fs::write(
+        &file,
+        config("0s", 1, &rls_section(free_port(), &[&descriptors])),
+    )
+    .unwrap();
+    let (done, finished) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let settings = Settings::load(Some(&file)).unwrap();
+        let _ = done.send(settings.digest());
+    });
+    let digest = finished.recv_timeout(Duration::from_secs(3));
+    // Release a reader stuck on the pipe: a writer that opens and closes it gives it EOF.
+    let _ = std::fs::OpenOptions::new().write(true).open(&fifo);
+    assert!(digest.is_ok(), "the digest did not return within 3 s");
+}
