@@ -76,6 +76,12 @@ const EXIT_CONFIG: u8 = 2;
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    if matches!(cli.command, None | Some(Command::Serve)) {
+        // SIGHUP reloads the configuration; until the reloader listens for it, which takes a
+        // moment after startup, it must not end the process, as it would by default.
+        // SAFETY: SIG_IGN installs no handler, and no other thread runs yet.
+        unsafe { libc::signal(libc::SIGHUP, libc::SIG_IGN) };
+    }
     let settings = match Settings::load(cli.config.as_deref()) {
         Ok(settings) => settings,
         Err(error) => {

@@ -116,11 +116,8 @@ pub fn limiter_over(
 /// fallback and counters (see [`Limiter::successor`]); `client` is the store's Redis client,
 /// for the reset watch, as [`store`] returned it.
 pub fn successor(previous: &Limiter, settings: &Settings, client: Option<&Client>) -> Limiter {
-    configured(
-        previous.successor(settings.policies.clone()),
-        settings,
-        client,
-    )
+    let limiter = previous.successor(settings.policies.clone(), descriptor_policies(settings));
+    configured(limiter, settings, client)
 }
 
 /// The store that `settings` describe and, on Redis, its client.
@@ -162,20 +159,8 @@ fn configured(limiter: Limiter, settings: &Settings, client: Option<&Client>) ->
     if settings.policies.is_empty() {
         tracing::warn!("no [[policies]] are configured: nothing is limited");
     }
-    // Envoy's descriptors are decided by the same limiter: one breaker, one denial cache, one
-    // set of metrics, whichever way a request arrives.
-    let mut descriptor_policies: Vec<Arc<Policy>> = Vec::new();
-    for (_, rule) in settings.rls.domains.rules() {
-        if let Limits::Count(policies) = rule.limits() {
-            for policy in policies {
-                if !descriptor_policies.iter().any(|p| Arc::ptr_eq(p, policy)) {
-                    descriptor_policies.push(policy.clone());
-                }
-            }
-        }
-    }
     let limiter = limiter
-        .with_unscoped(descriptor_policies)
+        .with_unscoped(descriptor_policies(settings))
         .with_keys(settings.key_builder())
         .with_on_error(settings.on_error)
         .with_on_missing(settings.on_missing)
@@ -189,4 +174,20 @@ fn configured(limiter: Limiter, settings: &Settings, client: Option<&Client>) ->
         ));
     }
     limiter
+}
+
+/// The policies of Envoy's rules, each once: Envoy's descriptors are decided by the same
+/// limiter as HTTP requests, with one breaker, one denial cache, one set of metrics.
+fn descriptor_policies(settings: &Settings) -> Vec<Arc<Policy>> {
+    let mut descriptor_policies: Vec<Arc<Policy>> = Vec::new();
+    for (_, rule) in settings.rls.domains.rules() {
+        if let Limits::Count(policies) = rule.limits() {
+            for policy in policies {
+                if !descriptor_policies.iter().any(|p| Arc::ptr_eq(p, policy)) {
+                    descriptor_policies.push(policy.clone());
+                }
+            }
+        }
+    }
+    descriptor_policies
 }

@@ -414,6 +414,45 @@ async fn a_policy_changed_under_its_name_never_misreads_its_counts() {
     }
 }
 
+/// A changed secret alone is a change to apply, though the digest on `/metrics` leaves
+/// secrets out: a new `identity.hash_key` names every caller's key anew.
+#[tokio::test]
+async fn a_changed_hash_key_alone_is_applied_and_kept_out_of_the_digest() {
+    let keyed = |key: &str| {
+        format!(
+            "[identity]\nhash_key = \"{key}\"\n{}",
+            config(None, "0s", 1, "")
+        )
+    };
+    let served = Served::start(Backend::Memory, |_| keyed("pepper")).await;
+    assert_eq!(served.statuses("joe", 2).await, [200, 429]);
+    let digest = |text: String| {
+        text.lines()
+            .find(|l| l.starts_with("tollgate_config_info"))
+            .map(str::to_owned)
+            .unwrap()
+    };
+    let metrics = || async {
+        served
+            .client
+            .get(served.url("/metrics"))
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap()
+    };
+    let before = digest(metrics().await);
+    served.write(&keyed("salt"));
+    served.binary.signal("-HUP");
+    served.until_generation(2).await;
+    // joe's count is under his old key name: under the new one he starts afresh.
+    assert_eq!(served.statuses("joe", 2).await, [200, 429]);
+    assert_eq!(digest(metrics().await), before);
+    assert!(!metrics().await.contains("salt") && !metrics().await.contains("pepper"));
+}
+
 /// The count stored for `key`'s value: the number before the first `:`.
 fn stored_count(value: &str) -> u64 {
     value.split(':').next().unwrap().parse().unwrap()

@@ -136,6 +136,12 @@ impl Settings {
     /// environment first, without overriding variables already set.
     pub fn load(file: Option<&Path>) -> Result<Settings, ConfigError> {
         load_dotenv(Path::new(".env"))?;
+        Settings::load_again(file)
+    }
+
+    /// [`Settings::load`] without reading `.env`, as a reload loads: `.env` is read once, at
+    /// startup, because setting a variable while other threads run is unsound.
+    pub fn load_again(file: Option<&Path>) -> Result<Settings, ConfigError> {
         let file = match file {
             Some(path) => Some(("--config", path.to_owned())),
             None => std::env::var_os("TOLLGATE_CONFIG").map(|p| ("TOLLGATE_CONFIG", p.into())),

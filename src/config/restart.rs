@@ -6,6 +6,7 @@ use std::path::{Path, PathBuf};
 use sha2::{Digest, Sha256};
 
 use super::{RedisSettings, Settings};
+use crate::rls::descriptor_files;
 
 /// The keys a reload leaves as they were at startup: the listeners, the connections to Redis,
 /// what the breaker and the memory store were built with, and the log format. Each is held by
@@ -77,28 +78,42 @@ impl Settings {
         changed
     }
 
-    /// A digest of everything these settings were read from: the effective configuration
-    /// (what `check-config` prints), its secrets, and the descriptor files; the first 16 hex
+    /// A digest of what these settings were read from: the effective configuration (what
+    /// `check-config` prints, secrets left out) and the descriptor files; the first 16 hex
     /// digits of their SHA-256. Two instances that read the same configuration have the same
-    /// digest.
+    /// digest. It is shown on `/metrics`, so no secret goes into it: a weak password must not
+    /// be open to guessing offline.
     pub fn digest(&self) -> String {
         let mut hash = Sha256::new();
         hash.update(self.effective_toml());
-        for secret in [
+        hash_files(&mut hash, &self.rls.sources);
+        base16ct::lower::encode_string(&hash.finalize()[..8])
+    }
+
+    /// A fingerprint of what these settings were read from, secrets included, so that a
+    /// changed `identity.hash_key` alone is a change to apply: compared, never shown.
+    pub fn fingerprint(&self) -> Vec<u8> {
+        let mut hash = Sha256::new();
+        hash.update(self.digest());
+        for secret in self.secrets() {
+            // A length before each, so that no two lists of secrets hash alike.
+            let secret = secret.unwrap_or("");
+            hash.update((secret.len() as u64).to_le_bytes());
+            hash.update(secret);
+        }
+        hash.finalize().to_vec()
+    }
+
+    /// The secrets, as configured.
+    fn secrets(&self) -> [Option<&str>; 3] {
+        [
             self.redis.as_ref().map(|r| r.url.expose()),
             self.redis
                 .as_ref()
                 .and_then(|r| r.password.as_ref())
                 .map(|p| p.expose()),
             self.hash_key.as_ref().map(|k| k.expose()),
-        ] {
-            // A length before each, so that no two lists of secrets hash alike.
-            let secret = secret.unwrap_or("");
-            hash.update((secret.len() as u64).to_le_bytes());
-            hash.update(secret);
-        }
-        hash_files(&mut hash, &self.rls.sources);
-        base16ct::lower::encode_string(&hash.finalize()[..8])
+        ]
     }
 
     /// The files a running service watches: the configuration file, and the descriptor files
@@ -116,41 +131,39 @@ fn same_password(new: &RedisSettings, old: &RedisSettings) -> bool {
     new.password.as_ref().map(|p| p.expose()) == old.password.as_ref().map(|p| p.expose())
 }
 
-/// Feeds `hash` each path's name and contents: a directory's files in name order, a missing
-/// or unreadable file as such, so that a file appearing, changing or going away changes it.
+/// Feeds `hash` each path's name and contents: a directory's descriptor files in name order
+/// (those the loader reads, and no other), anything but a regular file as such, unread (a named
+/// pipe would block the read), so that a file appearing, changing or going away changes it.
 pub fn hash_files(hash: &mut Sha256, paths: &[PathBuf]) {
     for path in paths {
-        hash_path(hash, path, 0);
+        if path.is_dir() {
+            hash_name(hash, path);
+            for file in descriptor_files(path).unwrap_or_default() {
+                hash_file(hash, &file);
+            }
+        } else {
+            hash_file(hash, path);
+        }
     }
 }
 
-fn hash_path(hash: &mut Sha256, path: &Path, depth: usize) {
+fn hash_name(hash: &mut Sha256, path: &Path) {
     hash.update(path.as_os_str().as_encoded_bytes());
     hash.update([0]);
-    if path.is_dir() && depth == 0 {
-        // Hidden entries are Kubernetes' `..data` and its timestamped directories: the files
-        // beside them are symlinks through `..data`, read as the files they point at.
-        let mut files: Vec<PathBuf> = match std::fs::read_dir(path) {
-            Ok(entries) => entries
-                .filter_map(|entry| entry.ok().map(|entry| entry.path()))
-                .filter(|file| {
-                    let name = file.file_name().and_then(|n| n.to_str()).unwrap_or(".");
-                    !name.starts_with('.')
-                })
-                .collect(),
-            Err(_) => Vec::new(),
-        };
-        files.sort();
-        for file in &files {
-            hash_path(hash, file, depth + 1);
-        }
-        return;
-    }
-    match std::fs::read(path) {
-        Ok(bytes) => {
+}
+
+fn hash_file(hash: &mut Sha256, path: &Path) {
+    hash_name(hash, path);
+    let bytes = if path.is_file() {
+        std::fs::read(path).ok()
+    } else {
+        None
+    };
+    match bytes {
+        Some(bytes) => {
             hash.update((bytes.len() as u64).to_le_bytes());
             hash.update(bytes);
         }
-        Err(_) => hash.update(u64::MAX.to_le_bytes()),
+        None => hash.update(u64::MAX.to_le_bytes()),
     }
 }

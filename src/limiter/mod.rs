@@ -147,21 +147,30 @@ impl Limiter {
         }
     }
 
-    /// The limiter a reload puts in this one's place: `policies` over the same store, breaker,
-    /// local fallback and counters, so that a reload neither forgets an outage nor resets a
-    /// metric. The rest starts as [`Limiter::new`] starts it and is set with the same `with_*`
-    /// calls, except [`Limiter::with_breaker`] and [`Limiter::with_local_max_callers`], which
-    /// would start a breaker or a fallback of its own. The denial cache is new: an entry never
-    /// outlives the policies that decided it.
-    pub fn successor<P: Into<Arc<Policy>>>(&self, policies: impl IntoIterator<Item = P>) -> Self {
+    /// The limiter a reload puts in this one's place: `policies`, and the `unscoped` ones of
+    /// [`Limiter::with_unscoped`], over the same store, breaker, local fallback and counters, so
+    /// that a reload neither forgets an outage nor resets a metric. The rest starts as
+    /// [`Limiter::new`] starts it and is set with the same `with_*` calls, except
+    /// [`Limiter::with_breaker`] and [`Limiter::with_local_max_callers`], which would start a
+    /// breaker or a fallback of its own. The denial cache is new: an entry never outlives the
+    /// policies that decided it.
+    pub fn successor<P: Into<Arc<Policy>>, U: Into<Arc<Policy>>>(
+        &self,
+        policies: impl IntoIterator<Item = P>,
+        unscoped: impl IntoIterator<Item = U>,
+    ) -> Self {
         let policies: Vec<Arc<Policy>> = policies.into_iter().map(Into::into).collect();
+        let unscoped: Vec<Arc<Policy>> = unscoped.into_iter().map(Into::into).collect();
+        let all: Vec<Arc<Policy>> = policies.iter().chain(&unscoped).cloned().collect();
         Limiter {
             needs_address: keys::address_needed(&policies, OnMissing::default()),
             store: self.store.clone(),
-            local_policies: policies.clone(),
-            metrics: metrics_for(&self.metrics, &policies),
+            local_policies: all.clone(),
+            // Regrouped once over every policy, so that the counters of a policy of either kind
+            // that keeps its name go on counting.
+            metrics: metrics_for(&self.metrics, &all),
             policies,
-            unscoped: Vec::new(),
+            unscoped,
             local_divisor: 1,
             keys: KeyBuilder::new(crate::key::DEFAULT_PREFIX),
             on_error: OnError::default(),

@@ -64,6 +64,10 @@ pub struct Reloader {
     seen: Vec<u8>,
     /// Whether `running` was read from a file, which must then still be there to reload.
     file_read: bool,
+    /// The fingerprint of the configuration last applied, as read (secrets included).
+    loaded: Vec<u8>,
+    /// Why the last reload was refused, while the running configuration is not the latest.
+    refused: Option<String>,
 }
 
 impl Reloader {
@@ -79,6 +83,7 @@ impl Reloader {
         // made while Redis connects must still count as a change.
         let seen = watch::fingerprint_now(&settings.watched());
         let file_read = settings.file().is_some_and(|f| f.is_file());
+        let loaded = settings.fingerprint();
         let status = Arc::new(ReloadStatus::new(settings.digest()));
         let (store, client) = setup::store(&settings).await?;
         let limiter = Arc::new(setup::limiter_over(store, &settings, client.as_ref()));
@@ -114,6 +119,8 @@ impl Reloader {
             signals,
             seen,
             file_read,
+            loaded,
+            refused: None,
         };
         Ok((Served { http, rls }, reloader))
     }
@@ -124,52 +131,83 @@ impl Reloader {
     }
 
     /// Reads the configuration again and, if it is valid and differs, serves it from the next
-    /// request on; `trigger` (`signal`, `file`) is logged.
+    /// request on; `trigger` (`signal`, `file`) is logged, and the outcome counted.
     pub async fn reload(&mut self, trigger: &'static str) -> Outcome {
-        let outcome = self.try_reload(trigger).await;
-        self.status.counted(outcome);
-        outcome
+        self.attempt(trigger, false).await
     }
 
-    async fn try_reload(&mut self, trigger: &'static str) -> Outcome {
-        // Without its file, the configuration would fall back to the defaults: a file deleted,
-        // or caught between a ConfigMap's versions, must not lift every limit.
-        if let Some(gone) = self
-            .running
-            .file()
-            .filter(|f| self.file_read && !f.is_file())
-        {
-            tracing::error!(
-                target: LOG_TARGET,
-                trigger,
-                file = %gone.display(),
-                "configuration not reloaded: the configuration file is gone; the running \
-                 configuration keeps serving"
-            );
-            return Outcome::Rejected;
-        }
-        let file = self.file.clone();
-        let loaded = tokio::task::spawn_blocking(move || Settings::load(file.as_deref())).await;
-        let mut settings = match loaded {
-            Ok(Ok(settings)) => settings,
-            Ok(Err(error)) => {
+    /// [`Reloader::reload`]; when `quiet`, an outcome that says nothing new (the same refusal
+    /// again, or nothing changed) is neither logged nor counted, for the loads the watch makes
+    /// on its own account.
+    async fn attempt(&mut self, trigger: &'static str, quiet: bool) -> Outcome {
+        let outcome = match self.load().await {
+            Err(error) => {
+                let repeated = self.refused.as_deref() == Some(error.as_str());
+                if quiet && repeated {
+                    return Outcome::Rejected;
+                }
                 tracing::error!(
                     target: LOG_TARGET,
                     trigger,
                     "configuration not reloaded: {error}; the running configuration keeps serving"
                 );
-                return Outcome::Rejected;
+                self.refused = Some(error);
+                Outcome::Rejected
             }
-            Err(error) => {
-                tracing::error!(target: LOG_TARGET, trigger, %error, "configuration not reloaded");
-                return Outcome::Rejected;
+            Ok(settings) => {
+                self.refused = None;
+                if settings.fingerprint() == self.loaded {
+                    if quiet {
+                        return Outcome::Unchanged;
+                    }
+                    tracing::info!(target: LOG_TARGET, trigger, "configuration unchanged");
+                    Outcome::Unchanged
+                } else {
+                    self.apply(settings, trigger).await;
+                    Outcome::Applied
+                }
             }
         };
+        self.status.counted(outcome);
+        outcome
+    }
+
+    /// The configuration as it reads now, validated, or why it cannot serve.
+    async fn load(&self) -> Result<Settings, String> {
+        // Once read from a file, always from that file: without it the configuration would be
+        // the defaults, and a file deleted, emptied by a failed write, or caught between a
+        // ConfigMap's versions must not put the default policy in place of the operator's.
+        let (file, required) = match self.running.file().filter(|_| self.file_read) {
+            Some(file) => (Some(file.to_owned()), true),
+            None => (self.file.clone(), false),
+        };
+        let loaded = tokio::task::spawn_blocking(move || {
+            if let Some(file) = file.as_deref().filter(|_| required) {
+                match std::fs::read_to_string(file) {
+                    Err(_) if !file.is_file() => {
+                        return Err(format!(
+                            "{}: the configuration file is gone",
+                            file.display()
+                        ))
+                    }
+                    Ok(text) if text.trim().is_empty() => {
+                        return Err(format!(
+                            "{}: the configuration file is empty",
+                            file.display()
+                        ))
+                    }
+                    _ => {}
+                }
+            }
+            Settings::load_again(file.as_deref()).map_err(|error| error.to_string())
+        });
+        loaded.await.map_err(|error| error.to_string())?
+    }
+
+    /// Serves `settings` from the next request on.
+    async fn apply(&mut self, mut settings: Settings, trigger: &'static str) {
+        self.loaded = settings.fingerprint();
         let digest = settings.digest();
-        if digest == self.status.digest() {
-            tracing::info!(target: LOG_TARGET, trigger, "configuration unchanged");
-            return Outcome::Unchanged;
-        }
         let pending = settings.keep_restart_only(&self.running);
         for key in &pending {
             tracing::warn!(
@@ -208,6 +246,5 @@ impl Reloader {
             policies = self.running.policies.len(),
             "configuration reloaded"
         );
-        Outcome::Applied
     }
 }

@@ -20,46 +20,70 @@ pub const WATCH_EVERY: Duration = Duration::from_secs(1);
 /// half-written is not refused for the half.
 const SETTLE: Duration = Duration::from_millis(200);
 
+/// The longest a reload waits for the watched files to settle.
+const MOST_SETTLING: Duration = Duration::from_secs(2);
+
 impl Reloader {
     /// Reloads on every SIGHUP and whenever a watched file changes, until the process ends.
+    ///
+    /// While the last reload was refused, each tick also loads the configuration again,
+    /// quietly: a mistake may be fixed in a file the running configuration does not name (a
+    /// descriptor file the refused one added).
     pub async fn run(mut self) {
         let mut paths = self.running.watched();
         let mut seen = std::mem::take(&mut self.seen);
         let mut every = self.running.watch_interval;
         let mut tick = every.map(ticking);
+        // Whether the watched files changed with the last reload: a change made to the new ones
+        // while it loaded is looked for at the next tick.
+        let mut recheck = false;
         loop {
-            let trigger = tokio::select! {
-                () = self.signals.next() => "signal",
-                () = next_tick(&mut tick) => "file",
+            let signalled = tokio::select! {
+                () = self.signals.next() => true,
+                () = next_tick(&mut tick) => false,
             };
             let mut now = fingerprint(paths.clone()).await;
-            if trigger == "file" {
-                if now == seen {
-                    continue;
-                }
-                loop {
-                    tokio::time::sleep(SETTLE).await;
-                    let again = fingerprint(paths.clone()).await;
-                    if again == now {
-                        break;
-                    }
-                    now = again;
-                }
+            if signalled || now != seen {
+                now = settled(&paths, now).await;
             }
-            // The contents read before the load: a change made while it loads is seen next tick.
-            self.reload(trigger).await;
+            if signalled {
+                self.reload("signal").await;
+            } else if now != seen {
+                self.reload("file").await;
+            } else if self.refused.is_some() || recheck {
+                self.attempt("file", true).await;
+            } else {
+                continue;
+            }
+            recheck = false;
+            seen = now;
             let watched = self.running.watched();
             if watched != paths {
                 paths = watched;
-                now = fingerprint(paths.clone()).await;
+                seen = fingerprint(paths.clone()).await;
+                recheck = true;
             }
-            seen = now;
             if self.running.watch_interval != every {
                 every = self.running.watch_interval;
                 tick = every.map(ticking);
             }
         }
     }
+}
+
+/// The watched files' fingerprint, `now` at first, once it holds for [`SETTLE`], or after [`MOST_SETTLING`]
+/// whatever it is: a file rewritten without pause must not hold every reload back.
+async fn settled(paths: &[PathBuf], mut now: Vec<u8>) -> Vec<u8> {
+    let started = tokio::time::Instant::now();
+    while started.elapsed() < MOST_SETTLING {
+        tokio::time::sleep(SETTLE).await;
+        let again = fingerprint(paths.to_vec()).await;
+        if again == now {
+            break;
+        }
+        now = again;
+    }
+    now
 }
 
 /// A timer that ticks `every`, later rather than in bursts when a reload held it up.

@@ -35,7 +35,7 @@ pub(crate) use rules::RawRls;
 pub use rules::RlsSettings;
 pub use server::router;
 pub use service::RlsService;
-pub use yaml::{LoadError, Loader};
+pub use yaml::{descriptor_files, LoadError, Loader};
 
 /// A rate limit unit, as ratelimit's `unit` and Envoy's `RateLimitUnit` name them.
 ///

@@ -8,7 +8,7 @@
 //! `value_to_metric`, `metadata`).
 
 use std::collections::BTreeMap;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use serde_yaml::Value;
 
@@ -39,6 +39,23 @@ const IGNORED: [(&str, &str); 3] = [
     ),
     ("metadata", "tollgate sends Envoy no dynamic metadata"),
 ];
+
+/// The descriptor files of the directory `dir`, as [`Loader::load_path`] reads them: its
+/// `*.yaml` and `*.yml` files that are regular files (through symlinks, as a mounted ConfigMap's
+/// are), not hidden ones, not below it, in name order. A running service watches these and
+/// nothing else of the directory.
+pub fn descriptor_files(dir: &Path) -> std::io::Result<Vec<PathBuf>> {
+    let mut files: Vec<PathBuf> = std::fs::read_dir(dir)?
+        .filter_map(|entry| entry.ok().map(|entry| entry.path()))
+        .filter(|file| {
+            let name = file.file_name().and_then(|n| n.to_str()).unwrap_or(".");
+            let yaml = file.extension().is_some_and(|e| e == "yaml" || e == "yml");
+            yaml && !name.starts_with('.') && file.is_file()
+        })
+        .collect();
+    files.sort();
+    Ok(files)
+}
 
 /// Reads ratelimit's YAML files, and tollgate's own rules, into [`Domains`].
 #[derive(Debug, Default)]
@@ -71,20 +88,16 @@ impl Loader {
             reason,
         };
         if !path.is_dir() {
+            // A named pipe or a device would block the read, or never end it.
+            if path.exists() && !path.is_file() {
+                return Err(fail(path, "is not a file or a directory".into()));
+            }
             let text = std::fs::read_to_string(path)
                 .map_err(|e| fail(path, format!("cannot be read: {e}")))?;
             return self.load_str(&path.display().to_string(), &text);
         }
-        let mut files: Vec<_> = std::fs::read_dir(path)
-            .map_err(|e| fail(path, format!("cannot be read: {e}")))?
-            .filter_map(|entry| entry.ok().map(|entry| entry.path()))
-            .filter(|file| {
-                let name = file.file_name().and_then(|n| n.to_str()).unwrap_or(".");
-                let yaml = file.extension().is_some_and(|e| e == "yaml" || e == "yml");
-                yaml && !name.starts_with('.') && file.is_file()
-            })
-            .collect();
-        files.sort();
+        let files =
+            descriptor_files(path).map_err(|e| fail(path, format!("cannot be read: {e}")))?;
         if files.is_empty() {
             return Err(fail(path, "holds no .yaml or .yml file".into()));
         }
