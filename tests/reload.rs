@@ -6,34 +6,21 @@
 
 mod support;
 
-use std::path::{Path, PathBuf};
-use std::time::{Duration, Instant};
+use std::path::Path;
+use std::time::Duration;
 
 use envoy_types::pb::envoy::service::ratelimit::v3::rate_limit_response::Code;
-use envoy_types::pb::envoy::service::ratelimit::v3::rate_limit_service_client::RateLimitServiceClient;
 use envoy_types::pb::envoy::service::ratelimit::v3::RateLimitRequest;
 use support::binary::Binary;
+use support::rls::{client_on, Client};
+use support::served::Served;
 use support::{free_port, RedisServer, NO_BOUNDARY};
-
-/// How long a reload may take to show in `/metrics`.
-const RELOAD_DEADLINE: Duration = Duration::from_secs(10);
 
 /// The store a scenario runs on.
 #[derive(Clone, Copy, Debug)]
 enum Backend {
     Memory,
     Redis,
-}
-
-/// A configuration directory the test writes, and the binary serving from it.
-struct Served {
-    binary: Binary,
-    dir: tempfile::TempDir,
-    /// The file the binary reads: `tollgate.toml`, or its symlink in a ConfigMap's layout.
-    file: PathBuf,
-    client: reqwest::Client,
-    /// Kept for the test's life, when the scenario runs on Redis.
-    redis: Option<RedisServer>,
 }
 
 /// One policy, `limit` per user in a window no test crosses, with `extra` TOML after it (and
@@ -48,98 +35,14 @@ fn config(redis: Option<&RedisServer>, watch: &str, limit: u64, extra: &str) -> 
     )
 }
 
-impl Served {
-    /// The binary on `backend`, reading `tollgate.toml` written by `text` (given the Redis
-    /// server, if any).
-    async fn start(backend: Backend, text: impl Fn(Option<&RedisServer>) -> String) -> Self {
-        let redis = match backend {
-            Backend::Memory => None,
-            Backend::Redis => Some(RedisServer::start().await),
-        };
-        let dir = tempfile::tempdir().unwrap();
-        let file = dir.path().join("tollgate.toml");
-        std::fs::write(&file, text(redis.as_ref())).unwrap();
-        Self::serve(dir, file, redis).await
-    }
-
-    async fn serve(dir: tempfile::TempDir, file: PathBuf, redis: Option<RedisServer>) -> Self {
-        let config = file.display().to_string();
-        let binary = Binary::start_with(&[("TOLLGATE_CONFIG", &config)]).await;
-        Served {
-            binary,
-            dir,
-            file,
-            client: reqwest::Client::new(),
-            redis,
-        }
-    }
-
-    /// Writes `text` over the configuration file in place, as an editor or `sed -i` would not
-    /// (they replace it), but as `echo >` does.
-    fn write(&self, text: &str) {
-        std::fs::write(&self.file, text).unwrap();
-    }
-
-    fn url(&self, path: &str) -> String {
-        format!("http://127.0.0.1:{}{path}", self.binary.port)
-    }
-
-    /// The statuses of `n` requests from `user`, one after another.
-    async fn statuses(&self, user: &str, n: usize) -> Vec<u16> {
-        let mut statuses = Vec::new();
-        for _ in 0..n {
-            let response = self
-                .client
-                .get(self.url("/user"))
-                .header("x-user", user)
-                .send()
-                .await
-                .unwrap();
-            statuses.push(response.status().as_u16());
-        }
-        statuses
-    }
-
-    /// The value of the sample `name` in `/metrics`.
-    async fn metric(&self, name: &str) -> f64 {
-        let text = self
-            .client
-            .get(self.url("/metrics"))
-            .send()
-            .await
-            .unwrap()
-            .text()
-            .await
-            .unwrap();
-        text.lines()
-            .find_map(|line| line.strip_prefix(name)?.strip_prefix(' '))
-            .unwrap_or_else(|| panic!("no {name} in /metrics:\n{text}"))
-            .parse()
-            .unwrap()
-    }
-
-    /// Waits until the sample `name` reads `value`, failing the test after the deadline.
-    async fn until_metric(&self, name: &str, value: f64) {
-        let started = Instant::now();
-        loop {
-            let now = self.metric(name).await;
-            if now == value {
-                return;
-            }
-            assert!(
-                started.elapsed() < RELOAD_DEADLINE,
-                "{name} is {now}, not {value}, {RELOAD_DEADLINE:?} on; the log:\n{}",
-                self.binary.log()
-            );
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-    }
-
-    /// Waits until the `generation`th configuration serves.
-    async fn until_generation(&self, generation: u64) {
-        self.until_metric("tollgate_config_generation", generation as f64)
-            .await;
-    }
+/// The binary on `backend`, reading `tollgate.toml` written by `text` (given the Redis server,
+/// if any).
+async fn start(backend: Backend, text: impl Fn(Option<&RedisServer>) -> String) -> Served {
+    let redis = match backend {
+        Backend::Memory => None,
+        Backend::Redis => Some(RedisServer::start().await),
+    };
+    Served::start_on(redis, text).await
 }
 
 /// SIGHUP alone (the watch is off) applies a raised limit and a lowered one at once, the
@@ -147,7 +50,7 @@ impl Served {
 #[tokio::test]
 async fn a_signal_reloads_raised_and_lowered_limits_at_once() {
     for backend in [Backend::Memory, Backend::Redis] {
-        let served = Served::start(backend, |r| config(r, "0s", 2, "")).await;
+        let served = start(backend, |r| config(r, "0s", 2, "")).await;
         let redis = served.redis.as_ref();
         // joe's third request is denied, and that denial cached.
         assert_eq!(
@@ -190,7 +93,7 @@ async fn a_signal_reloads_raised_and_lowered_limits_at_once() {
 #[tokio::test]
 async fn a_file_written_in_place_is_reloaded() {
     for backend in [Backend::Memory, Backend::Redis] {
-        let served = Served::start(backend, |r| config(r, "100ms", 2, "")).await;
+        let served = start(backend, |r| config(r, "100ms", 2, "")).await;
         assert_eq!(
             served.statuses("joe", 3).await,
             [200, 200, 429],
@@ -228,7 +131,7 @@ async fn a_configmap_symlink_swap_is_reloaded() {
         configmap_version(dir.path(), "..2026_12_06_v1", &first);
         let file = dir.path().join("tollgate.toml");
         std::os::unix::fs::symlink("..data/tollgate.toml", &file).unwrap();
-        let served = Served::serve(dir, file, redis).await;
+        let served = Served::serve_with(dir, file, redis).await;
         assert_eq!(
             served.statuses("joe", 3).await,
             [200, 200, 429],
@@ -265,7 +168,7 @@ fn configmap_version(dir: &Path, version: &str, text: &str) {
 /// and the old limits keep applying until a good file replaces it.
 #[tokio::test]
 async fn a_broken_file_is_refused_and_the_old_limits_keep_applying() {
-    let served = Served::start(Backend::Memory, |r| config(r, "100ms", 2, "")).await;
+    let served = start(Backend::Memory, |r| config(r, "100ms", 2, "")).await;
     assert_eq!(served.statuses("joe", 1).await, [200]);
     let rejected = "tollgate_config_reloads_total{outcome=\"rejected\"}";
     // A typo in a key, then a value out of range.
@@ -294,7 +197,7 @@ async fn a_broken_file_is_refused_and_the_old_limits_keep_applying() {
 /// applies, and `/metrics` says a restart is pending.
 #[tokio::test]
 async fn a_restart_only_key_is_warned_about_and_kept() {
-    let served = Served::start(Backend::Memory, |r| config(r, "100ms", 2, "")).await;
+    let served = start(Backend::Memory, |r| config(r, "100ms", 2, "")).await;
     // The memory store would refuse a fifth caller, were its cap applied.
     let capped = format!(
         "[memory]\nmax_callers = 4\n{}",
@@ -347,7 +250,7 @@ async fn a_deleted_file_is_refused() {
 /// An unchanged file, signalled, swaps nothing: cached denials and the generation stay.
 #[tokio::test]
 async fn a_reload_that_changes_nothing_swaps_nothing() {
-    let served = Served::start(Backend::Memory, |r| config(r, "0s", 1, "")).await;
+    let served = start(Backend::Memory, |r| config(r, "0s", 1, "")).await;
     assert_eq!(served.statuses("joe", 2).await, [200, 429]);
     served.binary.signal("-HUP");
     served
@@ -374,7 +277,7 @@ async fn a_policy_changed_under_its_name_never_misreads_its_counts() {
             )
     };
     for backend in [Backend::Memory, Backend::Redis] {
-        let served = Served::start(backend, |r| shaped(r, "fixed_window", 2, NO_BOUNDARY)).await;
+        let served = start(backend, |r| shaped(r, "fixed_window", 2, NO_BOUNDARY)).await;
         let redis = served.redis.as_ref();
         assert_eq!(
             served.statuses("joe", 3).await,
@@ -424,7 +327,7 @@ async fn a_changed_hash_key_alone_is_applied_and_kept_out_of_the_digest() {
             config(None, "0s", 1, "")
         )
     };
-    let served = Served::start(Backend::Memory, |_| keyed("pepper")).await;
+    let served = start(Backend::Memory, |_| keyed("pepper")).await;
     assert_eq!(served.statuses("joe", 2).await, [200, 429]);
     let digest = |text: String| {
         text.lines()
@@ -468,7 +371,7 @@ async fn reloads_under_load_lose_and_double_count_nothing() {
     /// The configurations served, the first included.
     const RELOADS: usize = 12;
     for backend in [Backend::Memory, Backend::Redis] {
-        let served = Served::start(backend, |r| config(r, "0s", LIMITS[0], "")).await;
+        let served = start(backend, |r| config(r, "0s", LIMITS[0], "")).await;
         let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
         let mut workers = tokio::task::JoinSet::new();
         for worker in 0..16 {
@@ -568,8 +471,8 @@ async fn a_changed_descriptor_file_is_reloaded() {
         ),
     )
     .unwrap();
-    let served = Served::serve(dir, file, None).await;
-    let mut client = envoy_client(rls_port).await;
+    let served = Served::serve(dir, file).await;
+    let mut client = client_on(rls_port).await;
     let ask = |client: &mut Client| {
         let request = RateLimitRequest {
             domain: "api".into(),
@@ -594,14 +497,4 @@ async fn a_changed_descriptor_file_is_reloaded() {
     let raised = ask(&mut client).await;
     assert_eq!(raised[0].0, Code::Ok, "{raised:?}");
     assert_eq!(raised[0].1, Some(3));
-}
-
-/// envoy-types' client.
-type Client = RateLimitServiceClient<tonic::transport::Channel>;
-
-/// envoy-types' client on `port`.
-async fn envoy_client(port: u16) -> Client {
-    Client::connect(format!("http://127.0.0.1:{port}"))
-        .await
-        .expect("the rate limit service accepts gRPC")
 }

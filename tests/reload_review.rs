@@ -13,16 +13,13 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use envoy_types::pb::envoy::service::ratelimit::v3::rate_limit_response::Code;
-use envoy_types::pb::envoy::service::ratelimit::v3::rate_limit_service_client::RateLimitServiceClient;
 use envoy_types::pb::envoy::service::ratelimit::v3::RateLimitRequest;
-use support::binary::Binary;
+use support::rls::{client_on, Client};
 use support::rls::{descriptor, statuses};
+use support::served::{Served, RELOAD_DEADLINE};
 use support::{free_port, RedisServer, NO_BOUNDARY};
 use tollgate::reload::{Outcome, Reloader};
 use tollgate::Settings;
-
-/// How long a reload may take to show in `/metrics`.
-const RELOAD_DEADLINE: Duration = Duration::from_secs(10);
 
 /// One policy `per_user`, `limit` per user in a window no test crosses, the watch polling
 /// `watch` (`0s`: SIGHUP only), with `extra` TOML before it (top-level keys and tables).
@@ -31,158 +28,6 @@ fn config(watch: &str, limit: u64, extra: &str) -> String {
         "{extra}\n[reload]\nwatch_interval = \"{watch}\"\n\n[[policies]]\nname = \"per_user\"\n\
          limit = {limit}\nwindow = \"{NO_BOUNDARY}\"\n"
     )
-}
-
-/// The binary, reading the configuration file `file` through `TOLLGATE_CONFIG`.
-struct Served {
-    binary: Binary,
-    /// The configuration directory, kept for the test's life.
-    dir: tempfile::TempDir,
-    file: PathBuf,
-    client: reqwest::Client,
-}
-
-impl Served {
-    /// The binary reading `tollgate.toml` in a new directory, written with `text`.
-    async fn start(text: &str) -> Self {
-        let dir = tempfile::tempdir().unwrap();
-        let file = dir.path().join("tollgate.toml");
-        std::fs::write(&file, text).unwrap();
-        Self::serve(dir, file).await
-    }
-
-    /// The binary reading `file` (in `dir`, already written).
-    async fn serve(dir: tempfile::TempDir, file: PathBuf) -> Self {
-        let config = file.display().to_string();
-        let binary = Binary::start_with(&[("TOLLGATE_CONFIG", &config)]).await;
-        Served {
-            binary,
-            dir,
-            file,
-            client: reqwest::Client::new(),
-        }
-    }
-
-    /// Writes `text` over the configuration file in place.
-    fn write(&self, text: &str) {
-        std::fs::write(&self.file, text).unwrap();
-    }
-
-    /// Replaces the configuration file with a new one holding `text`, in one step (rename).
-    fn replace(&self, text: &str) {
-        let staged = self.dir.path().join("staged.toml.tmp");
-        std::fs::write(&staged, text).unwrap();
-        std::fs::rename(&staged, &self.file).unwrap();
-    }
-
-    fn url(&self, path: &str) -> String {
-        format!("http://127.0.0.1:{}{path}", self.binary.port)
-    }
-
-    /// A `GET path` naming the caller in `header`.
-    async fn get(&self, path: &str, header: &str, user: &str) -> reqwest::Response {
-        self.client
-            .get(self.url(path))
-            .header(header, user)
-            .send()
-            .await
-            .unwrap()
-    }
-
-    /// The statuses of `n` requests from `user` on `/user`, one after another.
-    async fn statuses(&self, user: &str, n: usize) -> Vec<u16> {
-        let mut statuses = Vec::new();
-        for _ in 0..n {
-            statuses.push(self.get("/user", "x-user", user).await.status().as_u16());
-        }
-        statuses
-    }
-
-    /// `/metrics`, as text.
-    async fn metrics(&self) -> String {
-        let response = self.client.get(self.url("/metrics")).send().await.unwrap();
-        response.text().await.unwrap()
-    }
-
-    /// The value of the sample `name` in `/metrics`, if it is there.
-    async fn sample(&self, name: &str) -> Option<f64> {
-        let text = self.metrics().await;
-        text.lines()
-            .find_map(|line| line.strip_prefix(name)?.strip_prefix(' '))
-            .map(|value| value.parse().unwrap())
-    }
-
-    /// The value of the sample `name` in `/metrics`, which must be there.
-    async fn metric(&self, name: &str) -> f64 {
-        match self.sample(name).await {
-            Some(value) => value,
-            None => panic!("no {name} in /metrics:\n{}", self.metrics().await),
-        }
-    }
-
-    /// Waits until the sample `name` reads `value`, failing the test after the deadline.
-    async fn until_metric(&self, name: &str, value: f64) {
-        let started = Instant::now();
-        loop {
-            let now = self.metric(name).await;
-            if now == value {
-                return;
-            }
-            assert!(
-                started.elapsed() < RELOAD_DEADLINE,
-                "{name} is {now}, not {value}, {RELOAD_DEADLINE:?} on; the log:\n{}",
-                self.binary.log()
-            );
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-    }
-
-    /// Waits until the `generation`th configuration serves.
-    async fn until_generation(&self, generation: u64) {
-        self.until_metric("tollgate_config_generation", generation as f64)
-            .await;
-    }
-
-    /// Waits until `reloads` reloads have ended, whatever their outcome.
-    async fn until_reloads(&self, reloads: f64) {
-        let started = Instant::now();
-        loop {
-            let mut ended = 0.0;
-            for outcome in Outcome::ALL {
-                let name = format!(
-                    "tollgate_config_reloads_total{{outcome=\"{}\"}}",
-                    outcome.as_str()
-                );
-                ended += self.metric(&name).await;
-            }
-            if ended >= reloads {
-                return;
-            }
-            assert!(
-                started.elapsed() < RELOAD_DEADLINE,
-                "{ended} reloads, not {reloads}; the log:\n{}",
-                self.binary.log()
-            );
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-    }
-
-    /// The `x-ratelimit-limit` a new caller is answered with on `/user`.
-    async fn limit_for_a_new_caller(&self, user: &str) -> Option<u64> {
-        let response = self.get("/user", "x-user", user).await;
-        let limit = response.headers().get("x-ratelimit-limit")?;
-        limit.to_str().ok()?.parse().ok()
-    }
-}
-
-/// envoy-types' client.
-type Client = RateLimitServiceClient<tonic::transport::Channel>;
-
-/// envoy-types' client on `port`.
-async fn envoy_client(port: u16) -> Client {
-    Client::connect(format!("http://127.0.0.1:{port}"))
-        .await
-        .expect("the rate limit service accepts gRPC")
 }
 
 /// Asks about `user`'s descriptor in domain `api`: each status's code and limit.
@@ -219,6 +64,26 @@ fn rls_section(port: u16, config: &[&Path]) -> String {
     )
 }
 
+/// A configuration directory: `descriptors/` holding `<domain>.yaml` at `limit` a day, and
+/// `tollgate.toml` polling every `watch`, `per_user` a user, serving the descriptors on
+/// `rls_port`. Returns the directory, the configuration file and the descriptors' directory.
+fn with_descriptors(
+    rls_port: u16,
+    watch: &str,
+    per_user: u64,
+    (domain, limit): (&str, u32),
+) -> (tempfile::TempDir, PathBuf, PathBuf) {
+    let dir = tempfile::tempdir().unwrap();
+    let descriptors = dir.path().join("descriptors");
+    std::fs::create_dir(&descriptors).unwrap();
+    let yaml = descriptors.join(format!("{domain}.yaml"));
+    std::fs::write(yaml, descriptor_yaml(domain, limit)).unwrap();
+    let file = dir.path().join("tollgate.toml");
+    let text = config(watch, per_user, &rls_section(rls_port, &[&descriptors]));
+    std::fs::write(&file, text).unwrap();
+    (dir, file, descriptors)
+}
+
 // ---- Bugs ----------------------------------------------------------------------------------
 
 /// A policy of an Envoy rule keeps its `tollgate_decisions_total` across a reload that keeps
@@ -235,7 +100,7 @@ async fn a_rule_policys_counters_survive_a_reload() {
         config("0s", limit, &rls)
     };
     let served = Served::start(&rules(5)).await;
-    let client = envoy_client(rls_port).await;
+    let client = client_on(rls_port).await;
     for _ in 0..2 {
         assert_eq!(ask(&client, "joe").await[0].0, Code::Ok);
     }
@@ -292,17 +157,7 @@ async fn fixing_the_new_descriptor_file_of_a_refused_configuration_reloads_it() 
 /// descriptor files, changes nothing: the reload is `unchanged` and the generation stays.
 #[tokio::test]
 async fn a_file_the_loader_ignores_changes_nothing() {
-    let rls_port = free_port();
-    let dir = tempfile::tempdir().unwrap();
-    let descriptors = dir.path().join("descriptors");
-    std::fs::create_dir(&descriptors).unwrap();
-    std::fs::write(descriptors.join("api.yaml"), descriptor_yaml("api", 1)).unwrap();
-    let file = dir.path().join("tollgate.toml");
-    std::fs::write(
-        &file,
-        config("0s", 5, &rls_section(rls_port, &[&descriptors])),
-    )
-    .unwrap();
+    let (dir, file, descriptors) = with_descriptors(free_port(), "0s", 5, ("api", 1));
     let served = Served::serve(dir, file).await;
     std::fs::write(descriptors.join("api.yaml~"), "an editor's backup").unwrap();
     std::fs::write(descriptors.join("README.md"), "what these files are").unwrap();
@@ -650,18 +505,9 @@ async fn a_directory_in_place_of_the_file_is_refused() {
 #[tokio::test]
 async fn a_descriptor_directory_gaining_and_losing_files() {
     let rls_port = free_port();
-    let dir = tempfile::tempdir().unwrap();
-    let descriptors = dir.path().join("descriptors");
-    std::fs::create_dir(&descriptors).unwrap();
-    std::fs::write(descriptors.join("web.yaml"), descriptor_yaml("web", 5)).unwrap();
-    let file = dir.path().join("tollgate.toml");
-    std::fs::write(
-        &file,
-        config("100ms", 5, &rls_section(rls_port, &[&descriptors])),
-    )
-    .unwrap();
+    let (dir, file, descriptors) = with_descriptors(rls_port, "100ms", 5, ("web", 5));
     let served = Served::serve(dir, file).await;
-    let client = envoy_client(rls_port).await;
+    let client = client_on(rls_port).await;
     assert_eq!(ask(&client, "joe").await[0], (Code::Ok, None));
     std::fs::write(descriptors.join("api.yaml"), descriptor_yaml("api", 1)).unwrap();
     served.until_generation(2).await;
@@ -693,7 +539,7 @@ async fn a_descriptor_file_mistake_names_its_entry_and_file() {
     )
     .unwrap();
     let served = Served::serve(dir, file).await;
-    let client = envoy_client(rls_port).await;
+    let client = client_on(rls_port).await;
     assert_eq!(ask(&client, "joe").await[0], (Code::Ok, Some(1)));
     std::fs::write(
         &api,
@@ -717,13 +563,8 @@ async fn a_descriptor_file_mistake_names_its_entry_and_file() {
 #[tokio::test]
 async fn a_file_that_never_settles_does_not_starve_reloads() {
     let rls_port = free_port();
-    let dir = tempfile::tempdir().unwrap();
-    let descriptors = dir.path().join("descriptors");
-    std::fs::create_dir(&descriptors).unwrap();
-    std::fs::write(descriptors.join("api.yaml"), descriptor_yaml("api", 1)).unwrap();
-    let file = dir.path().join("tollgate.toml");
+    let (dir, file, descriptors) = with_descriptors(rls_port, "100ms", 1, ("api", 1));
     let text = |limit: u64| config("100ms", limit, &rls_section(rls_port, &[&descriptors]));
-    std::fs::write(&file, text(1)).unwrap();
     let served = Served::serve(dir, file).await;
     // Something (a sidecar's heartbeat, a log) rewrites a file there every 50 ms.
     let heartbeat = descriptors.join("heartbeat");
@@ -757,20 +598,11 @@ async fn a_file_that_never_settles_does_not_starve_reloads() {
 /// not hang loading: the configuration's digest, which startup and every reload take, returns.
 #[test]
 fn a_named_pipe_beside_the_descriptors_does_not_hang_loading() {
-    let dir = tempfile::tempdir().unwrap();
-    let descriptors = dir.path().join("descriptors");
-    std::fs::create_dir(&descriptors).unwrap();
-    std::fs::write(descriptors.join("api.yaml"), descriptor_yaml("api", 1)).unwrap();
+    let (_dir, file, descriptors) = with_descriptors(free_port(), "0s", 1, ("api", 1));
     let fifo = descriptors.join("pipe");
     let path = std::ffi::CString::new(fifo.as_os_str().as_encoded_bytes()).unwrap();
     // SAFETY: a valid, NUL-terminated path.
     assert_eq!(unsafe { libc::mkfifo(path.as_ptr(), 0o600) }, 0);
-    let file = dir.path().join("tollgate.toml");
-    std::fs::write(
-        &file,
-        config("0s", 1, &rls_section(free_port(), &[&descriptors])),
-    )
-    .unwrap();
     let (done, finished) = std::sync::mpsc::channel();
     std::thread::spawn(move || {
         let settings = Settings::load(Some(&file)).unwrap();

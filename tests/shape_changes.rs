@@ -9,7 +9,7 @@ use std::num::NonZeroU64;
 use std::sync::Arc;
 use std::time::Duration;
 
-use fred::prelude::{KeysInterface, LuaInterface};
+use fred::prelude::KeysInterface;
 use support::RedisServer;
 use tollgate::key::{CallerTag, KeyBuilder};
 use tollgate::store::{Check, Clock, RedisStore, Store};
@@ -353,8 +353,8 @@ async fn values_of_the_previous_format_are_not_read() {
     server.assert_every_key_has_ttl().await;
 }
 
-/// Runs the decide script directly in `mode` for one key, as RedisStore would, and returns its
-/// reply.
+/// Runs the decide script directly in `mode` for one key at `now_ms`, as RedisStore would, and
+/// returns its reply.
 async fn script(
     conn: &fred::prelude::Client,
     key: &str,
@@ -363,26 +363,7 @@ async fn script(
     policy: &Policy,
     receipt: i64,
 ) -> Vec<i64> {
-    let (first, second) = match policy.algorithm() {
-        Algorithm::TokenBucket => (policy.emission_us(), policy.capacity_us()),
-        _ => (policy.limit(), policy.window().as_millis()),
-    };
-    let mut args: Vec<String> = vec![
-        (now_ms * 1000).to_string(),
-        mode.into(),
-        "1".into(),
-        policy.algorithm().as_str().into(),
-        policy.cost().to_string(),
-        first.to_string(),
-        second.to_string(),
-        "0".into(),
-    ];
-    if mode == "refund" {
-        args.push(receipt.to_string());
-    }
-    conn.eval(tollgate::store::redis::DECIDE_LUA, vec![key], args)
-        .await
-        .unwrap()
+    support::policies::script(conn, key, now_ms * 1000, mode, policy, receipt as u64).await
 }
 
 /// A refund whose receipt is from another shape gives nothing back: the value written since

@@ -8,6 +8,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use fred::prelude::KeysInterface;
+use support::policies::script;
 use support::RedisServer;
 use tollgate::key::{CallerTag, KeyBuilder};
 use tollgate::store::{Check, Clock, RedisStore, Store};
@@ -412,39 +413,6 @@ async fn every_write_sets_a_ttl_as_long_as_the_state_matters() {
         }
     }
     server.assert_every_key_has_ttl().await;
-}
-
-/// Runs the decide script directly in `mode` for one key, as RedisStore would.
-#[allow(clippy::too_many_arguments)]
-async fn script(
-    conn: &fred::prelude::Client,
-    key: &str,
-    now_us: u64,
-    mode: &str,
-    policy: &Policy,
-    receipt: u64,
-) -> Vec<i64> {
-    use fred::prelude::LuaInterface;
-    let (first, second) = match policy.algorithm() {
-        Algorithm::TokenBucket => (policy.emission_us(), policy.capacity_us()),
-        _ => (policy.limit(), policy.window().as_millis()),
-    };
-    let mut args: Vec<String> = vec![
-        now_us.to_string(),
-        mode.into(),
-        "1".into(),
-        policy.algorithm().as_str().into(),
-        policy.cost().to_string(),
-        first.to_string(),
-        second.to_string(),
-        u8::from(policy.shadow()).to_string(),
-    ];
-    if mode == "refund" {
-        args.push(receipt.to_string());
-    }
-    conn.eval(tollgate::store::redis::DECIDE_LUA, vec![key], args)
-        .await
-        .unwrap()
 }
 
 /// A token-bucket refund gives back only what is still outstanding of the refunded request's

@@ -6,8 +6,9 @@
 //!
 //! Beside this file: `backend` runs one test on both stores, `binary` runs the real binary as a
 //! child process, `config` runs it in a directory of its own for the configuration tests,
-//! `policies` reads the rate-limit headers back and builds the keys a request should write, and
-//! `cluster` and `sentinel` start those Redis topologies.
+//! `policies` reads the rate-limit headers back and builds the keys a request should write,
+//! `served` runs the binary on a configuration file the reload tests rewrite, and `cluster` and
+//! `sentinel` start those Redis topologies.
 #![allow(dead_code)]
 
 #[macro_use]
@@ -18,6 +19,7 @@ pub mod config;
 pub mod policies;
 pub mod rls;
 pub mod sentinel;
+pub mod served;
 
 use std::net::{SocketAddr, TcpListener as StdListener};
 use std::process::{Child, Command, Stdio};

@@ -162,3 +162,36 @@ pub async fn consumed(
         other => panic!("unknown algorithm {other}"),
     }
 }
+
+/// Runs the decide script directly in `mode` (`decide`, `refund`) for one key at `now_us`, as
+/// RedisStore would, with `receipt` for a refund, and returns its reply.
+pub async fn script(
+    conn: &fred::prelude::Client,
+    key: &str,
+    now_us: u64,
+    mode: &str,
+    policy: &tollgate::Policy,
+    receipt: u64,
+) -> Vec<i64> {
+    use fred::prelude::LuaInterface;
+    let (first, second) = match policy.algorithm() {
+        tollgate::Algorithm::TokenBucket => (policy.emission_us(), policy.capacity_us()),
+        _ => (policy.limit(), policy.window().as_millis()),
+    };
+    let mut args: Vec<String> = vec![
+        now_us.to_string(),
+        mode.into(),
+        "1".into(),
+        policy.algorithm().as_str().into(),
+        policy.cost().to_string(),
+        first.to_string(),
+        second.to_string(),
+        u8::from(policy.shadow()).to_string(),
+    ];
+    if mode == "refund" {
+        args.push(receipt.to_string());
+    }
+    conn.eval(tollgate::store::redis::DECIDE_LUA, vec![key], args)
+        .await
+        .unwrap()
+}

@@ -32,6 +32,16 @@ pub async fn client(app: &TestApp) -> RateLimitServiceClient<Channel> {
         .expect("the service accepts gRPC")
 }
 
+/// envoy-types' client.
+pub type Client = RateLimitServiceClient<Channel>;
+
+/// envoy-types' client on the rate limit port `port`.
+pub async fn client_on(port: u16) -> Client {
+    Client::connect(format!("http://127.0.0.1:{port}"))
+        .await
+        .expect("the rate limit service accepts gRPC")
+}
+
 /// A descriptor of `entries`.
 pub fn descriptor(entries: &[(&str, &str)]) -> RateLimitDescriptor {
     RateLimitDescriptor {
