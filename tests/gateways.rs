@@ -507,20 +507,28 @@ async fn clear_of_the_hours_end() {
 /// Envoy's rate limit filter (`docs/gateways/envoy.yaml`) asking tollgate's rate limit service,
 /// which loads `docs/gateways/ratelimit.yaml`, with Redis deciding: a user's fourth request is
 /// Envoy's 429 with tollgate's `Retry-After` and body, an export's two descriptors are decided
-/// all or nothing, and with tollgate stopped Envoy fails closed.
+/// all or nothing, a limit raised in the file applies at once after tollgate reloads it, and with
+/// tollgate stopped Envoy fails closed.
 #[tokio::test]
 #[ignore = "needs envoy installed: run by .ci/run with --ignored"]
 async fn envoy() {
     clear_of_the_hours_end().await;
     let redis = RedisServer::start().await;
     let api = Api::start().await;
-    let yaml = gateways_file(RATELIMIT_YAML);
-    let tollgate = TestApp::with_toml(&format!(
-        "[redis]\nurl = {:?}\n[rls]\nlisten = \"127.0.0.1:0\"\nconfig = [{:?}]\n",
+    // The shipped files, copied so that the test can change the limits under a running tollgate.
+    let dir = tempfile::tempdir().unwrap();
+    let yaml = dir.path().join("ratelimit.yaml");
+    let shipped = std::fs::read_to_string(gateways_file(RATELIMIT_YAML)).unwrap();
+    std::fs::write(&yaml, &shipped).unwrap();
+    let config = dir.path().join("tollgate.toml");
+    let toml = format!(
+        "[redis]\nurl = {:?}\n[rls]\nlisten = \"127.0.0.1:0\"\nconfig = [{:?}]\n\
+         [reload]\nwatch_interval = \"100ms\"\n",
         redis.url(),
         yaml.display().to_string()
-    ))
-    .await;
+    );
+    std::fs::write(&config, toml).unwrap();
+    let tollgate = TestApp::reloading(&config).await;
     let rls = tollgate.rls_addr.expect("rls.listen is set");
     let running = Running::start(&ENVOY, rls, api.addr).await;
     let client = reqwest::Client::new();
@@ -581,6 +589,34 @@ async fn envoy() {
         "a denied export charged the user's quota"
     );
     redis.assert_every_key_has_ttl().await;
+
+    // The users' limit raised from 3 to 5 an hour in the file: tollgate reloads it, and joe,
+    // whose 4th request was denied (and that denial cached), is admitted at once through Envoy,
+    // his 3 earlier requests still counted.
+    let raised = shipped.replace(
+        "{unit: hour, requests_per_unit: 3}",
+        "{unit: hour, requests_per_unit: 5}",
+    );
+    assert_ne!(
+        raised, shipped,
+        "the test no longer finds the users' limit in {RATELIMIT_YAML}"
+    );
+    std::fs::write(&yaml, raised).unwrap();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while tollgate.metric("tollgate_config_generation").await < 2.0 {
+        assert!(
+            Instant::now() < deadline,
+            "tollgate did not reload the file"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let admitted = get("/api/items", "joe").send().await.unwrap();
+    assert_eq!(admitted.status(), 200, "{}", stderr());
+    assert!(
+        header(&admitted, "ratelimit").contains("\"user\";r=1"),
+        "{}",
+        header(&admitted, "ratelimit")
+    );
 
     // With tollgate gone, Envoy's failure_mode_deny answers status_on_error: a 503, and the API
     // sees nothing.

@@ -339,6 +339,43 @@ impl TestApp {
         }
     }
 
+    /// Serves the configuration file `file` as the binary does, through the reloader, which
+    /// reloads it when it or a descriptor file changes (Envoy's rate limit service beside it on
+    /// a free port, whatever `rls.listen` says).
+    pub async fn reloading(file: &std::path::Path) -> Self {
+        let settings = Settings::load_again(Some(file)).expect("the configuration loads");
+        let server = settings.server.clone();
+        let (served, reloader) = tollgate::reload::Reloader::start(settings, Some(file.into()))
+            .await
+            .expect("the app builds");
+        tokio::spawn(reloader.run());
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let (beside, rls_addr) = match served.rls {
+            None => (None, None),
+            Some((_, router)) => {
+                let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+                let rls_addr = listener.local_addr().unwrap();
+                (Some((listener, router)), Some(rls_addr))
+            }
+        };
+        let (tx, rx) = oneshot::channel::<()>();
+        tokio::spawn(tollgate::http::server::serve_all(
+            listener,
+            served.http,
+            beside,
+            server,
+            async {
+                let _ = rx.await;
+            },
+        ));
+        TestApp {
+            addr,
+            rls_addr,
+            shutdown: vec![tx],
+        }
+    }
+
     /// Serves the TOML configuration `toml` (over the defaults).
     pub async fn with_toml(toml: &str) -> Self {
         Self::spawn(&settings(toml)).await
