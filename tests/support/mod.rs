@@ -309,34 +309,11 @@ impl TestApp {
         let services = tollgate::setup::services(settings)
             .await
             .expect("the app builds");
-        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let addr = listener.local_addr().unwrap();
-        let (beside, rls_addr) = match services.rls {
-            None => (None, None),
-            Some((_, service)) => {
-                let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-                let rls_addr = listener.local_addr().unwrap();
-                (
-                    Some((listener, tollgate::rls::router(service).await.into())),
-                    Some(rls_addr),
-                )
-            }
+        let rls = match services.rls {
+            None => None,
+            Some((_, service)) => Some(tollgate::rls::router(service).await.into()),
         };
-        let (tx, rx) = oneshot::channel::<()>();
-        tokio::spawn(tollgate::http::server::serve_all(
-            listener,
-            services.router.into(),
-            beside,
-            settings.server.clone(),
-            async {
-                let _ = rx.await;
-            },
-        ));
-        TestApp {
-            addr,
-            rls_addr,
-            shutdown: vec![tx],
-        }
+        Self::serve(services.router.into(), rls, settings.server.clone()).await
     }
 
     /// Serves the configuration file `file` as the binary does, through the reloader, which
@@ -349,11 +326,20 @@ impl TestApp {
             .await
             .expect("the app builds");
         tokio::spawn(reloader.run());
+        Self::serve(served.http, served.rls.map(|(_, router)| router), server).await
+    }
+
+    /// Serves `http` on a free port, and `rls` beside it on another, until dropped.
+    async fn serve(
+        http: tollgate::http::LiveRouter,
+        rls: Option<tollgate::http::LiveRouter>,
+        server: tollgate::http::ServerSettings,
+    ) -> Self {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
-        let (beside, rls_addr) = match served.rls {
+        let (beside, rls_addr) = match rls {
             None => (None, None),
-            Some((_, router)) => {
+            Some(router) => {
                 let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
                 let rls_addr = listener.local_addr().unwrap();
                 (Some((listener, router)), Some(rls_addr))
@@ -362,7 +348,7 @@ impl TestApp {
         let (tx, rx) = oneshot::channel::<()>();
         tokio::spawn(tollgate::http::server::serve_all(
             listener,
-            served.http,
+            http,
             beside,
             server,
             async {
