@@ -45,7 +45,7 @@ use crate::rls::RlsSettings;
 pub use error::ConfigError;
 pub use keys::Unkeyed;
 pub use redis_url::{redact_url, RedisSettings};
-pub use restart::{hash_files, RESTART_ONLY};
+pub use restart::hash_files;
 pub use secret::Secret;
 
 use error::from_figment_error;

@@ -8,27 +8,11 @@ use sha2::{Digest, Sha256};
 use super::{RedisSettings, Settings};
 use crate::rls::descriptor_files;
 
-/// The keys a reload leaves as they were at startup: the listeners, the connections to Redis,
-/// what the breaker and the memory store were built with, and the log format. Each is held by
-/// something built once (a socket, a client, a shared breaker) that a reload keeps.
-pub const RESTART_ONLY: [&str; 12] = [
-    "listen",
-    "rls.listen",
-    "redis.url",
-    "redis.password",
-    "redis.connections",
-    "redis.max_batch",
-    "redis.timeout",
-    "redis.breaker_failures",
-    "redis.breaker_cool_down",
-    "memory.max_callers",
-    "log.format",
-    "server",
-];
-
 impl Settings {
     /// Puts back `running`'s value of every key a reload cannot change, and returns the keys
-    /// that differed, for the reload to warn about.
+    /// that differed, for the reload to warn about: the listeners, the connections to Redis,
+    /// what the breaker and the memory store were built with, and the log format. Each is held
+    /// by something built once (a socket, a client, a shared breaker) that a reload keeps.
     pub fn keep_restart_only(&mut self, running: &Settings) -> Vec<&'static str> {
         let mut changed = Vec::new();
         let mut keep = |key: &'static str, differs: bool| {

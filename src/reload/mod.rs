@@ -5,9 +5,9 @@
 //! reports it, counted, and changes nothing. A good one is built into new routes over the same
 //! store, breaker and counters ([`setup::successor`]), and swapped in: each request runs on the
 //! routes current when it arrived, so it is decided and answered under one configuration. The
-//! keys in [`RESTART_ONLY`](crate::config::RESTART_ONLY) keep their running values, with a
-//! warning. Each generation's denial cache is its own, so no denial outlives the policies
-//! that decided it.
+//! keys only a restart changes ([`Settings::keep_restart_only`]) keep their running values, with
+//! a warning. Each generation's denial cache is its own, so no denial outlives the policies that
+//! decided it.
 //!
 //! - `status`: the reload counters and the live configuration's digest, for `/metrics`;
 //! - `watch`: what sets a reload off: SIGHUP, and the watched files' contents changing.
