@@ -32,6 +32,12 @@ window = "{NO_BOUNDARY}"
     )
 }
 
+/// What each policy has left for `user`, in order, as `tollgate inspect` reads it.
+async fn remaining(settings: &tollgate::Settings, user: &str) -> Vec<u64> {
+    let report = inspect(settings, user, None, None).await.unwrap();
+    report.standings.iter().map(|(_, s)| s.remaining).collect()
+}
+
 /// The statuses of `n` requests from `user` to `app`.
 async fn statuses(app: &TestApp, client: &reqwest::Client, user: &str, n: usize) -> Vec<u16> {
     let mut statuses = Vec::new();
@@ -101,13 +107,7 @@ async fn one_policy_alone() {
         .await
         .unwrap();
     assert_eq!(report.reset.len(), 1);
-    let remaining: Vec<u64> = inspect(&settings, "joe", None, None)
-        .await
-        .unwrap()
-        .standings
-        .iter()
-        .map(|(_, s)| s.remaining)
-        .collect();
+    let remaining = remaining(&settings, "joe").await;
     assert_eq!(remaining, [3, 7], "the bucket kept what joe spent");
     // A caller with nothing counted is reset all the same, and says so.
     let report = reset(&settings, "ann", None, None, None).await.unwrap();
@@ -172,13 +172,7 @@ by = "global"
         matches!(&error, CommandError::NothingKeyed(why) if why.contains("everyone is shared by every caller")),
         "{error}"
     );
-    let remaining: Vec<u64> = inspect(&settings, "ann", None, None)
-        .await
-        .unwrap()
-        .standings
-        .iter()
-        .map(|(_, s)| s.remaining)
-        .collect();
+    let remaining = remaining(&settings, "ann").await;
     assert_eq!(
         remaining,
         [0],
